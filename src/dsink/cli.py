@@ -1,0 +1,193 @@
+"""The ``dsink`` command line. Only this module prints; library code logs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import InputError, TrainingError
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="YAML config file (default: built-in defaults, see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set optim.lr=0.05 (repeatable)")
+
+
+def _data_shortcuts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help="data.dataset (fashion_mnist, cifar10, cifar100, npz, image_folder)")
+    p.add_argument("--imbalance-ratio", type=float, help="data.imbalance_ratio (rho >= 1)")
+    p.add_argument("--noise-mode", help="data.noise_mode (see `dsink list noise-modes`)")
+    p.add_argument("--noise-rate", type=float, help="data.noise_rate in [0, 1)")
+    p.add_argument("--data-seed", type=int, help="data.data_seed")
+    p.add_argument("--root", help="data.root: folder (or .npz file) with the data")
+
+
+def _config(args) -> "RunConfig":  # noqa: F821
+    from .config import load_config
+
+    over = list(args.overrides)
+    for flag, key in (("dataset", "data.dataset"), ("imbalance_ratio", "data.imbalance_ratio"),
+                      ("noise_mode", "data.noise_mode"), ("noise_rate", "data.noise_rate"),
+                      ("data_seed", "data.data_seed"), ("root", "data.root"), ("method", "method.name"),
+                      ("epochs", "optim.epochs"), ("device", "train.device"), ("seed", "train.seed")):
+        v = getattr(args, flag, None)
+        if v is not None:
+            over.append(f"{key}={v}")
+    return load_config(args.config, over)
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def print_report(report: dict, title: str = "") -> None:
+    """Print an evaluation report as a small table."""
+    if title:
+        print(title)
+    print(f"{'checkpoint':<12}{'top1':>8}{'macroF1':>9}{'many':>8}{'medium':>8}{'few':>8}")
+    for key in ("last", "best"):
+        r = report.get(key)
+        if r:
+            label = key if key == "last" else f"best@{r['epoch']}"
+            print(f"{label:<12}{_fmt(r['top1']):>8}{_fmt(r['macro_f1']):>9}{_fmt(r['many_acc']):>8}"
+                  f"{_fmt(r['medium_acc']):>8}{_fmt(r['few_acc']):>8}")
+    t = report.get("train")
+    if t:
+        print(f"train: realised noise {_fmt(t['noise_rate'])} %, labels corrected {_fmt(t['correction_rate'])} %, "
+              f"flag precision {_fmt(t['flag_precision'])} %, recall {_fmt(t['flag_recall'])} %")
+
+
+def cmd_train(args) -> int:
+    from .train import train_run
+    from .train.rundir import load_run_config
+
+    if args.resume and args.config is None and args.out and (Path(args.out) / "config.yaml").exists():
+        from .config import _merge, config_from_dict, parse_overrides
+
+        cfg = config_from_dict(_merge(load_run_config(args.out).to_dict(), parse_overrides(args.overrides)))
+    else:
+        cfg = _config(args)
+    out = args.out or f"runs/{cfg.method.name}-{cfg.data.dataset}-{cfg.fingerprint()[:8]}"
+    report = train_run(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
+    print(f"run directory: {out}")
+    if report is not None:
+        print_report(report)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .train import evaluate_run
+
+    report = evaluate_run(args.run, device=args.device, progress=not args.quiet)
+    print_report(report, title=f"run {args.run}:")
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+def cmd_describe(args) -> int:
+    from .data import describe
+
+    cfg = _config(args)
+    d = describe(cfg.data)
+    if args.json:
+        print(json.dumps(d))
+        return 0
+    print(f"{d['dataset']}: {d['num_samples']} samples ({d['num_train']} train / {d['num_val']} val), "
+          f"{d['num_test']} test, {d['num_classes']} classes")
+    print(f"long tail: profile {d['profile']}, ratio {d['imbalance_ratio']}; noise: {d['noise_mode']} "
+          f"requested {d['noise_rate_requested']}, realised {100 * d.get('noise_rate', float('nan')):.2f} %")
+    names = d["class_names"]
+    print(f"{'class':<14}{'true':>7}{'noisy':>7}")
+    for c, name in enumerate(names):
+        true = d["true_counts"][c] if "true_counts" in d else "-"
+        print(f"{name[:13]:<14}{true:>7}{d['noisy_counts'][c]:>7}")
+    if "transition" in d and d["num_classes"] <= 20:
+        print("transition matrix T[true, noisy] (%):")
+        for c, row in enumerate(d["transition"]):
+            print(f"{c:>3} " + " ".join(f"{100 * v:5.1f}" for v in row))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .data import DATASETS, NOISE_ALIASES, NOISE_MODES
+    from .methods import METHODS
+    from .models import MODELS
+
+    if args.what == "methods":
+        for name, cls in sorted(METHODS.items(), key=lambda kv: (kv[1].role, kv[0])):
+            print(f"{name:<22}{cls.role:<11}{cls.description}")
+    elif args.what == "models":
+        for name, (_, desc) in MODELS.items():
+            print(f"{name:<18}{desc}")
+    elif args.what == "datasets":
+        print("\n".join(DATASETS))
+    else:
+        for m in NOISE_MODES:
+            aliases = ", ".join(a for a, t in sorted(NOISE_ALIASES.items()) if t == m)
+            print(f"{m:<20}{'aliases: ' + aliases if aliases else ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``dsink`` command."""
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="dsink", description="Train classifiers on long-tailed, noisily labelled data.")
+    p.add_argument("--version", action="version", version=f"dsink {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one method into a run directory, then evaluate it")
+    _add_config_args(t)
+    _data_shortcuts(t)
+    t.add_argument("--method", help="method.name (see `dsink list methods`)")
+    t.add_argument("--epochs", type=int, help="optim.epochs")
+    t.add_argument("--device", help="train.device (auto, cpu, cuda, cuda:N)")
+    t.add_argument("--seed", type=int, help="train.seed")
+    t.add_argument("--out", help="run directory (default runs/<method>-<dataset>-<config hash>)")
+    t.add_argument("--resume", action="store_true", help="continue an unfinished run directory")
+    t.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a run directory (writes eval.json and predictions.npz)")
+    e.add_argument("run", help="run directory")
+    e.add_argument("--device", help="device to evaluate on (default: the run's)")
+    e.add_argument("--json", action="store_true", help="also print the report as JSON")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("data", help="inspect benchmark data")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dd = dsub.add_parser("describe", help="class counts, realised noise rate and transition matrix")
+    _add_config_args(dd)
+    _data_shortcuts(dd)
+    dd.add_argument("--json", action="store_true", help="print JSON")
+    dd.set_defaults(func=cmd_describe)
+
+    ls = sub.add_parser("list", help="list registered methods, models, datasets or noise modes")
+    ls.add_argument("what", choices=("methods", "models", "datasets", "noise-modes"))
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns the exit code (2 for bad input, 1 for a failed run)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except InputError as e:
+        print(f"dsink: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingError as e:
+        print(f"dsink: training failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dsink: interrupted; resume with `dsink train --resume --out RUN`", file=sys.stderr)
+        return 130

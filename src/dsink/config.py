@@ -1,0 +1,241 @@
+"""Typed run configuration: the single home of defaults.
+
+A run is described by :class:`RunConfig`, built from dataclass defaults, then a YAML
+file, then ``key=value`` overrides (``--set optim.lr=0.05``). Unknown keys are errors.
+The resolved config is stored in every run directory as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InputError
+
+
+@dataclass
+class DataConfig:
+    """Which data, how it is made long-tailed and how its labels are corrupted."""
+
+    dataset: str = "fashion_mnist"
+    root: str | None = None  # folder with the dataset files; None = standard places
+    download: bool = False  # allow downloading when the files are not found
+    imbalance_ratio: float = 100.0  # rho = n_max / n_min; 1 = balanced
+    profile: str = "exp"  # "exp" or "step"
+    n_max: int | None = None  # size of the largest class; None = the dataset's own
+    noise_mode: str = "uniform_excl_true"  # see dsink.data.noise.NOISE_MODES
+    noise_rate: float = 0.4
+    human_label: str = "worse_label"  # CIFAR-N label set for noise_mode=human
+    cifar_n_path: str | None = None  # CIFAR-N .pt file; None = standard places
+    csv_path: str | None = None  # image_folder: CSV of (path,label)
+    data_seed: int = 0  # subsampling and noise injection
+    val_fraction: float = 0.1  # share of the noisy training set held out for model selection
+    cache_dir: str | None = None  # generated index/label files; None = $DSINK_CACHE or ~/.cache/dsink
+
+
+@dataclass
+class ModelConfig:
+    """Network architecture (see ``dsink list models``)."""
+
+    name: str = "small_cnn"
+    width: int = 0  # architecture-specific width multiplier/hidden size; 0 = the model's default
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule."""
+
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    epochs: int = 30
+    schedule: str = "cosine"  # cosine | multistep | constant
+    milestones: list[int] = field(default_factory=list)  # epochs at which multistep decays
+    gamma: float = 0.1  # multistep decay factor
+    warmup_epochs: float = 0.0  # linear warm-up length
+
+
+@dataclass
+class TrainConfig:
+    """Execution: device, precision, augmentation, seeding."""
+
+    seed: int = 0  # training seed (model init, batch order, augmentation)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
+    augment: bool = True  # random crop (pad 4) + horizontal flip for images
+    hflip: bool = True  # horizontal flips (off for data where flips change meaning)
+    channels_last: bool = True  # memory format for conv nets
+    eval_batch_size: int = 1024
+    eval_test_every: int = 0  # log test accuracy every k epochs (0: only in the final evaluation)
+    num_threads: int = 0  # torch CPU threads; 0 = torch's default
+    deterministic: bool = False  # torch.use_deterministic_algorithms (for CUDA)
+
+
+@dataclass
+class MethodConfig:
+    """The training method and its own parameters (validated by the method)."""
+
+    name: str = "ce"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON ready)."""
+        return dataclasses.asdict(self)
+
+    def fingerprint(self, *sections: str) -> str:
+        """Short hash of the given sections (all when none), for caching and compatibility checks."""
+        d = self.to_dict()
+        if sections:
+            d = {k: d[k] for k in sections}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` to the annotated type ``tp`` or raise an InputError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip() else []
+            if not isinstance(value, list):
+                value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"config key {key!r} expects a list, got {value!r}")
+        return [_coerce(v, item, key) for v in value]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise InputError(f"config key {key!r} expects a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise InputError(f"config key {key!r} expects true/false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise InputError(f"config key {key!r} expects a number, got {value!r}")
+        try:
+            out = tp(value) if not isinstance(value, str) else tp(float(value)) if tp is float else int(value)
+        except (TypeError, ValueError):
+            raise InputError(f"config key {key!r} expects {tp.__name__}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and value != int(value):
+            raise InputError(f"config key {key!r} expects an integer, got {value!r}")
+        return out
+    if tp is str:
+        if not isinstance(value, (str, int, float)):
+            raise InputError(f"config key {key!r} expects a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls, data: dict[str, Any], prefix: str):
+    if not isinstance(data, dict):
+        raise InputError(f"config section {prefix.rstrip('.') or 'root'!r} must be a mapping, got {data!r}")
+    types_ = _field_types(cls)
+    unknown = set(data) - set(types_)
+    if unknown:
+        raise InputError(
+            f"unknown config key(s) {', '.join(prefix + k for k in sorted(unknown))}; "
+            f"valid keys in {prefix.rstrip('.') or 'root'}: {', '.join(types_)}"
+        )
+    kwargs = {}
+    for name, tp in types_.items():
+        if name not in data:
+            continue
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, data[name], prefix + name + ".")
+        else:
+            kwargs[name] = _coerce(data[name], tp, prefix + name)
+    return cls(**kwargs)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``["optim.lr=0.05", "method.params.alpha=1"]`` into a nested dict."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise InputError(f"override {pair!r} is not of the form key=value (e.g. optim.lr=0.05)")
+        key, raw = pair.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise InputError(f"override key {key!r} is malformed; use dotted keys like optim.lr")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise InputError(f"override {pair!r} conflicts with an earlier override")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    return out
+
+
+def _merge(base: dict, upd: dict) -> dict:
+    out = dict(base)
+    for k, v in upd.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Build and validate a RunConfig from a (possibly partial) nested dict."""
+    return _build(RunConfig, data or {}, "")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults, then the YAML file at ``path`` (if any), then ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"config file {str(p)!r} not found; pass an existing YAML file (see configs/)")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    data = _merge(data, parse_overrides(overrides or []))
+    return config_from_dict(data)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from .train.checkpoint import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,394 @@
+"""Dataset sources: the raw train/test arrays with true (or given) labels.
+
+Images are held as ``uint8`` arrays of shape (N, C, H, W); feature data as ``float32``
+(N, D). Nothing here subsamples or corrupts labels (see :mod:`dsink.data.builder`).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import logging
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+FMNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+FMNIST_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+CIFAR_N_URL = "https://github.com/UCSC-REAL/cifar-10-100n/raw/main/data/"
+CIFAR_N_FILES = {
+    "cifar10": ("CIFAR-10_human.pt", "873e69c39cb9b5e97fb6bae2d60bb59b38a5cbc31d2b868f7903dcb2b9dd2310"),
+    "cifar100": ("CIFAR-100_human.pt", "bd2d80409754d420292d622e15e25248ba21e37d27429efac49c8da723f44394"),
+}
+CIFAR_N_LABEL_SETS = {
+    "cifar10": ("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3"),
+    "cifar100": ("noisy_label",),
+}
+
+
+@dataclass
+class Source:
+    """Raw arrays of one dataset.
+
+    ``train_labels`` are the true labels for benchmark data; for a user's own data they
+    are the given (possibly noisy) labels, and ``train_true`` holds true labels if known.
+    """
+
+    name: str
+    kind: str  # "image" or "features"
+    train_x: np.ndarray
+    train_labels: np.ndarray
+    test_x: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int
+    class_names: list[str]
+    train_true: np.ndarray | None = None
+    semantic_map: str | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample (C, H, W) or (D,)."""
+        return tuple(self.train_x.shape[1:])
+
+
+def default_cache_dir() -> Path:
+    """``$DSINK_CACHE`` or ``~/.cache/dsink``."""
+    return Path(os.environ.get("DSINK_CACHE", Path.home() / ".cache" / "dsink")).expanduser()
+
+
+def _download(url: str, dest: Path, sha256: str | None = None) -> None:
+    import urllib.request
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    log.info("downloading %s", url)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"download of {url} failed ({e}); place the file at {dest} by hand") from None
+    if sha256 is not None and sha256_file(tmp) != sha256:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"download of {url} has the wrong checksum; expected sha256 {sha256}")
+    os.replace(tmp, dest)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- IDX (Fashion-MNIST)
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) of unsigned bytes into a numpy array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise InputError(f"IDX file {str(path)!r} cannot be read ({e}); re-download or reinstall it") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise InputError(f"{str(path)!r} is not an unsigned-byte IDX file (bad magic number)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise InputError(f"IDX file {str(path)!r} is truncated (incomplete header)")
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = header + int(np.prod(dims))
+    if len(data) != expected:
+        raise InputError(
+            f"IDX file {str(path)!r} is truncated or corrupt: {len(data)} bytes, header says {expected}; "
+            "re-download or reinstall it"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find_fmnist(root: str | None, download: bool) -> Path:
+    candidates = [Path(root).expanduser()] if root else [FMNIST_SYSTEM_DIR, default_cache_dir() / "fashion-mnist"]
+    for d in candidates:
+        if all((d / f).exists() or (d / (f + ".gz")).exists() for f in FMNIST_FILES.values()):
+            return d
+    if download:
+        d = candidates[0] if root else candidates[1]
+        for f in FMNIST_FILES.values():
+            if not (d / (f + ".gz")).exists():
+                _download(FMNIST_URL + f + ".gz", d / (f + ".gz"))
+        return d
+    where = " or ".join(str(c) for c in candidates)
+    raise InputError(
+        f"Fashion-MNIST files not found in {where}; install them with "
+        "`apt-get install dataset-fashion-mnist`, set data.root to a folder with the IDX files, "
+        "or set data.download=true"
+    )
+
+
+def load_fashion_mnist(root: str | None = None, download: bool = False) -> Source:
+    """Fashion-MNIST from IDX files (the Debian package, a folder, or a download)."""
+    d = _find_fmnist(root, download)
+
+    def read(key):
+        f = d / FMNIST_FILES[key]
+        return read_idx(f if f.exists() else f.with_name(f.name + ".gz"))
+
+    tx, ty, vx, vy = (read(k) for k in ("train_x", "train_y", "test_x", "test_y"))
+    if tx.ndim != 3 or len(tx) != len(ty) or vx.ndim != 3 or len(vx) != len(vy):
+        raise InputError(f"Fashion-MNIST files in {d} have inconsistent shapes; re-download them")
+    from .noise import _FMNIST_NAMES
+
+    return Source(
+        "fashion_mnist", "image", tx[:, None].copy(), ty.astype(np.int64), vx[:, None].copy(),
+        vy.astype(np.int64), 10, list(_FMNIST_NAMES), train_true=ty.astype(np.int64), semantic_map="fashion_mnist",
+    )
+
+
+# --------------------------------------------------------------------------- CIFAR (torchvision layout)
+_CIFAR = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", "batches.meta", "label_names"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels", "meta", "fine_label_names"),
+}
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
+        raise InputError(f"CIFAR file {str(path)!r} is missing or corrupt ({e}); re-download it") from None
+
+
+def load_cifar(name: str, root: str | None = None, download: bool = False) -> Source:
+    """CIFAR-10/100 in torchvision's on-disk layout (``ROOT/cifar-10-batches-py/...``)."""
+    folder, train_files, test_files, label_key, meta_file, names_key = _CIFAR[name]
+    base = Path(root).expanduser() if root else default_cache_dir() / "cifar"
+    if not (base / folder).is_dir():
+        if not download:
+            raise InputError(
+                f"{name} not found: no folder {folder!r} under {str(base)!r}; set data.root to the folder "
+                f"holding {folder}/ (torchvision layout) or set data.download=true"
+            )
+        import torchvision
+
+        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+        cls(str(base), train=True, download=True)
+
+    def read(files):
+        xs, ys = [], []
+        for fn in files:
+            d = _unpickle(base / folder / fn)
+            if b"data" not in d or label_key not in d:
+                raise InputError(f"CIFAR file {str(base / folder / fn)!r} lacks data/labels; re-download it")
+            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(d[label_key], dtype=np.int64))
+        return np.concatenate(xs), np.concatenate(ys)
+
+    tx, ty = read(train_files)
+    vx, vy = read(test_files)
+    num_classes = 10 if name == "cifar10" else 100
+    names = [str(i) for i in range(num_classes)]
+    meta = base / folder / meta_file
+    if meta.exists():
+        m = _unpickle(meta)
+        raw = m.get(names_key.encode(), m.get(names_key))
+        if raw is not None and len(raw) == num_classes:
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
+    return Source(name, "image", tx, ty, vx, vy, num_classes, names, train_true=ty, semantic_map=name)
+
+
+# --------------------------------------------------------------------------- CIFAR-N
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that rebuilds numpy arrays and plain containers, and refuses anything else."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("collections", "OrderedDict"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        if module.startswith("numpy") and module.endswith("multiarray"):
+            try:
+                from numpy._core import multiarray
+            except ImportError:  # numpy < 2
+                from numpy.core import multiarray
+
+            return getattr(multiarray, name)
+        return super().find_class(module, name)
+
+
+def load_cifar_n(path: str | Path) -> dict[str, np.ndarray]:
+    """Load a CIFAR-N label file (a torch zip pickle of numpy int64 arrays) without executing code.
+
+    Returns the dict of label arrays, e.g. ``clean_label``, ``worse_label``, ``aggre_label``.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            pkl = [n for n in z.namelist() if n.endswith("data.pkl")]
+            if not pkl:
+                raise InputError(f"CIFAR-N file {str(path)!r} holds no data.pkl; re-download it")
+            import io
+
+            raw = _NumpyOnlyUnpickler(io.BytesIO(z.read(pkl[0]))).load()
+    except FileNotFoundError:
+        raise InputError(f"CIFAR-N file {str(path)!r} not found; set data.cifar_n_path to the .pt file") from None
+    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, OSError, ValueError) as e:
+        raise InputError(f"CIFAR-N file {str(path)!r} is corrupt or not a CIFAR-N file ({e}); re-download it") from None
+    if not isinstance(raw, dict) or "clean_label" not in raw:
+        raise InputError(f"CIFAR-N file {str(path)!r} has no 'clean_label' entry; is it a CIFAR-N label file?")
+    return {k: np.asarray(v, dtype=np.int64) for k, v in raw.items() if isinstance(v, np.ndarray)}
+
+
+def find_cifar_n(dataset: str, path: str | None, download: bool) -> Path:
+    """Locate (or download, checksum-verified) the CIFAR-N file for ``dataset``."""
+    fname, sha = CIFAR_N_FILES[dataset]
+    if path:
+        return Path(path).expanduser()
+    for cand in (default_cache_dir() / "cifar-n" / fname, Path(__file__).resolve().parents[4] / "shared/data/cifar-n" / fname):
+        if cand.exists():
+            return cand
+    dest = default_cache_dir() / "cifar-n" / fname
+    if download:
+        _download(CIFAR_N_URL + fname, dest, sha)
+        return dest
+    raise InputError(
+        f"CIFAR-N file {fname} not found; set data.cifar_n_path to it, put it in {dest.parent}, "
+        "or set data.download=true"
+    )
+
+
+# --------------------------------------------------------------------------- user data
+def load_npz(path: str | Path) -> Source:
+    """Features from an ``.npz`` with ``X``, ``y`` (given labels), ``X_test``, ``y_test`` and optionally ``y_true``."""
+    path = Path(path)
+    try:
+        z = np.load(path, allow_pickle=False)
+        arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise InputError(f"npz file {str(path)!r} not found; set data.root to the .npz file") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise InputError(f"npz file {str(path)!r} cannot be read ({e}); is it a valid .npz?") from None
+    missing = [k for k in ("X", "y", "X_test", "y_test") if k not in arrays]
+    if missing:
+        raise InputError(f"npz file {str(path)!r} lacks {', '.join(missing)}; it needs X, y, X_test, y_test (y_true optional)")
+    X, Xt = arrays["X"], arrays["X_test"]
+    if X.ndim != 2 or Xt.ndim != 2 or X.shape[1] != Xt.shape[1]:
+        raise InputError(f"npz X and X_test must be 2-D with the same number of features, got {X.shape} and {Xt.shape}")
+    if not (np.isfinite(X).all() and np.isfinite(Xt).all()):
+        raise InputError(f"npz file {str(path)!r} has NaN or Inf features; clean or impute them first")
+    from .noise import check_labels
+
+    ys = [arrays["y"], arrays["y_test"]] + ([arrays["y_true"]] if "y_true" in arrays else [])
+    num_classes = int(max(int(np.max(a)) for a in ys if a.size)) + 1
+    y = check_labels(arrays["y"], num_classes, "npz y")
+    yt = check_labels(arrays["y_test"], num_classes, "npz y_test")
+    true = check_labels(arrays["y_true"], num_classes, "npz y_true") if "y_true" in arrays else None
+    if len(y) != len(X) or len(yt) != len(Xt) or (true is not None and len(true) != len(X)):
+        raise InputError("npz label arrays must have one entry per row of X / X_test")
+    return Source(
+        path.stem, "features", X.astype(np.float32), y, Xt.astype(np.float32), yt, num_classes,
+        [str(i) for i in range(num_classes)], train_true=true,
+    )
+
+
+def load_image_folder(root: str | Path, csv_path: str | Path) -> Source:
+    """Images listed in a CSV with columns ``path,label`` and optional ``split`` (train/test) and ``true_label``.
+
+    Paths are relative to ``root``. Labels are integers or class names (sorted to indices).
+    All images must share one size and mode.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    try:
+        with open(csv_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise InputError(f"label CSV {str(csv_path)!r} not found; set data.csv_path") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InputError(f"label CSV {str(csv_path)!r} cannot be read ({e})") from None
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise InputError(f"label CSV {str(csv_path)!r} needs a header with columns path,label (optional: split,true_label)")
+    names = sorted({r["label"] for r in rows} | {r["true_label"] for r in rows if r.get("true_label")})
+    if all(n.lstrip("-").isdigit() for n in names):
+        to_idx = {n: int(n) for n in names}
+        num_classes = max(to_idx.values()) + 1
+        class_names = [str(i) for i in range(num_classes)]
+    else:
+        to_idx = {n: i for i, n in enumerate(names)}
+        num_classes, class_names = len(names), names
+    if min(to_idx.values()) < 0:
+        raise InputError(f"label CSV {str(csv_path)!r} has negative labels; labels must be class indices >= 0 or names")
+    images, shape = [], None
+    for i, r in enumerate(rows):
+        try:
+            with Image.open(root / r["path"]) as im:
+                a = np.asarray(im)
+        except (OSError, ValueError) as e:
+            raise InputError(f"image {r['path']!r} (CSV row {i + 2}) cannot be read ({e})") from None
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        if shape is None:
+            shape = a.shape
+        elif a.shape != shape:
+            raise InputError(f"image {r['path']!r} has shape {a.shape}, others {shape}; resize all images to one size")
+        images.append(a)
+    x = np.stack(images).astype(np.uint8)
+    split = np.array([(r.get("split") or "train").strip().lower() for r in rows])
+    if not set(split) <= {"train", "test"}:
+        raise InputError(f"label CSV split column must be train or test, found {sorted(set(split))}")
+    if not (split == "test").any():
+        raise InputError(f"label CSV {str(csv_path)!r} has no rows with split=test; mark a clean test set")
+    y = np.array([to_idx[r["label"]] for r in rows], dtype=np.int64)
+    true = None
+    if all(r.get("true_label") for r in rows):
+        true = np.array([to_idx[r["true_label"]] for r in rows], dtype=np.int64)[split == "train"]
+    tr, te = split == "train", split == "test"
+    return Source(root.name, "image", x[tr], y[tr], x[te], y[te], num_classes, class_names, train_true=true)
+
+
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "npz", "image_folder")
+
+
+def load_source(dataset: str, root: str | None = None, download: bool = False, csv_path: str | None = None) -> Source:
+    """Load a dataset by name (see ``DATASETS``)."""
+    from ..errors import check_choice
+
+    check_choice(dataset, DATASETS, "dataset")
+    if dataset == "fashion_mnist":
+        return load_fashion_mnist(root, download)
+    if dataset in ("cifar10", "cifar100"):
+        return load_cifar(dataset, root, download)
+    if root is None:
+        raise InputError(f"dataset {dataset} needs data.root (the .npz file or the image folder)")
+    if dataset == "npz":
+        return load_npz(root)
+    if csv_path is None:
+        raise InputError("dataset image_folder needs data.csv_path (CSV with columns path,label[,split,true_label])")
+    return load_image_folder(root, csv_path)

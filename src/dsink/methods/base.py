@@ -1,0 +1,104 @@
+"""The method registry: every training method is a :class:`Method` plugged into the one loop.
+
+A method says which networks it trains (``build_models``), what one optimisation step
+computes (``training_step`` returns a dict with ``loss`` and any scalars to log), how its
+saved prediction is formed (``predict_logits``) and what it does between epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..config import MethodConfig, _build
+from ..errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..train.engine import Trainer
+
+ROLES = ("baseline", "imbalance", "noise", "combined", "target")
+
+
+@dataclass
+class MethodContext:
+    """Facts about the training set a method may use (never the true labels)."""
+
+    num_classes: int
+    class_counts: np.ndarray  # noisy-label histogram of the training split
+    num_train: int
+    epochs: int
+    device: torch.device
+    noise_rate: float  # configured noise rate (co-teaching's forget rate default)
+
+
+@dataclass
+class NoParams:
+    """This method has no parameters."""
+
+
+class Method:
+    """Base class; subclasses set ``name``, ``role``, ``description`` and ``Params``."""
+
+    name: ClassVar[str] = ""
+    role: ClassVar[str] = "baseline"
+    description: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, params: Any, ctx: MethodContext):
+        self.p = params
+        self.ctx = ctx
+
+    def build_models(self, make_model: Callable[[], nn.Module]) -> dict[str, nn.Module]:
+        """The networks to train, by name (one by default)."""
+        return {"net": make_model()}
+
+    def on_epoch_start(self, epoch: int, trainer: "Trainer") -> dict[str, float]:
+        """Hook before each epoch; returns scalars to log."""
+        return {}
+
+    def training_step(self, models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
+                      idx: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
+        """One batch: returns ``{"loss": scalar tensor, ...}``."""
+        raise NotImplementedError
+
+    def predict_logits(self, models: dict[str, nn.Module], x: torch.Tensor) -> torch.Tensor:
+        """Logits of the method's saved prediction (two-network methods average)."""
+        return models["net"](x)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Method state to checkpoint (beyond model and optimiser)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator adding a method to the registry under ``cls.name``."""
+    if not cls.name or cls.role not in ROLES:
+        raise ValueError(f"method {cls.__name__} needs a name and a role in {ROLES}")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def build_method(cfg: MethodConfig, ctx: MethodContext) -> Method:
+    """Instantiate a registered method, validating ``cfg.params`` against its ``Params`` dataclass."""
+    if cfg.name not in METHODS:
+        raise InputError(f"unknown method {cfg.name!r}; valid methods: {', '.join(sorted(METHODS))}")
+    cls = METHODS[cfg.name]
+    params = _build(cls.Params, cfg.params, "method.params.")
+    return cls(params, ctx)
+
+
+def method_params_dict(name: str, params: dict) -> dict:
+    """Method params with defaults filled in (for the stored config)."""
+    cls = METHODS[name]
+    return dataclasses.asdict(_build(cls.Params, params, "method.params."))

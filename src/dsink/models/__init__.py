@@ -1,0 +1,65 @@
+"""Model registry: ``build_model(name, input_shape, num_classes, width=0)``.
+
+Every model exposes ``features(x) -> (B, D)`` and ``fc`` (the final linear layer), so
+methods can replace the head (LDAM's normalised classifier) and reports can embed features.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+from ..errors import InputError
+from .nets import MLP, CifarResNet, PreActResNet18, SmallCNN
+
+MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {}
+
+
+def register_model(name: str, description: str):
+    """Decorator adding a factory ``f(input_shape, num_classes, width) -> nn.Module`` to the registry."""
+
+    def deco(fn):
+        MODELS[name] = (fn, description)
+        return fn
+
+    return deco
+
+
+def _image_shape(shape, name):
+    if len(shape) != 3:
+        raise InputError(f"model {name} needs image input (C, H, W), got samples of shape {tuple(shape)}; use model mlp")
+    return shape
+
+
+@register_model("mlp", "MLP (2 hidden layers, 256 units by default) for feature data or flattened images")
+def _mlp(shape, num_classes, width=0):
+    return MLP(int(__import__("math").prod(shape)), num_classes, hidden=width or 256)
+
+
+@register_model("small_cnn", "3-conv CNN (~94k parameters) sized for CPU benchmarks")
+def _small_cnn(shape, num_classes, width=0):
+    return SmallCNN(_image_shape(shape, "small_cnn")[0], num_classes, width=width or 32)
+
+
+for _depth, _params in ((8, "75k"), (20, "269k"), (32, "464k")):
+
+    def _make(shape, num_classes, width=0, _d=_depth):
+        return CifarResNet(_d, _image_shape(shape, f"resnet{_d}")[0], num_classes, width=width or 16)
+
+    register_model(f"resnet{_depth}", f"CIFAR ResNet-{_depth} (He et al. 2016; LDAM/RoLT line, {_params} parameters)")(_make)
+
+
+@register_model("preact_resnet18", "PreAct-ResNet-18 (11.2M parameters; DivideMix/TABASCO line)")
+def _preact18(shape, num_classes, width=0):
+    return PreActResNet18(_image_shape(shape, "preact_resnet18")[0], num_classes, width=width or 64)
+
+
+def build_model(name: str, input_shape, num_classes: int, width: int = 0) -> nn.Module:
+    """Instantiate a registered model for samples of ``input_shape`` and ``num_classes`` outputs."""
+    if name not in MODELS:
+        raise InputError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
+    return MODELS[name][0](tuple(input_shape), num_classes, width)
+
+
+__all__ = ["MODELS", "build_model", "register_model"]

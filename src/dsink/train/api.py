@@ -1,0 +1,83 @@
+"""Top-level training and evaluation of run directories."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..config import RunConfig
+from ..data import build_data, canonical_noise_mode
+from ..errors import InputError, check_choice
+from ..eval.evaluate import evaluate_trainer
+from ..methods.base import METHODS, method_params_dict
+from ..models import MODELS
+from .engine import OPTIMIZERS, Trainer, resolve_device
+from .rundir import load_run_config, prepare_run_dir, write_status
+from .schedule import SCHEDULES
+
+log = logging.getLogger(__name__)
+
+
+def resolve_config(cfg: RunConfig) -> RunConfig:
+    """Validate every name in ``cfg`` and fill in method defaults, before anything is written."""
+    from ..data.longtail import PROFILES
+    from ..data.sources import DATASETS
+
+    check_choice(cfg.data.dataset, DATASETS, "dataset")
+    canonical_noise_mode(cfg.data.noise_mode)
+    check_choice(cfg.data.profile, PROFILES, "profile")
+    check_choice(cfg.model.name, MODELS, "model")
+    check_choice(cfg.method.name, METHODS, "method")
+    check_choice(cfg.optim.optimizer, OPTIMIZERS, "optimizer")
+    check_choice(cfg.optim.schedule, SCHEDULES, "schedule")
+    resolve_device(cfg.train.device)
+    cfg = dataclasses.replace(cfg, method=dataclasses.replace(
+        cfg.method, params=method_params_dict(cfg.method.name, cfg.method.params)))
+    return cfg
+
+
+def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, force: bool = False,
+              progress: bool = False, stop_after: int | None = None) -> dict[str, Any] | None:
+    """Train ``cfg`` into ``run_dir`` and evaluate it.
+
+    Returns the evaluation report, or None when ``stop_after`` ended training early.
+    A finished run that is resumed is not retrained; its stored evaluation is returned.
+    """
+    cfg = resolve_config(cfg)
+    data = build_data(cfg.data)  # data errors surface before the run directory is touched
+    todo = prepare_run_dir(run_dir, cfg, resume=resume, force=force)
+    trainer = Trainer(cfg, data, run_dir, progress=progress)
+    if not todo:
+        log.info("run %s is already finished", run_dir)
+        return _stored_eval(run_dir) or evaluate_run(run_dir)
+    trainer.fit(resume=resume, stop_after=stop_after)
+    if trainer.epoch < cfg.optim.epochs:
+        return None
+    report = evaluate_trainer(trainer)
+    write_status(run_dir, status="finished", epochs=trainer.epoch, device=str(trainer.device))
+    return report
+
+
+def _stored_eval(run_dir) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads((Path(run_dir) / "eval.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def evaluate_run(run_dir: str | Path, *, device: str | None = None, progress: bool = False) -> dict[str, Any]:
+    """Re-evaluate a run directory from its ``config.yaml`` and ``checkpoints/last.pt``."""
+    cfg = load_run_config(run_dir)
+    if device is not None:
+        cfg.train.device = device
+    data = build_data(cfg.data)
+    trainer = Trainer(cfg, data, run_dir, progress=progress)
+    last = Path(run_dir) / "checkpoints" / "last.pt"
+    trainer.epoch = trainer.load_weights(last)
+    if trainer.epoch < cfg.optim.epochs:
+        log.warning("run %s stopped after epoch %d of %d; evaluating it as it is", run_dir, trainer.epoch, cfg.optim.epochs)
+    return evaluate_trainer(trainer)

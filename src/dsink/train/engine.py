@@ -1,0 +1,312 @@
+"""The one training loop. Methods plug in through :mod:`dsink.methods`; nobody writes a second loop.
+
+The whole training set lives as tensors on the training device (uint8 images or float
+features); batches are gathered by index and augmented there (:mod:`.augment`), so the
+hot path has no per-sample Python and no DataLoader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from ..config import RunConfig
+from ..data import DataBundle
+from ..errors import InputError, TrainingError, check_choice
+from ..methods import MethodContext, build_method
+from ..models import build_model
+from .augment import InputPipeline
+from .checkpoint import load_checkpoint, save_checkpoint
+from .schedule import lr_at
+
+log = logging.getLogger(__name__)
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an unavailable CUDA device is an InputError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"train.device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"train.device {name!r} asked for CUDA but none is available; use train.device=cpu")
+    return dev
+
+
+def _tensor(a: np.ndarray | None, device, dtype=None) -> torch.Tensor | None:
+    return None if a is None else torch.as_tensor(np.ascontiguousarray(a), dtype=dtype).to(device)
+
+
+class Trainer:
+    """Trains a method's networks on a :class:`~dsink.data.DataBundle` and writes a run directory.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    data : DataBundle
+    run_dir : path
+        ``metrics.jsonl`` and ``checkpoints/{last,best}.pt`` are written here.
+    progress : bool
+        Show a progress bar per epoch (the CLI turns it on).
+    """
+
+    def __init__(self, cfg: RunConfig, data: DataBundle, run_dir: str | Path, *, progress: bool = False,
+                 method_kwargs: dict[str, Any] | None = None):
+        self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
+        self.progress = progress
+        self.device = resolve_device(cfg.train.device)
+        if cfg.train.num_threads > 0:
+            torch.set_num_threads(cfg.train.num_threads)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=False)
+        if cfg.optim.batch_size < 1 or cfg.optim.epochs < 0:
+            raise InputError("optim.batch_size must be >= 1 and optim.epochs >= 0")
+        if len(data.train_y) == 0:
+            raise InputError("the training split is empty; lower data.val_fraction or check the data")
+        ctx = MethodContext(
+            num_classes=data.num_classes, class_counts=np.bincount(data.train_y, minlength=data.num_classes),
+            num_train=len(data.train_y), epochs=cfg.optim.epochs, device=self.device, noise_rate=cfg.data.noise_rate,
+        )
+        self.method = build_method(cfg.method, ctx)
+        if method_kwargs:
+            for k, v in method_kwargs.items():
+                setattr(self.method, k, v)
+        self.models = self._build_models()
+        self.pipeline = InputPipeline(
+            data.kind, data.mean, data.std, self.device, augment=cfg.train.augment,
+            hflip=cfg.train.hflip, channels_last=cfg.train.channels_last,
+        )
+        self.train_x = _tensor(data.train_x, self.device)
+        self.train_y = _tensor(data.train_y, self.device, torch.long)
+        self.val_x = _tensor(data.val_x, self.device)
+        self.val_y = _tensor(data.val_y, self.device, torch.long)
+        self.test_x = _tensor(data.test_x, self.device)
+        self.test_y = _tensor(data.test_y, self.device, torch.long)
+        self.optimizer = self._build_optimizer()
+        self.gen = torch.Generator().manual_seed(cfg.train.seed)
+        self.epoch = 0  # completed epochs
+        self.best: dict[str, Any] = {"val_acc": -1.0, "epoch": 0}
+
+    # ------------------------------------------------------------------ construction
+    def _build_models(self) -> dict[str, nn.Module]:
+        cfg = self.cfg
+
+        def make():
+            m = build_model(cfg.model.name, self.data.input_shape, self.data.num_classes, cfg.model.width)
+            m = m.to(self.device)
+            if cfg.train.channels_last and self.data.kind == "image":
+                m = m.to(memory_format=torch.channels_last)
+            return m
+
+        # Seeded initialisation without touching the caller's global RNG state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.train.seed)
+            return self.method.build_models(make)
+
+    def parameters(self):
+        """All trainable parameters of all the method's networks."""
+        return [p for m in self.models.values() for p in m.parameters() if p.requires_grad]
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        check_choice(o.optimizer, OPTIMIZERS, "optimizer")
+        if o.lr <= 0:
+            raise InputError(f"optim.lr must be > 0, got {o.lr}")
+        if o.optimizer == "sgd":
+            return torch.optim.SGD(self.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                                   weight_decay=o.weight_decay)
+        cls = torch.optim.Adam if o.optimizer == "adam" else torch.optim.AdamW
+        return cls(self.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+
+    def autocast(self):
+        """bfloat16 autocast on CUDA when ``train.amp``; a no-op elsewhere."""
+        if self.cfg.train.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ prediction
+    def _split(self, split: str) -> torch.Tensor:
+        return {"train": self.train_x, "val": self.val_x, "test": self.test_x}[split]
+
+    @torch.inference_mode()
+    def predict_logits(self, split: str = "test", x: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (float32, on the training device) of the method's prediction for a split, without augmentation."""
+        x = self._split(split) if x is None else x
+        for m in self.models.values():
+            m.eval()
+        out = []
+        bs = self.cfg.train.eval_batch_size
+        try:
+            with self.autocast():
+                for i in range(0, len(x), bs):
+                    out.append(self.method.predict_logits(self.models, self.pipeline(x[i : i + bs])).float())
+        finally:
+            for m in self.models.values():
+                m.train()
+        if not out:
+            return torch.zeros(0, self.data.num_classes, device=self.device)
+        return torch.cat(out)
+
+    def predict_probs(self, split: str = "test") -> torch.Tensor:
+        """Softmax of :meth:`predict_logits`."""
+        return self.predict_logits(split).softmax(1)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-identically (CPU) from the end of ``self.epoch``."""
+        return {
+            "epoch": self.epoch,
+            "models": {k: m.state_dict() for k, m in self.models.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.gen.get_state(),
+            "method": self.method.state_dict(),
+            "best": dict(self.best),
+            "config": self.cfg.to_dict(),
+            "data_fingerprint": self.data.fingerprint,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (checks it belongs to the same data)."""
+        if state.get("data_fingerprint") != self.data.fingerprint:
+            raise InputError(
+                "the checkpoint was made on different data (other subsample, noise or seed); "
+                "use the run's own config or retrain with --force"
+            )
+        for k, m in self.models.items():
+            m.load_state_dict(state["models"][k])
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.gen.set_state(state["generator"])
+            self.method.load_state_dict(state.get("method", {}))
+            self.best = dict(state.get("best", self.best))
+        self.epoch = int(state["epoch"])
+
+    def load_weights(self, path: Path) -> int:
+        """Load only the network weights of a checkpoint; returns its epoch."""
+        state = load_checkpoint(path, map_location=self.device)
+        if state.get("data_fingerprint") != self.data.fingerprint:
+            raise InputError(f"checkpoint {str(path)!r} was made on different data; re-run training for this config")
+        for k, m in self.models.items():
+            m.load_state_dict(state["models"][k])
+        return int(state["epoch"])
+
+    # ------------------------------------------------------------------ training
+    def _run_epoch(self, epoch: int) -> dict[str, float]:
+        cfg = self.cfg.optim
+        n = len(self.train_y)
+        bs = min(cfg.batch_size, n)
+        perm = torch.randperm(n, generator=self.gen).to(self.device)
+        iters = n // bs if n % bs == 1 else math.ceil(n / bs)  # never a batch of one (BatchNorm)
+        sums: dict[str, torch.Tensor] = {}
+        correct = torch.zeros((), device=self.device)
+        bar = tqdm(range(iters), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not self.progress,
+                   unit="batch", dynamic_ncols=True)
+        t0 = time.perf_counter()
+        for it in bar:
+            lr = lr_at(cfg, epoch + it / iters)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            idx = perm[it * bs : (it + 1) * bs]
+            x = self.pipeline(self.train_x[idx], self.gen)
+            y = self.train_y[idx]
+            with self.autocast():
+                out = self.method.training_step(self.models, x, y, idx, epoch)
+            loss = out["loss"]
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            for k, v in out.items():
+                if k != "logits" and torch.is_tensor(v) and v.dim() == 0:
+                    sums[k] = sums.get(k, 0) + v.detach().float() * len(idx)
+            if "logits" in out:
+                correct += (out["logits"].detach().argmax(1) == y).sum()
+        seen = min(iters * bs, n)
+        row = {k: float(v) / seen for k, v in sums.items()}
+        if not all(math.isfinite(v) for v in row.values()):
+            bad = {k: v for k, v in row.items() if not math.isfinite(v)}
+            raise TrainingError(
+                f"non-finite training values {bad} in epoch {epoch + 1}; the run stopped and its last "
+                f"checkpoint (epoch {self.epoch}) is intact. Lower optim.lr or check the inputs."
+            )
+        row["train_acc_noisy"] = float(correct) / seen
+        row["lr"] = lr_at(cfg, epoch)
+        row["images_per_s"] = seen / max(time.perf_counter() - t0, 1e-9)
+        return row
+
+    def _val_metrics(self) -> dict[str, float]:
+        if len(self.val_y) == 0:
+            return {}
+        pred = self.predict_logits("val").argmax(1)
+        out = {"val_acc": float((pred == self.val_y).float().mean())}
+        if self.data.val_true is not None:
+            true = torch.as_tensor(self.data.val_true, device=self.device)
+            out["val_acc_true"] = float((pred == true).float().mean())
+        return out
+
+    def fit(self, *, resume: bool = False, stop_after: int | None = None) -> list[dict[str, Any]]:
+        """Train to ``optim.epochs`` (or stop after ``stop_after`` epochs in total); returns the metrics rows.
+
+        With ``resume``, continue from ``checkpoints/last.pt`` and drop metrics rows written after it.
+        """
+        ck = self.run_dir / "checkpoints"
+        metrics_path = self.run_dir / "metrics.jsonl"
+        if resume and (ck / "last.pt").exists():
+            self.load_state_dict(load_checkpoint(ck / "last.pt", map_location=self.device))
+            log.info("resuming %s after epoch %d", self.run_dir, self.epoch)
+        rows = _read_rows(metrics_path, upto=self.epoch)
+        _write_rows(metrics_path, rows)
+        end = self.cfg.optim.epochs if stop_after is None else min(stop_after, self.cfg.optim.epochs)
+        for epoch in range(self.epoch, end):
+            t0 = time.perf_counter()
+            extra = self.method.on_epoch_start(epoch, self)
+            row = {"epoch": epoch + 1, **self._run_epoch(epoch), **extra, **self._val_metrics()}
+            every = self.cfg.train.eval_test_every
+            if every and (epoch + 1) % every == 0:
+                row["test_acc"] = float((self.predict_logits("test").argmax(1) == self.test_y).float().mean())
+            row["time_s"] = time.perf_counter() - t0
+            self.epoch = epoch + 1
+            improved = "val_acc" in row and row["val_acc"] > self.best["val_acc"]
+            if improved:
+                self.best = {"val_acc": row["val_acc"], "epoch": self.epoch}
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            rows.append(row)
+            state = self.state_dict()
+            if improved:
+                save_checkpoint({k: state[k] for k in ("epoch", "models", "config", "data_fingerprint")}, ck / "best.pt")
+            save_checkpoint(state, ck / "last.pt")
+            log.info("epoch %d: %s", self.epoch, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
+        return rows
+
+
+def _read_rows(path: Path, upto: int) -> list[dict[str, Any]]:
+    """Metrics rows with epoch <= ``upto`` (a torn last line from a crash is dropped)."""
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if r.get("epoch", 0) <= upto:
+                rows.append(r)
+    return rows
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    from .checkpoint import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
