@@ -228,6 +228,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
         ("collections", "OrderedDict"),
+        ("_codecs", "encode"),  # how numpy pickles raw bytes under protocol 2
     }
 
     def find_class(self, module, name):

@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from dsink.errors import InputError
+from dsink.models import MODELS, build_model
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("shape,classes", [((1, 28, 28), 10), ((3, 32, 32), 100)])
+def test_every_model_any_channels_and_classes(name, shape, classes):
+    m = build_model(name, shape, classes)
+    x = torch.randn(2, *shape)
+    out = m(x)
+    assert out.shape == (2, classes)
+    assert m.features(x).shape[0] == 2 and m.fc.out_features == classes
+    out.sum().backward()
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_parameter_counts_match_the_registry_descriptions():
+    n = {k: sum(p.numel() for p in build_model(k, (3, 32, 32), 10).parameters()) for k in MODELS}
+    assert 460_000 < n["resnet32"] < 470_000
+    assert 11_100_000 < n["preact_resnet18"] < 11_250_000
+    assert 90_000 < sum(p.numel() for p in build_model("small_cnn", (1, 28, 28), 10).parameters()) < 100_000
+
+
+def test_errors():
+    with pytest.raises(InputError, match="valid models"):
+        build_model("vgg", (3, 32, 32), 10)
+    with pytest.raises(InputError, match="image input"):
+        build_model("resnet32", (20,), 10)
+    assert build_model("mlp", (20,), 3)(torch.randn(4, 20)).shape == (4, 3)

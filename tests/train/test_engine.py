@@ -1,0 +1,76 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dsink.config import load_config
+from dsink.errors import InputError
+from dsink.train import train_run
+from dsink.train.checkpoint import load_checkpoint
+
+
+def _rows(run):
+    drop = {"time_s", "images_per_s"}
+    return [{k: v for k, v in json.loads(l).items() if k not in drop} for l in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_smoke_run_writes_the_run_directory_contract(tmp_path, fmnist_small):
+    run = tmp_path / "ce"
+    report = train_run(load_config(None, fmnist_small), run)
+    for f in ("config.yaml", "run.json", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt",
+              "eval.json", "predictions.npz"):
+        assert (run / f).exists(), f
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert len(_rows(run)) == 2
+    assert 0.3 < report["last"]["top1"] <= 1.0  # well above chance (0.1) after two epochs
+    assert len(report["last"]["per_class_acc"]) == 10
+    with np.load(run / "predictions.npz") as z:
+        n = len(z["train_noisy"])
+        assert z["train_probs"].shape == (n, 10) and np.allclose(z["train_probs"].sum(1), 1, atol=1e-4)
+        assert z["test_probs"].shape == (10000, 10) and "train_true" in z.files
+    assert 0.25 < report["train"]["noise_rate"] < 0.35
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, fmnist_small):
+    over = fmnist_small + ["optim.epochs=3", "data.n_max=150"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    train_run(load_config(None, over), full)
+    assert train_run(load_config(None, over), part, stop_after=1) is None
+    assert load_checkpoint(part / "checkpoints/last.pt")["epoch"] == 1
+    with pytest.raises(InputError, match="--resume"):
+        train_run(load_config(None, over), part)
+    train_run(load_config(None, over), part, resume=True)
+    a = load_checkpoint(full / "checkpoints/last.pt")["models"]["net"]
+    b = load_checkpoint(part / "checkpoints/last.pt")["models"]["net"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _rows(full) == _rows(part)
+    assert json.loads((full / "eval.json").read_text()) == json.loads((part / "eval.json").read_text())
+
+
+def test_finished_runs_are_protected_and_configs_checked(tmp_path, fmnist_small):
+    run = tmp_path / "r"
+    cfg = load_config(None, fmnist_small + ["optim.epochs=1", "data.n_max=100"])
+    train_run(cfg, run)
+    before = (run / "checkpoints/last.pt").read_bytes()
+    with pytest.raises(InputError, match="finished; pass --force"):
+        train_run(cfg, run)
+    other = load_config(None, fmnist_small + ["optim.epochs=1", "data.n_max=100", "optim.lr=0.3"])
+    with pytest.raises(InputError, match="differs in optim.lr"):
+        train_run(other, run, resume=True)
+    assert (run / "checkpoints/last.pt").read_bytes() == before  # nothing overwritten
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not a dsink run directory"):
+        train_run(cfg, tmp_path / "x")
+    assert (tmp_path / "x" / "notes.txt").read_text() == "mine"
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, fmnist_small):
+    from dsink.errors import TrainingError
+
+    run = tmp_path / "nan"
+    cfg = load_config(None, fmnist_small + ["optim.epochs=3", "data.n_max=100", "optim.lr=1e30"])
+    with pytest.raises(TrainingError, match="non-finite"):
+        train_run(cfg, run)
+    assert not (run / "eval.json").exists()
