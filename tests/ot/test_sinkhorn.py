@@ -1,0 +1,178 @@
+import math
+import warnings
+
+import numpy as np
+import ot
+import pytest
+import torch
+
+from dsink import SolverWarning, surrogate_labels
+from dsink.errors import InputError
+from dsink.ot import sinkhorn
+
+
+def problem(n=300, c=7, seed=0, conc=0.5):
+    rng = np.random.default_rng(seed)
+    return (rng.dirichlet(np.ones(c) * conc, n), rng.dirichlet(np.ones(c), n), rng.dirichlet(np.ones(c) * conc, n))
+
+
+def objective(q, pn, pf):
+    """Sum_i KL(q_i || pN_i) + KL(q_i || pf_i) (SPEC §1)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(q > 0, q * (2 * np.log(q) - np.log(pn) - np.log(pf)), 0.0)
+    return t.sum()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_marginals(seed, dtype):
+    pn, pl, pf = (p.astype(dtype) for p in problem(seed=seed))
+    q, res = surrogate_labels(pn, pl, pf, tol=1e-6, return_result=True)
+    assert isinstance(q, np.ndarray) and q.dtype == dtype and q.shape == pn.shape
+    assert res.converged and res.marginal_error <= 1e-6
+    assert np.abs(q.sum(1) - 1).max() < (1e-10 if dtype == np.float64 else 1e-5)
+    assert np.abs(q.sum(0) - pl.sum(0)).sum() / len(q) < 1e-5
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_agrees_with_pot_log_domain(seed):
+    pn, pl, pf = problem(n=200, c=5, seed=10 + seed)
+    q = surrogate_labels(pn, pl, pf, tol=1e-11, max_iter=5000)
+    M = -np.log(pn) - np.log(pf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = ot.sinkhorn(np.ones(len(pn)), pl.sum(0), M, 2.0, method="sinkhorn_log", stopThr=1e-13, numItermax=20000)
+    assert np.abs(q - ref).max() < 1e-7
+
+
+def test_other_eps_agrees_with_pot():
+    pn, pl, pf = problem(n=150, c=4, seed=3)
+    for eps in (0.5, 5.0):
+        q = surrogate_labels(pn, pl, pf, eps=eps, tol=1e-11, max_iter=20000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = ot.sinkhorn(np.ones(len(pn)), pl.sum(0), -np.log(pn) - np.log(pf), eps, method="sinkhorn_log",
+                              stopThr=1e-13, numItermax=50000)
+        assert np.abs(q - ref).max() < 1e-6
+
+
+def test_closed_form_geometric_mean_times_class_factor():
+    pn, pl, pf = problem(seed=4)
+    q = surrogate_labels(pn, pl, pf, tol=1e-12, max_iter=5000)
+    g = np.sqrt(pn * pf)
+    g /= g.sum(1, keepdims=True)
+    ratio = q / g  # = w_c / (sum_c' g_ic' w_c'): per-row scale times a per-class factor
+    w = ratio / ratio[:, :1]
+    assert np.allclose(w, w[0], rtol=1e-8)
+    qq = g * w[0]
+    assert np.allclose(qq / qq.sum(1, keepdims=True), q, atol=1e-10)
+
+
+def test_uniform_target_gives_the_noise_model_reweighted():
+    pn, pl, _ = problem(seed=5)
+    q = surrogate_labels(pn, pl, None, tol=1e-12, max_iter=5000)
+    w = (q / np.sqrt(pn)) / (q / np.sqrt(pn))[:, :1]
+    assert np.allclose(w, w[0], rtol=1e-7)
+
+
+def test_random_feasible_perturbations_never_lower_the_objective():
+    pn, pl, pf = problem(n=60, c=5, seed=6)
+    q = surrogate_labels(pn, pl, pf, tol=1e-13, max_iter=10000)
+    base = objective(q, pn, pf)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        i, j = rng.choice(len(q), 2, replace=False)
+        c, d = rng.choice(q.shape[1], 2, replace=False)
+        delta = rng.uniform(0.05, 1.0) * min(q[i, d], q[j, c])  # keeps Q >= 0; row and column sums unchanged
+        p = q.copy()
+        p[i, c] += delta
+        p[j, d] += delta
+        p[i, d] -= delta
+        p[j, c] -= delta
+        assert objective(p, pn, pf) >= base - 1e-10
+
+
+def test_zeros_in_inputs_stay_finite_and_get_no_mass():
+    pn, pl, pf = problem(seed=7)
+    pn[:, 2] = 0
+    pn[:50, 4] = 0
+    pn /= pn.sum(1, keepdims=True)
+    pl[:, 2] = 0  # class 2 gets no total either, else infeasible
+    pl /= pl.sum(1, keepdims=True)
+    q = surrogate_labels(pn, pl, pf)
+    assert np.isfinite(q).all() and (q[:, 2] == 0).all() and (q[:50, 4] == 0).all()
+    assert np.allclose(q.sum(1), 1) and np.allclose(q.sum(0), pl.sum(0), rtol=1e-4, atol=1e-3)
+
+
+def test_small_eps_is_finite_and_feasible():
+    pn, pl, pf = problem(n=400, c=10, seed=8, conc=0.2)
+    for dtype in (np.float32, np.float64):
+        q, res = surrogate_labels(pn.astype(dtype), pl.astype(dtype), pf.astype(dtype), eps=0.05, tol=1e-5,
+                                  max_iter=20000, return_result=True)
+        assert np.isfinite(q).all() and res.converged
+        assert np.abs(q.sum(0) - pl.sum(0)).sum() / len(q) < 1e-4
+
+
+def test_small_eps_agrees_with_pot_where_plain_scaling_underflows():
+    pn, pl, pf = problem(n=100, c=6, seed=12, conc=0.3)
+    q = surrogate_labels(pn, pl, pf, eps=0.05, tol=1e-10, max_iter=100000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = ot.sinkhorn(np.ones(100), pl.sum(0), -np.log(pn) - np.log(pf), 0.05, method="sinkhorn_log",
+                          stopThr=1e-12, numItermax=200000)
+    assert np.abs(q - ref).max() < 1e-5
+
+
+def test_float16_and_torch_inputs():
+    pn, pl, pf = (torch.tensor(p, dtype=torch.float16) for p in problem(seed=9))
+    pn, pl, pf = (p / p.sum(1, keepdim=True) for p in (pn, pl, pf))
+    q = surrogate_labels(pn, pl, pf)
+    assert torch.is_tensor(q) and q.dtype == torch.float32 and torch.isfinite(q).all()
+    assert torch.allclose(q.sum(1), torch.ones(len(q)), atol=1e-4)
+    q64 = surrogate_labels(*(torch.tensor(p) for p in problem(seed=9)))
+    assert q64.dtype == torch.float64
+
+
+def test_argmax_and_given_class_totals():
+    pn, pl, pf = problem(seed=11)
+    q = surrogate_labels(pn, pl, pf, class_totals="argmax")
+    assert np.allclose(q.sum(0), np.bincount(pl.argmax(1), minlength=7), atol=1e-3)
+    t = np.arange(1, 8, dtype=float)
+    q = surrogate_labels(pn, pl, pf, class_totals=t)
+    assert np.allclose(q.sum(0), t / t.sum() * len(q), atol=1e-3)
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda a: a.__setitem__((0, 0), np.nan), "NaN or Inf"),
+    (lambda a: a.__setitem__((0, slice(None)), [-0.2, 0.6, 0.2, 0.1, 0.1, 0.1, 0.1]), "negative"),
+    (lambda a: a.__imul__(2.0), "sum to 1"),
+])
+def test_bad_probabilities_are_input_errors(mutate, needle):
+    pn, pl, pf = problem()
+    mutate(pf)
+    with pytest.raises(InputError, match=needle):
+        surrogate_labels(pn, pl, pf)
+    assert issubclass(InputError, ValueError)
+
+
+def test_shape_and_mass_errors():
+    pn, pl, pf = problem()
+    with pytest.raises(InputError, match="same samples"):
+        surrogate_labels(pn, pl[:-1], pf)
+    with pytest.raises(InputError, match=r"shape \(N, C\)"):
+        surrogate_labels(pn[0], pl, pf)
+    with pytest.raises(ValueError, match="different masses"):
+        sinkhorn(torch.zeros(4, 3), torch.ones(4), torch.ones(3))
+    with pytest.raises(ValueError, match="shapes"):
+        sinkhorn(torch.zeros(4, 3), torch.ones(3), torch.ones(3))
+    with pytest.raises(ValueError, match="NaN"):
+        sinkhorn(torch.full((2, 2), math.nan), torch.ones(2), torch.ones(2))
+    with pytest.raises(ValueError, match="infeasible"):
+        sinkhorn(torch.tensor([[0.0, -math.inf], [0.0, -math.inf]]), torch.ones(2), torch.tensor([1.0, 1.0]))
+
+
+def test_non_convergence_warns_with_the_dedicated_class():
+    pn, pl, pf = problem(n=400, c=10, seed=8, conc=0.2)
+    with pytest.warns(SolverWarning, match="raise max_iter"):
+        _, res = surrogate_labels(pn, pl, pf, eps=0.05, tol=1e-12, max_iter=3, return_result=True)
+    assert not res.converged and res.iterations == 3 and res.marginal_error > 1e-12
