@@ -79,6 +79,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_distill(args) -> int:
+    from .train import distill_config, train_run
+
+    cfg = distill_config(args.imbalance_run, args.noise_run, args.config, args.overrides)
+    for flag, key in (("epochs", "optim.epochs"), ("device", "train.device"), ("seed", "train.seed")):
+        if getattr(args, flag) is not None:
+            setattr(getattr(cfg, key.split(".")[0]), key.split(".")[1], getattr(args, flag))
+    out = args.out or f"runs/dsink-{cfg.data.dataset}-{cfg.fingerprint()[:8]}"
+    report = train_run(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
+    print(f"run directory: {out}")
+    if report is not None:
+        print_report(report)
+    return 0
+
+
 def cmd_eval(args) -> int:
     from .train import evaluate_run
 
@@ -154,6 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    ds = sub.add_parser("distill", help="train the D-SINK target from an imbalance-robust and a noise-robust run")
+    ds.add_argument("--imbalance-run", required=True, help="run directory of f_L (e.g. made with --method la)")
+    ds.add_argument("--noise-run", required=True, help="run directory of f_N; its data/model config is the starting point")
+    _add_config_args(ds)
+    ds.add_argument("--epochs", type=int, help="optim.epochs")
+    ds.add_argument("--device", help="train.device")
+    ds.add_argument("--seed", type=int, help="train.seed")
+    ds.add_argument("--out", help="run directory (default runs/dsink-<dataset>-<config hash>)")
+    ds.add_argument("--resume", action="store_true", help="continue an unfinished run directory")
+    ds.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    ds.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ds.set_defaults(func=cmd_distill)
 
     e = sub.add_parser("eval", help="evaluate a run directory (writes eval.json and predictions.npz)")
     e.add_argument("run", help="run directory")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..train.checkpoint import atomic_write_text, _atomic
+from ..fileio import atomic_write, atomic_write_text
 from .metrics import classification_report, label_diagnostics
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,7 +55,7 @@ def evaluate_trainer(trainer: "Trainer") -> dict[str, Any]:
     if data.train_true is not None:
         arrays["train_true"] = data.train_true
         arrays["val_true"] = data.val_true
-    _atomic(run_dir / "predictions.npz", lambda f: np.savez_compressed(f, **arrays))
+    atomic_write(run_dir / "predictions.npz", lambda f: np.savez_compressed(f, **arrays))
     atomic_write_text(run_dir / "eval.json", json.dumps(report, indent=2))
     return report
 

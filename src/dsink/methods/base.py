@@ -34,6 +34,7 @@ class MethodContext:
     epochs: int
     device: torch.device
     noise_rate: float  # configured noise rate (co-teaching's forget rate default)
+    fingerprint: str = ""  # data fingerprint: auxiliary runs must share it
 
 
 @dataclass

@@ -80,7 +80,7 @@ def surrogate_labels(
     *,
     eps: float = 2.0,
     class_totals: Any = "soft",
-    tol: float = 1e-6,
+    tol: float | None = None,
     max_iter: int = 1000,
     dtype=None,
     distributed: bool | None = None,
@@ -103,7 +103,8 @@ def surrogate_labels(
     class_totals : "soft", "argmax" or array (C,)
         How the class totals are taken from ``p_imbalance`` (see :func:`class_totals_from`), or the totals.
     tol, max_iter : float, int
-        Solver tolerance on the relative marginal error, and iteration cap (see :func:`dsink.ot.sinkhorn`).
+        Solver tolerance on the relative marginal error (default 1e-6 in float64, 1e-5 in float32) and
+        iteration cap (see :func:`dsink.ot.sinkhorn`).
     dtype : torch dtype, optional
         Computation dtype; default float64 for float64 inputs, else float32.
     distributed : bool, optional

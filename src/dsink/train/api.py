@@ -60,6 +60,25 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, forc
     return report
 
 
+def distill_config(imbalance_run: str | Path, noise_run: str | Path, config: str | Path | None = None,
+                   overrides: list[str] | None = None) -> RunConfig:
+    """Config of a D-SINK target run: the noise run's data, model and optimiser, method ``dsink``.
+
+    Then the YAML file ``config`` (if any) and ``overrides`` apply on top.
+    """
+    from ..config import _merge, config_from_dict, parse_overrides
+    import yaml
+
+    base = load_run_config(noise_run).to_dict()
+    base["method"] = {"name": "dsink", "params": {"imbalance_run": str(imbalance_run), "noise_run": str(noise_run)}}
+    if config is not None:
+        p = Path(config)
+        if not p.is_file():
+            raise InputError(f"config file {str(p)!r} not found; pass an existing YAML file (see configs/)")
+        base = _merge(base, yaml.safe_load(p.read_text()) or {})
+    return config_from_dict(_merge(base, parse_overrides(overrides or [])))
+
+
 def _stored_eval(run_dir) -> dict[str, Any] | None:
     import json
 

@@ -1,45 +1,19 @@
-"""Atomic file writes and checkpoints: a crash at any moment leaves the old file or the new one, never half."""
+"""Checkpoints, written atomically (see :mod:`dsink.fileio`)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import InputError
-
-
-def _atomic(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``."""
-    _atomic(path, lambda f: f.write(text.encode()))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    _atomic(path, lambda f: f.write(data))
+from ..fileio import atomic_write
 
 
 def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
     """``torch.save`` to a temporary file, fsync, then replace ``path``."""
-    _atomic(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict[str, Any]:

@@ -63,8 +63,7 @@ class Trainer:
         Show a progress bar per epoch (the CLI turns it on).
     """
 
-    def __init__(self, cfg: RunConfig, data: DataBundle, run_dir: str | Path, *, progress: bool = False,
-                 method_kwargs: dict[str, Any] | None = None):
+    def __init__(self, cfg: RunConfig, data: DataBundle, run_dir: str | Path, *, progress: bool = False):
         self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
         self.progress = progress
         self.device = resolve_device(cfg.train.device)
@@ -79,11 +78,9 @@ class Trainer:
         ctx = MethodContext(
             num_classes=data.num_classes, class_counts=np.bincount(data.train_y, minlength=data.num_classes),
             num_train=len(data.train_y), epochs=cfg.optim.epochs, device=self.device, noise_rate=cfg.data.noise_rate,
+            fingerprint=data.fingerprint,
         )
         self.method = build_method(cfg.method, ctx)
-        if method_kwargs:
-            for k, v in method_kwargs.items():
-                setattr(self.method, k, v)
         self.models = self._build_models()
         self.pipeline = InputPipeline(
             data.kind, data.mean, data.std, self.device, augment=cfg.train.augment,
@@ -307,6 +304,6 @@ def _read_rows(path: Path, upto: int) -> list[dict[str, Any]]:
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    from .checkpoint import atomic_write_text
+    from ..fileio import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))

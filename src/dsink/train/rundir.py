@@ -12,7 +12,7 @@ from typing import Any
 from .. import __version__
 from ..config import RunConfig, load_config, save_config
 from ..errors import InputError
-from .checkpoint import atomic_write_text
+from ..fileio import atomic_write_text
 
 # Keys that change how a run executes, not what it computes: they may differ on resume.
 EXECUTION_KEYS = {"train.device", "train.num_threads", "train.eval_batch_size", "data.root", "data.download",

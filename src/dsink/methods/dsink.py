@@ -1,0 +1,150 @@
+"""D-SINK: distil an imbalance-robust f_L and a noise-robust f_N into the target f via Sinkhorn surrogate labels.
+
+Each refresh (outer step) solves, over the whole training set,
+``min_Q sum_i KL(q_i || f_N(x_i)) + KL(q_i || f(x_i))`` with class totals from f_L (SPEC §1);
+each batch (inner step) minimises ``L_Base(f) + alpha * CE_soft(q_i, f(x_i))``.
+f_L's and f_N's training-set probabilities are read from their run directories (``predictions.npz``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError, TrainingError, check_choice
+from ..losses import gce, log_prior, logit_adjusted_ce, soft_ce
+from ..ot.surrogate import CLASS_TOTALS, surrogate_labels
+from .base import Method, register_method
+
+log = logging.getLogger(__name__)
+BASE_LOSSES = ("none", "ce", "la", "gce")
+
+
+@dataclass
+class DSinkParams:
+    """D-SINK knobs; every choice SPEC §1 leaves open. Defaults and their evidence: docs/dsink.md."""
+
+    imbalance_run: str = ""  # run directory of f_L
+    noise_run: str = ""  # run directory of f_N
+    alpha: float = 1.0  # weight of the distillation term
+    base_loss: str = "la"  # L_Base: none | ce | la (logit-adjusted CE) | gce (on the noisy labels)
+    tau: float = 1.0  # logit-adjustment strength for base_loss=la
+    gce_q: float = 0.7  # q for base_loss=gce
+    class_totals: str = "argmax"  # class totals from f_L: soft (sum of probabilities) | argmax (counts)
+    refresh_every: int = 1  # epochs between Sinkhorn refreshes of Q
+    target_probs: str = "eval"  # f's probabilities for Q: eval (separate pass) | train (last training pass)
+    init: str = "scratch"  # scratch | noise (start f from f_N's weights; same model needed)
+    eps: float = 2.0  # entropic regularisation (2 = the paper's objective)
+    tol: float = 1e-6  # Sinkhorn tolerance on the relative marginal error
+    max_iter: int = 1000  # Sinkhorn iteration cap
+    solver_dtype: str = "float64"  # float64 | float32 (float32 halves memory; its error floor is ~sqrt(N)*6e-8)
+
+
+def load_aux_probs(run_dir: str, fingerprint: str, role: str) -> np.ndarray:
+    """Training-set probabilities of an auxiliary run, checked to belong to the same data."""
+    if not run_dir:
+        raise InputError(f"D-SINK needs method.params.{role}_run: a finished run directory (dsink distill --{role}-run RUN)")
+    path = Path(run_dir)
+    try:
+        info = json.loads((path / "eval.json").read_text())
+    except (OSError, ValueError):
+        raise InputError(f"{role} run {run_dir!r} has no readable eval.json; finish it with dsink train / dsink eval") from None
+    if info.get("data_fingerprint") != fingerprint:
+        raise InputError(
+            f"{role} run {run_dir!r} was trained on different data (other subsample, noise, split or seed); "
+            "train the auxiliaries and the target with the same data config"
+        )
+    from ..eval.evaluate import load_predictions
+
+    probs = load_predictions(path)["train_probs"]
+    return probs
+
+
+@register_method
+class DSink(Method):
+    """Dual-granularity Sinkhorn distillation (Hong et al., arXiv 2510.08179)."""
+
+    name = "dsink"
+    role = "target"
+    description = "D-SINK: distil f_L (imbalance) and f_N (noise) via Sinkhorn surrogate labels"
+    Params = DSinkParams
+
+    def __init__(self, params: DSinkParams, ctx):
+        super().__init__(params, ctx)
+        p = params
+        check_choice(p.base_loss, BASE_LOSSES, "base loss")
+        check_choice(p.class_totals, CLASS_TOTALS, "class_totals")
+        check_choice(p.target_probs, ("eval", "train"), "target_probs")
+        check_choice(p.init, ("scratch", "noise"), "init")
+        check_choice(p.solver_dtype, ("float64", "float32"), "solver_dtype")
+        if p.alpha < 0 or p.refresh_every < 1 or p.eps <= 0:
+            raise InputError("D-SINK needs alpha >= 0, refresh_every >= 1 and eps > 0")
+        dev = ctx.device
+        self.p_imb = torch.as_tensor(load_aux_probs(p.imbalance_run, ctx.fingerprint, "imbalance"), device=dev).float()
+        self.p_noise = torch.as_tensor(load_aux_probs(p.noise_run, ctx.fingerprint, "noise"), device=dev).float()
+        self.log_prior = log_prior(ctx.class_counts, dev)
+        self.Q: torch.Tensor | None = None
+        self.train_pass = torch.full((ctx.num_train, ctx.num_classes), 1.0 / ctx.num_classes, device=dev)
+
+    def build_models(self, make_model):
+        models = super().build_models(make_model)
+        if self.p.init == "noise":
+            from ..train.checkpoint import load_checkpoint
+
+            state = load_checkpoint(Path(self.p.noise_run) / "checkpoints" / "last.pt")
+            first = next(iter(state["models"].values()))
+            try:
+                models["net"].load_state_dict(first)
+            except RuntimeError:
+                raise InputError("init=noise needs the target to use the same model as the noise run (model.name/width)") from None
+        return models
+
+    def on_epoch_start(self, epoch, trainer):
+        if self.Q is not None and epoch % self.p.refresh_every:
+            return {}
+        if self.p.target_probs == "train" and epoch > 0:
+            pf = self.train_pass
+        elif epoch == 0 and self.p.init == "scratch":
+            pf = None  # an untrained f carries no information: the paper's uniform first step
+        else:
+            pf = trainer.predict_probs("train")
+        q, res = surrogate_labels(self.p_noise, self.p_imb, pf, eps=self.p.eps, class_totals=self.p.class_totals,
+                                  tol=self.p.tol, max_iter=self.p.max_iter, dtype=getattr(torch, self.p.solver_dtype),
+                                  return_result=True)
+        if not torch.isfinite(q).all():
+            raise TrainingError(f"the Sinkhorn step produced non-finite surrogate labels in epoch {epoch + 1}")
+        self.Q = q.float()
+        disagree = float((self.Q.argmax(1) != trainer.train_y).float().mean())
+        return {"sinkhorn_iters": res.iterations, "sinkhorn_error": res.marginal_error, "q_disagree": disagree}
+
+    def training_step(self, models, x, y, idx, epoch):
+        logits = models["net"](x)
+        distill = soft_ce(logits, self.Q[idx])
+        p = self.p
+        if p.base_loss == "none":
+            base = torch.zeros((), device=logits.device)
+        elif p.base_loss == "ce":
+            base = F.cross_entropy(logits.float(), y)
+        elif p.base_loss == "la":
+            base = logit_adjusted_ce(logits, y, self.log_prior, p.tau)
+        else:
+            base = gce(logits, y, p.gce_q)
+        if p.target_probs == "train":
+            self.train_pass[idx] = logits.detach().float().softmax(1)
+        return {"loss": base + p.alpha * distill, "base_loss": base.detach(), "distill_loss": distill.detach(),
+                "logits": logits}
+
+    def state_dict(self):
+        return {"Q": self.Q, "train_pass": self.train_pass}
+
+    def load_state_dict(self, state):
+        if state.get("Q") is not None:
+            self.Q = state["Q"].to(self.ctx.device)
+        if state.get("train_pass") is not None:
+            self.train_pass = state["train_pass"].to(self.ctx.device)

@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dsink.config import load_config
+from dsink.errors import InputError
+from dsink.train import distill_config, train_run
+from dsink.train.checkpoint import load_checkpoint
+
+SMALL = ["data.n_max=200", "data.imbalance_ratio=10", "data.noise_rate=0.3", "optim.batch_size=64",
+         "optim.lr=0.05", "optim.epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def aux(tmp_path_factory):
+    base = tmp_path_factory.mktemp("aux")
+    over = SMALL + [f"data.cache_dir={base / 'cache'}"]
+    runs = {}
+    for m in ("la", "gce"):
+        runs[m] = base / m
+        train_run(load_config(None, over + [f"method.name={m}"]), runs[m])
+    return runs, over
+
+
+def test_dsink_smoke_run_logs_the_solver(tmp_path, aux):
+    runs, _ = aux
+    cfg = distill_config(runs["la"], runs["gce"], None, ["optim.epochs=2"])
+    assert cfg.method.name == "dsink" and cfg.data.n_max == 200  # data config comes from the noise run
+    report = train_run(cfg, tmp_path / "d")
+    rows = [json.loads(l) for l in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for r in rows:
+        assert 1 <= r["sinkhorn_iters"] <= 1000 and r["sinkhorn_error"] <= 1e-6
+        assert 0 <= r["q_disagree"] <= 1 and np.isfinite(r["distill_loss"])
+    assert 0.1 < report["last"]["top1"] <= 1
+    Q = load_checkpoint(tmp_path / "d" / "checkpoints" / "last.pt")["method"]["Q"]
+    n = len(np.load(tmp_path / "d" / "predictions.npz")["train_noisy"])
+    assert Q.shape == (n, 10) and torch.allclose(Q.sum(1), torch.ones(n), atol=1e-5)
+    p_l = np.load(runs["la"] / "predictions.npz")["train_probs"]
+    totals = np.bincount(p_l.argmax(1), minlength=10)  # default class_totals = argmax counts of f_L
+    assert np.allclose(Q.sum(0).numpy(), totals, atol=0.05)
+
+
+def test_dsink_resume_is_bit_identical(tmp_path, aux):
+    runs, _ = aux
+    cfg = distill_config(runs["la"], runs["gce"], None, ["optim.epochs=2", "method.params.refresh_every=2"])
+    train_run(cfg, tmp_path / "full")
+    train_run(distill_config(runs["la"], runs["gce"], None, ["optim.epochs=2", "method.params.refresh_every=2"]),
+              tmp_path / "part", stop_after=1)
+    train_run(cfg, tmp_path / "part", resume=True)
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
+    assert all(torch.equal(a["models"]["net"][k], b["models"]["net"][k]) for k in a["models"]["net"])
+    assert torch.equal(a["method"]["Q"], b["method"]["Q"])
+
+
+def test_auxiliaries_from_other_data_are_refused(tmp_path, aux):
+    runs, over = aux
+    other = tmp_path / "other"
+    train_run(load_config(None, over + ["method.name=gce", "data.data_seed=1"]), other)
+    with pytest.raises(InputError, match="different data"):
+        train_run(distill_config(runs["la"], other, None, ["data.data_seed=0"]), tmp_path / "d")
+    assert not (tmp_path / "d" / "checkpoints").exists()
+
+
+def test_bad_knobs_and_init_from_noise(tmp_path, aux):
+    runs, _ = aux
+    with pytest.raises(InputError, match="valid base losss|valid base loss"):
+        train_run(distill_config(runs["la"], runs["gce"], None, ["method.params.base_loss=focal"]), tmp_path / "a")
+    with pytest.raises(InputError, match="unknown config key"):
+        distill_config(runs["la"], runs["gce"], None, ["method.params.lambda=1"]) and train_run(
+            distill_config(runs["la"], runs["gce"], None, ["method.params.lambda=1"]), tmp_path / "b")
+    with pytest.raises(InputError, match="same model"):
+        train_run(distill_config(runs["la"], runs["gce"], None, ["method.params.init=noise", "model.name=mlp"]), tmp_path / "c")
+    cfg = distill_config(runs["la"], runs["gce"], None, ["method.params.init=noise", "optim.epochs=1"])
+    assert train_run(cfg, tmp_path / "d")["last"]["top1"] > 0.1
