@@ -11,8 +11,8 @@ from pathlib import Path
 from .errors import InputError, TrainingError
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", help="YAML config file (default: built-in defaults, see configs/)")
+def _add_config_args(p: argparse.ArgumentParser, base: str = "the built-in defaults") -> None:
+    p.add_argument("config", nargs="?", help=f"YAML config file, applied on top of {base} (see configs/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=0.05 (repeatable)")
 
@@ -82,10 +82,9 @@ def cmd_train(args) -> int:
 def cmd_distill(args) -> int:
     from .train import distill_config, train_run
 
-    cfg = distill_config(args.imbalance_run, args.noise_run, args.config, args.overrides)
-    for flag, key in (("epochs", "optim.epochs"), ("device", "train.device"), ("seed", "train.seed")):
-        if getattr(args, flag) is not None:
-            setattr(getattr(cfg, key.split(".")[0]), key.split(".")[1], getattr(args, flag))
+    over = list(args.overrides) + [f"{key}={getattr(args, flag)}" for flag, key in (
+        ("epochs", "optim.epochs"), ("device", "train.device"), ("seed", "train.seed")) if getattr(args, flag) is not None]
+    cfg = distill_config(args.imbalance_run, args.noise_run, args.config, over)
     out = args.out or f"runs/dsink-{cfg.data.dataset}-{cfg.fingerprint()[:8]}"
     report = train_run(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
     print(f"run directory: {out}")
@@ -130,11 +129,11 @@ def cmd_describe(args) -> int:
 
 def cmd_list(args) -> int:
     from .data import DATASETS, NOISE_ALIASES, NOISE_MODES
-    from .methods import METHODS
+    from .methods import METHODS, ROLES
     from .models import MODELS
 
     if args.what == "methods":
-        for name, cls in sorted(METHODS.items(), key=lambda kv: (kv[1].role, kv[0])):
+        for name, cls in sorted(METHODS.items(), key=lambda kv: (ROLES.index(kv[1].role), kv[0])):
             print(f"{name:<22}{cls.role:<11}{cls.description}")
     elif args.what == "models":
         for name, (_, desc) in MODELS.items():
@@ -173,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("distill", help="train the D-SINK target from an imbalance-robust and a noise-robust run")
     ds.add_argument("--imbalance-run", required=True, help="run directory of f_L (e.g. made with --method la)")
     ds.add_argument("--noise-run", required=True, help="run directory of f_N; its data/model config is the starting point")
-    _add_config_args(ds)
+    _add_config_args(ds, base="the noise run's stored config")
     ds.add_argument("--epochs", type=int, help="optim.epochs")
     ds.add_argument("--device", help="train.device")
     ds.add_argument("--seed", type=int, help="train.seed")

@@ -76,3 +76,19 @@ def test_bad_knobs_and_init_from_noise(tmp_path, aux):
         train_run(distill_config(runs["la"], runs["gce"], None, ["method.params.init=noise", "model.name=mlp"]), tmp_path / "c")
     cfg = distill_config(runs["la"], runs["gce"], None, ["method.params.init=noise", "optim.epochs=1"])
     assert train_run(cfg, tmp_path / "d")["last"]["top1"] > 0.1
+
+
+def test_distill_cli(tmp_path, aux, capsys):
+    from dsink.cli import main
+
+    runs, _ = aux
+    out = tmp_path / "cli"
+    assert main(["distill", "--imbalance-run", str(runs["la"]), "--noise-run", str(runs["gce"]), "--epochs", "1",
+                 "--set", "method.params.alpha=0.5", "--out", str(out), "-q"]) == 0
+    assert "top1" in capsys.readouterr().out
+    from dsink.train.rundir import load_run_config
+
+    cfg = load_run_config(out)
+    assert cfg.optim.epochs == 1 and cfg.method.params["alpha"] == 0.5 and cfg.method.params["class_totals"] == "argmax"
+    assert main(["distill", "--imbalance-run", str(tmp_path / "none"), "--noise-run", str(runs["gce"])]) == 2
+    assert "no readable eval.json" in capsys.readouterr().err

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..losses import log_prior, logit_adjusted_ce
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..losses import class_balanced_weights, ldam_loss, ldam_margins, log_prior, logit_adjusted_ce
 from .base import Method, register_method
 
 
@@ -35,3 +39,129 @@ class LogitAdjusted(Method):
     def training_step(self, models, x, y, idx, epoch):
         logits = models["net"](x)
         return {"loss": logit_adjusted_ce(logits, y, self.log_prior, self.p.tau), "logits": logits}
+
+
+@register_method
+class BalancedSoftmax(Method):
+    """Balanced softmax (Ren et al., NeurIPS 2020): CE on logits shifted by the log class prior.
+
+    Equal to the logit-adjusted loss with tau = 1; the saved prediction is the unshifted softmax.
+    """
+
+    name = "bs"
+    role = "imbalance"
+    description = "balanced softmax (Ren et al. 2020): CE on logits + log prior"
+
+    def __init__(self, params, ctx):
+        super().__init__(params, ctx)
+        self.log_prior = log_prior(ctx.class_counts, ctx.device)
+
+    def training_step(self, models, x, y, idx, epoch):
+        logits = models["net"](x)
+        return {"loss": logit_adjusted_ce(logits, y, self.log_prior, 1.0), "logits": logits}
+
+
+@register_method
+class PostHocLA(Method):
+    """Post-hoc logit adjustment (Menon et al., ICLR 2021): train with CE, predict ``logits - tau * log prior``."""
+
+    name = "la_posthoc"
+    role = "imbalance"
+    description = "CE training, post-hoc logit adjustment of the prediction (Menon et al. 2021), tau=1"
+    Params = LAParams
+
+    def __init__(self, params, ctx):
+        super().__init__(params, ctx)
+        self.log_prior = log_prior(ctx.class_counts, ctx.device)
+
+    def training_step(self, models, x, y, idx, epoch):
+        logits = models["net"](x)
+        return {"loss": F.cross_entropy(logits.float(), y), "logits": logits}
+
+    def predict_logits(self, models, x):
+        return models["net"](x).float() - self.p.tau * self.log_prior
+
+
+@dataclass
+class DRWParams:
+    """Deferred re-weighting (Cao et al., NeurIPS 2019): class-balanced weights (beta 0.9999) from
+    ``drw_start`` x epochs on (160 of 200 in the LDAM-DRW recipe)."""
+
+    beta: float = 0.9999
+    drw_start: float = 0.8
+
+
+def _drw_weight(p, ctx, epoch):
+    if epoch >= int(p.drw_start * ctx.epochs):
+        return class_balanced_weights(ctx.class_counts, p.beta).to(ctx.device)
+    return None
+
+
+@register_method
+class ClassBalancedDRW(Method):
+    """CE with class-balanced re-weighting deferred to the last part of training (CB-DRW)."""
+
+    name = "cb_drw"
+    role = "imbalance"
+    description = "CE with deferred class-balanced re-weighting (Cui et al. 2019; Cao et al. 2019)"
+    Params = DRWParams
+
+    def training_step(self, models, x, y, idx, epoch):
+        logits = models["net"](x)
+        w = _drw_weight(self.p, self.ctx, epoch)
+        return {"loss": F.cross_entropy(logits.float(), y, weight=w), "logits": logits}
+
+
+class NormedLinear(nn.Module):
+    """Cosine-similarity head used by LDAM: ``normalize(x) @ normalize(W)``."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_features, out_features).uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5))
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[1]
+
+    def forward(self, x):
+        return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=0)
+
+
+@dataclass
+class LDAMParams:
+    """LDAM-DRW (Cao et al., NeurIPS 2019): max margin 0.5, scale s = 30, DRW as in :class:`DRWParams`."""
+
+    max_margin: float = 0.5
+    s: float = 30.0
+    beta: float = 0.9999
+    drw_start: float = 0.8
+
+
+@register_method
+class LDAMDRW(Method):
+    """Label-distribution-aware margin loss with deferred re-weighting, on a normalised (cosine) head.
+
+    The saved prediction is the softmax of ``s * cosine`` (no margin at test time).
+    """
+
+    name = "ldam_drw"
+    role = "imbalance"
+    description = "LDAM margins n^(-1/4) with deferred re-weighting (Cao et al. 2019)"
+    Params = LDAMParams
+
+    def __init__(self, params, ctx):
+        super().__init__(params, ctx)
+        self.margins = ldam_margins(ctx.class_counts, params.max_margin).to(ctx.device)
+
+    def build_models(self, make_model):
+        net = make_model()
+        net.fc = NormedLinear(net.fc.in_features, net.fc.out_features).to(self.ctx.device)
+        return {"net": net}
+
+    def training_step(self, models, x, y, idx, epoch):
+        logits = models["net"](x)
+        w = _drw_weight(self.p, self.ctx, epoch)
+        return {"loss": ldam_loss(logits, y, self.margins, self.p.s, w), "logits": logits}
+
+    def predict_logits(self, models, x):
+        return self.p.s * models["net"](x).float()
