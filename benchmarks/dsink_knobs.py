@@ -28,8 +28,8 @@ BASE = ["model.name=mlp", "optim.optimizer=adam", "optim.lr=0.001", "optim.weigh
 VARIANTS = {
     "paper-literal (soft totals, L_Base none)": ["method.params.class_totals=soft", "method.params.base_loss=none"],
     "argmax totals, L_Base none": ["method.params.base_loss=none"],
-    "argmax totals, L_Base CE": ["method.params.base_loss=ce"],
-    "argmax totals, L_Base LA (default)": [],
+    "argmax totals, L_Base CE (default)": [],
+    "argmax totals, L_Base LA": ["method.params.base_loss=la"],
     "soft totals, L_Base LA": ["method.params.class_totals=soft"],
     "default + init from f_N": ["method.params.init=noise"],
     "default + Q from training pass": ["method.params.target_probs=train"],

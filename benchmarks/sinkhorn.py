@@ -2,11 +2,14 @@
 
 Problems are D-SINK-shaped: log-kernel L = (log softmax(z1) + log softmax(z2)) / 2 (eps = 2) with
 random logits, unit sample marginal, long-tailed class marginal (column sums of a skewed softmax).
-For each (N, C): our solver (float64, tol 1e-6, and float32, tol 1e-5; tol is the relative L1 marginal
-error), and every POT variant (sinkhorn, sinkhorn_log, sinkhorn_stabilized; numpy and torch inputs)
+For each (N, C): our solver (float64, tol 1e-6, and float32, tol max(1e-5, 2e-7 sqrt(N)) - its default,
+above float32's summation error floor; tol is the relative L1 marginal error), and POT's variants (sinkhorn, sinkhorn_log, sinkhorn_stabilized; numpy and torch inputs; the slower
+log variant above 1M entries only when plain is not correct, the much slower stabilised one only when
+neither is and N*C <= 1M)
 at an equivalent stopping threshold; POT's fastest variant whose plan is correct (finite, marginal
 error <= 10 x tol, and within 1e-4 of ours) is reported. The bandwidth bound of one iteration is two
-reads of the N x C kernel at the copy bandwidth measured here.
+reads of the N x C kernel at the copy bandwidth measured here; our iteration time is measured without
+the set-up (kernel build, final scaling) as (t(21 iterations) - t(1 iteration)) / 20.
 
 Usage: python benchmarks/sinkhorn.py [--quick] [--out benchmarks/results/sinkhorn.json]
 """
@@ -59,8 +62,25 @@ def rel_error(Q, a, b):
     return float(((Q.sum(1) - a.double()).abs().sum() + (Q.sum(0) - b.double()).abs().sum()) / a.double().sum())
 
 
+def iteration_time(L, a, b, k=21):
+    """Seconds per iteration, without the set-up: (t(k iterations) - t(1 iteration)) / (k - 1) at tol 0."""
+    times = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for iters in (1, k):
+            best = math.inf
+            for _ in range(2):
+                t = time.perf_counter()
+                sinkhorn(L, a, b, tol=0.0, max_iter=iters)
+                best = min(best, time.perf_counter() - t)
+            times[iters] = best
+    return (times[k] - times[1]) / (k - 1)
+
+
 def run_ours(L, a, b, tol):
-    sinkhorn(L, a, b, tol=tol, max_iter=5)  # warm-up
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sinkhorn(L, a, b, tol=tol, max_iter=5)  # warm-up
     t = time.perf_counter()
     res = sinkhorn(L, a, b, tol=tol, max_iter=10000)
     total = time.perf_counter() - t
@@ -79,6 +99,12 @@ def run_pot(L, a, b, tol, ours_plan):
     for backend in ("numpy", "torch"):
         args = (a.double(), b.double(), M) if backend == "torch" else (a.double().numpy(), b.double().numpy(), M.numpy())
         for method in ("sinkhorn", "sinkhorn_log", "sinkhorn_stabilized"):
+            # Slower variants are tried only where they can matter: log-domain above 1M entries only if
+            # plain failed; stabilised (177 s at 10k x 100 here) only if neither plain nor log is correct.
+            if method == "sinkhorn_log" and n * c > 1_000_000 and best is not None:
+                continue
+            if method == "sinkhorn_stabilized" and (best is not None or n * c > 1_000_000):
+                continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 t = time.perf_counter()
@@ -108,12 +134,12 @@ def main():
         sizes = [s for s in sizes if s[0] < 1_000_000]
     for n, c in sizes:
         big = n * c > 60_000_000
-        for dtype, tol in ((torch.float64, 1e-6), (torch.float32, 1e-5)):
+        for dtype, tol in ((torch.float64, 1e-6), (torch.float32, max(1e-5, 2e-7 * math.sqrt(n)))):
             if big and dtype == torch.float64:
                 continue  # 1M x 100 and more: float32 only (memory)
             L, a, b = make_problem(n, c, dtype)
             res, total = run_ours(L, a, b, tol)
-            per_iter = total / res.iterations
+            per_iter = iteration_time(L, a, b)
             bound = 2 * n * c * L.element_size() / bw  # two reads of the kernel per iteration
             row = {"N": n, "C": c, "dtype": str(dtype).replace("torch.", ""), "tol": tol, "iterations": res.iterations,
                    "converged": res.converged, "ours_s": total, "ours_iter_ms": 1e3 * per_iter,

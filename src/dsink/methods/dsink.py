@@ -33,7 +33,7 @@ class DSinkParams:
     imbalance_run: str = ""  # run directory of f_L
     noise_run: str = ""  # run directory of f_N
     alpha: float = 1.0  # weight of the distillation term
-    base_loss: str = "la"  # L_Base: none | ce | la (logit-adjusted CE) | gce (on the noisy labels)
+    base_loss: str = "ce"  # L_Base: none | ce | la (logit-adjusted CE) | gce (on the noisy labels)
     tau: float = 1.0  # logit-adjustment strength for base_loss=la
     gce_q: float = 0.7  # q for base_loss=gce
     class_totals: str = "argmax"  # class totals from f_L: soft (sum of probabilities) | argmax (counts)

@@ -103,7 +103,7 @@ def surrogate_labels(
     class_totals : "soft", "argmax" or array (C,)
         How the class totals are taken from ``p_imbalance`` (see :func:`class_totals_from`), or the totals.
     tol, max_iter : float, int
-        Solver tolerance on the relative marginal error (default 1e-6 in float64, 1e-5 in float32) and
+        Solver tolerance on the relative marginal error (default 1e-6 in float64, max(1e-5, 2e-7 sqrt(N)) in float32) and
         iteration cap (see :func:`dsink.ot.sinkhorn`).
     dtype : torch dtype, optional
         Computation dtype; default float64 for float64 inputs, else float32.
