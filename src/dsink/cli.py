@@ -7,14 +7,28 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import InputError, TrainingError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import RunConfig
 
 
 def _add_config_args(p: argparse.ArgumentParser, base: str = "the built-in defaults") -> None:
     p.add_argument("config", nargs="?", help=f"YAML config file, applied on top of {base} (see configs/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=0.05 (repeatable)")
+
+
+def _add_run_args(p: argparse.ArgumentParser, default_out: str) -> None:
+    p.add_argument("--epochs", type=int, help="optim.epochs")
+    p.add_argument("--device", help="train.device (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--seed", type=int, help="train.seed")
+    p.add_argument("--out", help=f"run directory (default {default_out})")
+    p.add_argument("--resume", action="store_true", help="continue an unfinished run directory")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def _data_shortcuts(p: argparse.ArgumentParser) -> None:
@@ -26,7 +40,7 @@ def _data_shortcuts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help="data.root: folder (or .npz file) with the data")
 
 
-def _config(args) -> "RunConfig":  # noqa: F821
+def _config(args) -> "RunConfig":
     from .config import load_config
 
     over = list(args.overrides)
@@ -62,7 +76,6 @@ def print_report(report: dict, title: str = "") -> None:
 
 
 def cmd_train(args) -> int:
-    from .train import train_run
     from .train.rundir import load_run_config
 
     if args.resume and args.config is None and args.out and (Path(args.out) / "config.yaml").exists():
@@ -71,6 +84,13 @@ def cmd_train(args) -> int:
         cfg = config_from_dict(_merge(load_run_config(args.out).to_dict(), parse_overrides(args.overrides)))
     else:
         cfg = _config(args)
+    return _train_and_report(cfg, args)
+
+
+def _train_and_report(cfg, args) -> int:
+    """Train ``cfg`` into ``--out`` (default runs/<method>-<dataset>-<config hash>) and print its report."""
+    from .train import train_run
+
     out = args.out or f"runs/{cfg.method.name}-{cfg.data.dataset}-{cfg.fingerprint()[:8]}"
     report = train_run(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
     print(f"run directory: {out}")
@@ -80,17 +100,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from .train import distill_config, train_run
+    from .train import distill_config
 
     over = list(args.overrides) + [f"{key}={getattr(args, flag)}" for flag, key in (
         ("epochs", "optim.epochs"), ("device", "train.device"), ("seed", "train.seed")) if getattr(args, flag) is not None]
     cfg = distill_config(args.imbalance_run, args.noise_run, args.config, over)
-    out = args.out or f"runs/dsink-{cfg.data.dataset}-{cfg.fingerprint()[:8]}"
-    report = train_run(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
-    print(f"run directory: {out}")
-    if report is not None:
-        print_report(report)
-    return 0
+    return _train_and_report(cfg, args)
 
 
 def cmd_eval(args) -> int:
@@ -160,26 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(t)
     _data_shortcuts(t)
     t.add_argument("--method", help="method.name (see `dsink list methods`)")
-    t.add_argument("--epochs", type=int, help="optim.epochs")
-    t.add_argument("--device", help="train.device (auto, cpu, cuda, cuda:N)")
-    t.add_argument("--seed", type=int, help="train.seed")
-    t.add_argument("--out", help="run directory (default runs/<method>-<dataset>-<config hash>)")
-    t.add_argument("--resume", action="store_true", help="continue an unfinished run directory")
-    t.add_argument("--force", action="store_true", help="overwrite an existing run directory")
-    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_run_args(t, "runs/<method>-<dataset>-<config hash>")
     t.set_defaults(func=cmd_train)
 
     ds = sub.add_parser("distill", help="train the D-SINK target from an imbalance-robust and a noise-robust run")
     ds.add_argument("--imbalance-run", required=True, help="run directory of f_L (e.g. made with --method la)")
     ds.add_argument("--noise-run", required=True, help="run directory of f_N; its data/model config is the starting point")
     _add_config_args(ds, base="the noise run's stored config")
-    ds.add_argument("--epochs", type=int, help="optim.epochs")
-    ds.add_argument("--device", help="train.device")
-    ds.add_argument("--seed", type=int, help="train.seed")
-    ds.add_argument("--out", help="run directory (default runs/dsink-<dataset>-<config hash>)")
-    ds.add_argument("--resume", action="store_true", help="continue an unfinished run directory")
-    ds.add_argument("--force", action="store_true", help="overwrite an existing run directory")
-    ds.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_run_args(ds, "runs/dsink-<dataset>-<config hash>")
     ds.set_defaults(func=cmd_distill)
 
     e = sub.add_parser("eval", help="evaluate a run directory (writes eval.json and predictions.npz)")

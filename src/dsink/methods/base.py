@@ -8,6 +8,7 @@ saved prediction is formed (``predict_logits``) and what it does between epochs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -53,6 +54,13 @@ class Method:
     def __init__(self, params: Any, ctx: MethodContext):
         self.p = params
         self.ctx = ctx
+
+    @functools.cached_property
+    def log_prior(self) -> torch.Tensor:
+        """``log(n_c / n)`` of the noisy training labels (C,), on the training device."""
+        from ..losses import log_prior
+
+        return log_prior(self.ctx.class_counts, self.ctx.device)
 
     def build_models(self, make_model: Callable[[], nn.Module]) -> dict[str, nn.Module]:
         """The networks to train, by name (one by default)."""

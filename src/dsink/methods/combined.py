@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from ..losses import gce, log_prior
+from ..losses import gce
 from .base import Method, register_method
 from .noise import CoTeachingParams, _CoTeachingBase
 
@@ -27,10 +27,6 @@ class CoTeachingLA(_CoTeachingBase):
     description = "co-teaching trained with logit-adjusted CE (naive combination)"
     Params = CoTeachingLAParams
 
-    def __init__(self, params, ctx):
-        super().__init__(params, ctx)
-        self.log_prior = log_prior(ctx.class_counts, ctx.device)
-
     def per_sample_loss(self, logits, y):
         return F.cross_entropy(logits.float() + self.p.tau * self.log_prior, y, reduction="none")
 
@@ -50,10 +46,6 @@ class GCEBalancedSoftmax(Method):
     role = "combined"
     description = "GCE on balanced-softmax logits (naive combination)"
     Params = GCEBSParams
-
-    def __init__(self, params, ctx):
-        super().__init__(params, ctx)
-        self.log_prior = log_prior(ctx.class_counts, ctx.device)
 
     def training_step(self, models, x, y, idx, epoch):
         logits = models["net"](x)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError, TrainingError, check_choice
-from ..losses import gce, log_prior, logit_adjusted_ce, soft_ce
+from ..losses import gce, logit_adjusted_ce, soft_ce
 from ..ot.surrogate import CLASS_TOTALS, surrogate_labels
 from .base import Method, register_method
 
@@ -88,7 +88,6 @@ class DSink(Method):
         dev = ctx.device
         self.p_imb = torch.as_tensor(load_aux_probs(p.imbalance_run, ctx.fingerprint, "imbalance"), device=dev).float()
         self.p_noise = torch.as_tensor(load_aux_probs(p.noise_run, ctx.fingerprint, "noise"), device=dev).float()
-        self.log_prior = log_prior(ctx.class_counts, dev)
         self.Q: torch.Tensor | None = None
         self.train_pass = torch.full((ctx.num_train, ctx.num_classes), 1.0 / ctx.num_classes, device=dev)
 

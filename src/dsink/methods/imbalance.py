@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..losses import class_balanced_weights, ldam_loss, ldam_margins, log_prior, logit_adjusted_ce
-from .base import Method, register_method
+from ..losses import class_balanced_weights, ldam_loss, ldam_margins, logit_adjusted_ce
+from .base import Method, NoParams, register_method
 
 
 @dataclass
@@ -32,33 +32,28 @@ class LogitAdjusted(Method):
     description = "logit-adjusted cross-entropy (Menon et al. 2021), tau=1"
     Params = LAParams
 
-    def __init__(self, params, ctx):
-        super().__init__(params, ctx)
-        self.log_prior = log_prior(ctx.class_counts, ctx.device)
-
     def training_step(self, models, x, y, idx, epoch):
         logits = models["net"](x)
-        return {"loss": logit_adjusted_ce(logits, y, self.log_prior, self.p.tau), "logits": logits}
+        return {"loss": logit_adjusted_ce(logits, y, self.log_prior, self.tau), "logits": logits}
+
+    @property
+    def tau(self) -> float:
+        """Logit-adjustment strength."""
+        return self.p.tau
 
 
 @register_method
-class BalancedSoftmax(Method):
+class BalancedSoftmax(LogitAdjusted):
     """Balanced softmax (Ren et al., NeurIPS 2020): CE on logits shifted by the log class prior.
 
-    Equal to the logit-adjusted loss with tau = 1; the saved prediction is the unshifted softmax.
+    It is the logit-adjusted loss with tau fixed at 1; the saved prediction is the unshifted softmax.
     """
 
     name = "bs"
     role = "imbalance"
     description = "balanced softmax (Ren et al. 2020): CE on logits + log prior"
-
-    def __init__(self, params, ctx):
-        super().__init__(params, ctx)
-        self.log_prior = log_prior(ctx.class_counts, ctx.device)
-
-    def training_step(self, models, x, y, idx, epoch):
-        logits = models["net"](x)
-        return {"loss": logit_adjusted_ce(logits, y, self.log_prior, 1.0), "logits": logits}
+    Params = NoParams
+    tau = 1.0
 
 
 @register_method
@@ -69,10 +64,6 @@ class PostHocLA(Method):
     role = "imbalance"
     description = "CE training, post-hoc logit adjustment of the prediction (Menon et al. 2021), tau=1"
     Params = LAParams
-
-    def __init__(self, params, ctx):
-        super().__init__(params, ctx)
-        self.log_prior = log_prior(ctx.class_counts, ctx.device)
 
     def training_step(self, models, x, y, idx, epoch):
         logits = models["net"](x)
