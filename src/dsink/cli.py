@@ -108,6 +108,39 @@ def cmd_distill(args) -> int:
     return _train_and_report(cfg, args)
 
 
+def cmd_average(args) -> int:
+    from .eval.combine import average_runs
+
+    report = average_runs(args.imbalance_run, args.noise_run, args.out, weight=args.weight, force=args.force)
+    print(f"run directory: {args.out}")
+    print_report(report)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .pipeline import load_pipeline, results_markdown, run_pipeline
+
+    over = list(args.overrides)
+    if args.out:
+        over.append(f"pipeline.out={args.out}")
+    if args.seeds:
+        over.append(f"pipeline.seeds=[{','.join(str(s) for s in args.seeds)}]")
+    for flag, key in (("epochs", "optim.epochs"), ("device", "train.device")):
+        if getattr(args, flag) is not None:
+            over.append(f"{key}={getattr(args, flag)}")
+    base, pipe = load_pipeline(args.config, over)
+
+    def on_job(i, total, job):
+        what = "averaging" if job.cfg is None else "training"
+        print(f"[{i + 1}/{total}] {what} {job.label}, seed {job.seed} -> {job.run_dir}", flush=True)
+
+    results = run_pipeline(base, pipe, progress=not args.quiet, on_job=on_job)
+    print()
+    print(results_markdown(results))
+    print(f"results: {results['pipeline_dir']}/results.{{md,csv,json}}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from .train import evaluate_run
 
@@ -184,6 +217,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(ds, base="the noise run's stored config")
     _add_run_args(ds, "runs/dsink-<dataset>-<config hash>")
     ds.set_defaults(func=cmd_distill)
+
+    r = sub.add_parser("run", help="train f_L, f_N, baselines and the D-SINK target, then write a results table",
+                       description="Train (or reuse cached) f_L, f_N, baselines, naive combinations and the D-SINK "
+                                   "target, evaluate them and write results.{md,csv,json}. With no config: the "
+                                   "offline default (Fashion-MNIST, rho=100, 40% uniform_excl_true noise, small CNN).")
+    _add_config_args(r)
+    r.add_argument("--seeds", type=int, nargs="+", help="pipeline.seeds (training seeds)")
+    r.add_argument("--epochs", type=int, help="optim.epochs for every model")
+    r.add_argument("--device", help="train.device (auto, cpu, cuda, cuda:N)")
+    r.add_argument("--out", help="pipeline.out: folder of the results (default runs/pipeline-<hash>)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=cmd_run)
+
+    av = sub.add_parser("average", help="naive baseline: average the predictions of an imbalance and a noise run")
+    av.add_argument("--imbalance-run", required=True, help="run directory of f_L")
+    av.add_argument("--noise-run", required=True, help="run directory of f_N (same data)")
+    av.add_argument("--weight", type=float, default=0.5, help="share of f_L's probabilities (default 0.5)")
+    av.add_argument("--out", required=True, help="run directory to write")
+    av.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    av.set_defaults(func=cmd_average)
 
     e = sub.add_parser("eval", help="evaluate a run directory (writes eval.json and predictions.npz)")
     e.add_argument("run", help="run directory")

@@ -1,6 +1,7 @@
 """Every registered method: one training step gives a finite loss and a gradient for every parameter."""
 
 import dataclasses
+import types
 
 import numpy as np
 import pytest
@@ -39,6 +40,8 @@ def test_one_step_every_method(name, tmp_path):
     if name == "dsink":
         fl, fn = _aux_runs(tmp_path)
         params = {"imbalance_run": fl, "noise_run": fn}
+    if name == "dividemix":
+        params = {"warmup_epochs": 2}  # epoch 3 below is a MixMatch step on a co-divided batch
     ctx = dataclasses.replace(_ctx(), fingerprint="fp")
     method = build_method(MethodConfig(name=name, params=params), ctx)
     torch.manual_seed(0)
@@ -46,14 +49,25 @@ def test_one_step_every_method(name, tmp_path):
 
     class FakeTrainer:
         train_y = torch.randint(0, C, (N,))
+        train_x = torch.randn(N, 1, 12, 12)
+        device = torch.device("cpu")
+        cfg = types.SimpleNamespace(train=types.SimpleNamespace(eval_batch_size=32))
+
+        def __init__(self):
+            self.models = models
+
+        def pipeline(self, x):
+            return x
 
         def predict_probs(self, split):
             return torch.full((N, C), 1.0 / C)
 
-    for epoch in (0, 3):  # 3: after DRW starts / co-teaching ramps
+    for epoch in (0, 3):  # 3: after DRW starts / co-teaching ramps / DivideMix's warm-up
         method.on_epoch_start(epoch, FakeTrainer())
         idx = torch.arange(16)
         x, y = torch.randn(16, 1, 12, 12), torch.randint(0, C, (16,))
+        if method.views > 1:
+            x = [x + 0.1 * torch.randn_like(x) for _ in range(method.views)]
         for m in models.values():
             m.zero_grad()
         out = method.training_step(models, x, y, idx, epoch)

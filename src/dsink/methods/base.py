@@ -36,6 +36,7 @@ class MethodContext:
     device: torch.device
     noise_rate: float  # configured noise rate (co-teaching's forget rate default)
     fingerprint: str = ""  # data fingerprint: auxiliary runs must share it
+    seed: int = 0  # training seed, for methods that draw their own random numbers
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Method:
     role: ClassVar[str] = "baseline"
     description: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
+    views: ClassVar[int] = 1  # augmented views per batch: >1 makes ``x`` a list of that many views
+
 
     def __init__(self, params: Any, ctx: MethodContext):
         self.p = params
@@ -70,9 +73,15 @@ class Method:
         """Hook before each epoch; returns scalars to log."""
         return {}
 
-    def training_step(self, models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor,
+    def sample_indices(self, epoch: int, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
+        """The training-set indices of one epoch, in order (CPU, length = number of training samples),
+        drawn with ``gen`` from the noisy ``labels``; None means a uniform random permutation."""
+        return None
+
+    def training_step(self, models: dict[str, nn.Module], x, y: torch.Tensor,
                       idx: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
-        """One batch: returns ``{"loss": scalar tensor, ...}``."""
+        """One batch (``x`` is a list of ``views`` augmentations when ``views > 1``):
+        returns ``{"loss": scalar tensor, ...}``."""
         raise NotImplementedError
 
     def predict_logits(self, models: dict[str, nn.Module], x: torch.Tensor) -> torch.Tensor:

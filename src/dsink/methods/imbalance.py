@@ -103,6 +103,31 @@ class ClassBalancedDRW(Method):
         return {"loss": F.cross_entropy(logits.float(), y, weight=w), "logits": logits}
 
 
+@register_method
+class DeferredResampling(Method):
+    """CE with class-balanced re-sampling deferred to the last part of training (DRS, Cao et al. 2019).
+
+    Before ``drw_start`` x epochs an epoch is a random permutation; from then on it is as many draws
+    (with replacement) as there are training samples, sample i drawn with probability proportional to
+    the class-balanced weight (effective number, ``beta``) of its noisy label.
+    """
+
+    name = "cb_drs"
+    role = "imbalance"
+    description = "CE with deferred class-balanced re-sampling (Cao et al. 2019, DRS)"
+    Params = DRWParams
+
+    def sample_indices(self, epoch, labels, gen):
+        if epoch < int(self.p.drw_start * self.ctx.epochs):
+            return None
+        w = class_balanced_weights(self.ctx.class_counts, self.p.beta).double()[labels]
+        return torch.multinomial(w, len(labels), replacement=True, generator=gen)
+
+    def training_step(self, models, x, y, idx, epoch):
+        logits = models["net"](x)
+        return {"loss": F.cross_entropy(logits.float(), y), "logits": logits}
+
+
 class NormedLinear(nn.Module):
     """Cosine-similarity head used by LDAM: ``normalize(x) @ normalize(W)``."""
 

@@ -89,7 +89,12 @@ def _stored_eval(run_dir) -> dict[str, Any] | None:
 
 
 def evaluate_run(run_dir: str | Path, *, device: str | None = None, progress: bool = False) -> dict[str, Any]:
-    """Re-evaluate a run directory from its ``config.yaml`` and ``checkpoints/last.pt``."""
+    """Re-evaluate a run directory from its ``config.yaml`` and ``checkpoints/last.pt`` (an average run of
+    :func:`dsink.eval.combine.average_runs` is recomputed from its two source runs)."""
+    from ..eval.combine import is_average_run, reevaluate_average
+
+    if is_average_run(run_dir):
+        return reevaluate_average(run_dir)
     cfg = load_run_config(run_dir)
     if device is not None:
         cfg.train.device = device

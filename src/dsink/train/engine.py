@@ -78,7 +78,7 @@ class Trainer:
         ctx = MethodContext(
             num_classes=data.num_classes, class_counts=np.bincount(data.train_y, minlength=data.num_classes),
             num_train=len(data.train_y), epochs=cfg.optim.epochs, device=self.device, noise_rate=cfg.data.noise_rate,
-            fingerprint=data.fingerprint,
+            fingerprint=data.fingerprint, seed=cfg.train.seed,
         )
         self.method = build_method(cfg.method, ctx)
         self.models = self._build_models()
@@ -88,6 +88,7 @@ class Trainer:
         )
         self.train_x = _tensor(data.train_x, self.device)
         self.train_y = _tensor(data.train_y, self.device, torch.long)
+        self.train_y_cpu = torch.as_tensor(data.train_y, dtype=torch.long)
         self.val_x = _tensor(data.val_x, self.device)
         self.val_y = _tensor(data.val_y, self.device, torch.long)
         self.test_x = _tensor(data.test_x, self.device)
@@ -205,7 +206,9 @@ class Trainer:
         cfg = self.cfg.optim
         n = len(self.train_y)
         bs = min(cfg.batch_size, n)
-        perm = torch.randperm(n, generator=self.gen).to(self.device)
+        order = self.method.sample_indices(epoch, self.train_y_cpu, self.gen)
+        perm = (torch.randperm(n, generator=self.gen) if order is None else order).to(self.device)
+        views = self.method.views
         iters = n // bs if n % bs == 1 else math.ceil(n / bs)  # never a batch of one (BatchNorm)
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=self.device)
@@ -217,7 +220,8 @@ class Trainer:
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
             idx = perm[it * bs : (it + 1) * bs]
-            x = self.pipeline(self.train_x[idx], self.gen)
+            raw = self.train_x[idx]
+            x = self.pipeline(raw, self.gen) if views == 1 else [self.pipeline(raw, self.gen) for _ in range(views)]
             y = self.train_y[idx]
             with self.autocast():
                 out = self.method.training_step(self.models, x, y, idx, epoch)

@@ -1,0 +1,257 @@
+"""``dsink run``: from data to a results table in one call.
+
+A pipeline config is a run config (``data``, ``model``, ``optim``, ``train``: shared by every model)
+plus a ``pipeline`` section naming what to train and compare::
+
+    pipeline:
+      imbalance: {name: la}            # f_L
+      noise: {name: gce}               # f_N
+      target: {}                       # D-SINK's method.params (the runs above are filled in)
+      baselines: [ce]                  # single methods trained for comparison
+      combined: [average]              # naive combinations: "average" (of f_L and f_N) or registry methods
+      seeds: [0]                       # training seeds; the table shows mean +- std over them
+      overrides: {target: {optim: {epochs: 20}}}   # per-role changes (baseline/imbalance/noise/combined/target)
+      out: null                        # default runs/pipeline-<hash>
+      cache_dir: null                  # default runs/cache
+
+Every model is trained into ``cache_dir/<method>-<dataset>-<config hash>``: a run whose resolved config
+already exists there is reused (or resumed if it was interrupted), so a repeated or resumed
+``dsink run`` only trains what is missing. The pipeline directory holds ``pipeline.yaml`` and the results
+table as ``results.md``, ``results.csv`` and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .config import MethodConfig, RunConfig, _build, _merge, config_from_dict, parse_overrides
+from .errors import InputError
+from .fileio import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+ROLE_KEYS = ("baseline", "imbalance", "noise", "combined", "target")
+METRICS = ("top1", "macro_f1", "many_acc", "medium_acc", "few_acc")
+
+
+@dataclass
+class PipelineConfig:
+    """The ``pipeline`` section of a ``dsink run`` config (see the module docstring)."""
+
+    imbalance: MethodConfig = field(default_factory=lambda: MethodConfig(name="la"))
+    noise: MethodConfig = field(default_factory=lambda: MethodConfig(name="gce"))
+    target: dict[str, Any] = field(default_factory=dict)
+    baselines: list[str] = field(default_factory=lambda: ["ce"])
+    combined: list[str] = field(default_factory=lambda: ["average"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    overrides: dict[str, Any] = field(default_factory=dict)
+    out: str | None = None
+    cache_dir: str | None = None
+
+
+def load_pipeline(path: str | Path | None = None, overrides: list[str] | None = None) -> tuple[RunConfig, PipelineConfig]:
+    """The shared run config and the pipeline section of a ``dsink run`` config (defaults when ``path`` is None)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"config file {str(p)!r} not found; pass an existing YAML file (see configs/)")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise InputError(f"config file {str(p)!r} must hold a mapping of sections (data, model, optim, train, pipeline)")
+    data = _merge(data, parse_overrides(overrides or []))
+    if "method" in data:
+        raise InputError("a dsink run config names its methods under pipeline: (imbalance, noise, baselines, combined, "
+                         "target), not method:; remove the method section")
+    pipe = _build(PipelineConfig, data.pop("pipeline", None) or {}, "pipeline.")
+    unknown = set(pipe.overrides) - set(ROLE_KEYS)
+    if unknown:
+        raise InputError(f"unknown pipeline.overrides role(s) {', '.join(sorted(unknown))}; valid: {', '.join(ROLE_KEYS)}")
+    if not pipe.seeds:
+        raise InputError("pipeline.seeds is empty; give at least one training seed, e.g. [0]")
+    base = config_from_dict(data)
+    return base, pipe
+
+
+@dataclass
+class Job:
+    """One model of the pipeline."""
+
+    label: str  # row name in the table
+    role: str
+    seed: int
+    cfg: RunConfig | None = None  # None for the prediction average
+    run_dir: Path | None = None
+
+
+def _role_config(base: RunConfig, pipe: PipelineConfig, role: str, method: MethodConfig, seed: int) -> RunConfig:
+    from .train.api import resolve_config
+
+    d = base.to_dict()
+    d["method"] = {"name": method.name, "params": dict(method.params)}
+    d = _merge(d, pipe.overrides.get(role) or {})
+    d["train"]["seed"] = seed
+    return resolve_config(config_from_dict(d))
+
+
+def _cache_dir(cfg: RunConfig, cache: Path) -> Path:
+    return cache / f"{cfg.method.name}-{cfg.data.dataset}-{_semantic_hash(cfg)}"
+
+
+def _semantic_hash(cfg: RunConfig) -> str:
+    """Hash of everything that changes what a run computes (execution-only keys excluded)."""
+    import hashlib
+
+    from .train.rundir import EXECUTION_KEYS, _flat
+
+    flat = {k: v for k, v in _flat(cfg.to_dict()).items() if k not in EXECUTION_KEYS}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def pipeline_dir(base: RunConfig, pipe: PipelineConfig) -> Path:
+    """The pipeline's output folder (``pipeline.out`` or ``runs/pipeline-<hash>``)."""
+    if pipe.out:
+        return Path(pipe.out)
+    d = {"base": base.to_dict(), "pipeline": {k: v for k, v in dataclasses.asdict(pipe).items() if k not in ("out", "cache_dir")}}
+    import hashlib
+
+    return Path("runs") / f"pipeline-{hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]}"
+
+
+def run_pipeline(base: RunConfig, pipe: PipelineConfig, *, progress: bool = False,
+                 on_job: Callable[[int, int, Job], None] | None = None) -> dict[str, Any]:
+    """Train (or reuse) every model of the pipeline, evaluate them and write the results table.
+
+    ``on_job(i, total, job)`` is called before each job (the CLI prints from it). Returns the results
+    (``rows``: one dict per method with mean/std of each metric; ``runs``: the run directory of each job).
+    """
+    from .eval.combine import average_runs
+    from .methods import METHODS
+    from .train.api import train_run
+
+    for name in pipe.combined:
+        if name != "average" and name not in METHODS:
+            raise InputError(f"unknown pipeline.combined entry {name!r}; use average or one of: {', '.join(sorted(METHODS))}")
+    out = pipeline_dir(base, pipe)
+    cache = Path(pipe.cache_dir) if pipe.cache_dir else Path("runs") / "cache"
+    jobs: list[Job] = []
+    for seed in pipe.seeds:
+        per_seed: dict[str, Job] = {}
+        for name in pipe.baselines:
+            per_seed[f"baseline:{name}"] = Job(name, "baseline", seed, _role_config(base, pipe, "baseline", MethodConfig(name=name), seed))
+        per_seed["imbalance"] = Job(f"f_L ({pipe.imbalance.name})", "imbalance", seed,
+                                    _role_config(base, pipe, "imbalance", pipe.imbalance, seed))
+        per_seed["noise"] = Job(f"f_N ({pipe.noise.name})", "noise", seed, _role_config(base, pipe, "noise", pipe.noise, seed))
+        for name in pipe.combined:
+            cfg = None if name == "average" else _role_config(base, pipe, "combined", MethodConfig(name=name), seed)
+            label = "average (f_L + f_N)" if name == "average" else name
+            per_seed[f"combined:{name}"] = Job(label, "combined", seed, cfg)
+        for j in per_seed.values():
+            if j.cfg is not None:
+                j.run_dir = _cache_dir(j.cfg, cache)
+        fl, fn = per_seed["imbalance"].run_dir, per_seed["noise"].run_dir
+        for name in pipe.combined:
+            if name == "average":
+                per_seed[f"combined:{name}"].run_dir = cache / f"average-{fl.name}-{fn.name}"
+        target = MethodConfig(name="dsink", params={**pipe.target, "imbalance_run": str(fl), "noise_run": str(fn)})
+        tj = Job("D-SINK", "target", seed, _role_config(base, pipe, "target", target, seed))
+        tj.run_dir = _cache_dir(tj.cfg, cache)
+        per_seed["target"] = tj
+        jobs.extend(per_seed.values())
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "pipeline.yaml", yaml.safe_dump(
+        {**{k: v for k, v in base.to_dict().items() if k != "method"}, "pipeline": dataclasses.asdict(pipe)}, sort_keys=False))
+    reports: list[tuple[Job, dict[str, Any]]] = []
+    for i, job in enumerate(jobs):
+        if on_job is not None:
+            on_job(i, len(jobs), job)
+        if job.cfg is None:
+            fl = next(j for j in jobs if j.seed == job.seed and j.role == "imbalance").run_dir
+            fn = next(j for j in jobs if j.seed == job.seed and j.role == "noise").run_dir
+            rep = average_runs(fl, fn, job.run_dir, force=True)
+        else:
+            rep = train_run(job.cfg, job.run_dir, resume=True, progress=progress)
+        reports.append((job, rep))
+    results = summarise(reports)
+    results["pipeline_dir"] = str(out)
+    write_results(results, out)
+    return results
+
+
+def _mean_std(vals: list[float | None]) -> tuple[float | None, float | None]:
+    v = [x for x in vals if x is not None]
+    if not v:
+        return None, None
+    m = sum(v) / len(v)
+    s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+    return m, s
+
+
+def summarise(reports: list[tuple[Job, dict[str, Any]]]) -> dict[str, Any]:
+    """Mean and std over seeds of each metric, one row per method (in pipeline order)."""
+    order: list[str] = []
+    by: dict[str, list[tuple[Job, dict]]] = {}
+    for job, rep in reports:
+        if job.label not in by:
+            order.append(job.label)
+        by.setdefault(job.label, []).append((job, rep))
+    rows = []
+    for label in order:
+        items = by[label]
+        row: dict[str, Any] = {"method": label, "role": items[0][0].role, "seeds": [j.seed for j, _ in items],
+                               "runs": [str(j.run_dir) for j, _ in items]}
+        for m in METRICS:
+            row[m], row[m + "_std"] = _mean_std([r["last"].get(m) for _, r in items])
+        row["correction_rate"], row["correction_rate_std"] = _mean_std(
+            [(r.get("train") or {}).get("correction_rate") for _, r in items])
+        rows.append(row)
+    return {"rows": rows, "metrics": list(METRICS) + ["correction_rate"]}
+
+
+def _cell(row: dict, key: str) -> str:
+    m, s = row.get(key), row.get(key + "_std")
+    if m is None:
+        return "-"
+    return f"{100 * m:.2f} ± {100 * s:.2f}" if len(row["seeds"]) > 1 else f"{100 * m:.2f}"
+
+
+HEADERS = {"top1": "top-1", "macro_f1": "macro-F1", "many_acc": "many", "medium_acc": "medium", "few_acc": "few",
+           "correction_rate": "label correction"}
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """The results table as markdown (percent; mean ± std over seeds when there are several)."""
+    keys = results["metrics"]
+    lines = ["| method | role | " + " | ".join(HEADERS[k] for k in keys) + " |",
+             "|---|---|" + "---|" * len(keys)]
+    for r in results["rows"]:
+        lines.append(f"| {r['method']} | {r['role']} | " + " | ".join(_cell(r, k) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: dict[str, Any], out: Path) -> None:
+    """``results.md``, ``results.csv`` and ``results.json`` in ``out``."""
+    atomic_write_text(out / "results.md", results_markdown(results))
+    buf = io.StringIO()
+    keys = results["metrics"]
+    w = csv.writer(buf)
+    w.writerow(["method", "role", "n_seeds"] + [c for k in keys for c in (k, k + "_std")])
+    for r in results["rows"]:
+        w.writerow([r["method"], r["role"], len(r["seeds"])] + [
+            "" if r.get(c) is None else f"{r[c]:.6f}" for k in keys for c in (k, k + "_std")])
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2))

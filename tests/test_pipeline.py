@@ -1,0 +1,63 @@
+"""dsink run: the pipeline trains each model once, reuses cached runs and writes the results table."""
+
+import csv
+import json
+
+import pytest
+
+from dsink.cli import main
+from dsink.errors import InputError
+from dsink.pipeline import load_pipeline
+
+SMALL = ["data.n_max=100", "data.imbalance_ratio=10", "data.noise_rate=0.3", "optim.batch_size=64", "model.width=8"]
+
+
+def _sets(extra=()):
+    return [a for o in SMALL + list(extra) for a in ("--set", o)]
+
+
+def test_run_writes_table_and_reuses_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["run", *_sets(["pipeline.combined=[average,gce_bs]"]), "--epochs", "1", "--seeds", "0", "1",
+            "--out", "res", "-q"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "[12/12]" in out and "| D-SINK | target |" in out
+    res = json.loads((tmp_path / "res" / "results.json").read_text())
+    methods = [r["method"] for r in res["rows"]]
+    assert methods == ["ce", "f_L (la)", "f_N (gce)", "average (f_L + f_N)", "gce_bs", "D-SINK"]
+    for r in res["rows"]:
+        assert r["seeds"] == [0, 1] and len(set(r["runs"])) == 2
+        assert 0 <= r["top1"] <= 1 and r["top1_std"] >= 0 and r["correction_rate"] is not None
+        # the row's mean is the mean of the runs' own eval.json
+        tops = [json.loads((tmp_path / d / "eval.json").read_text())["last"]["top1"] for d in r["runs"]]
+        assert r["top1"] == pytest.approx(sum(tops) / 2)
+    with open(tmp_path / "res" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == methods and float(rows[0]["top1"]) == pytest.approx(res["rows"][0]["top1"])
+    assert "| method | role | top-1 |" in (tmp_path / "res" / "results.md").read_text()
+    # D-SINK was distilled from this seed's f_L and f_N
+    d0 = res["rows"][-1]["runs"][0]
+    params = json.loads(json.dumps(__import__("yaml").safe_load((tmp_path / d0 / "config.yaml").read_text())))["method"]["params"]
+    assert params["imbalance_run"] == res["rows"][1]["runs"][0] and params["noise_run"] == res["rows"][2]["runs"][0]
+    # a second call trains nothing: every checkpoint stays as it was
+    ckpts = sorted((tmp_path / "runs" / "cache").glob("*/checkpoints/last.pt"))
+    before = {p: p.stat().st_mtime_ns for p in ckpts}
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in ckpts} == before
+    capsys.readouterr()
+
+
+def test_pipeline_config_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: {name: ce}\n")
+    assert main(["run", str(bad)]) == 2
+    assert "pipeline:" in capsys.readouterr().err
+    with pytest.raises(InputError, match="valid: baseline, imbalance"):
+        load_pipeline(None, ["pipeline.overrides.fancy.optim.lr=1"])
+    with pytest.raises(InputError, match="unknown config key"):
+        load_pipeline(None, ["pipeline.colour=red"])
+    assert main(["run", "--set", "pipeline.combined=[nope]", "--out", str(tmp_path / "r")]) == 2
+    assert "use average or one of" in capsys.readouterr().err
+    assert main(["run", "--set", "pipeline.noise.name=nope", "--out", str(tmp_path / "r")]) == 2
+    assert "unknown method 'nope'; valid methods: bs" in capsys.readouterr().err
