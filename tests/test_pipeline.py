@@ -9,7 +9,8 @@ from dsink.cli import main
 from dsink.errors import InputError
 from dsink.pipeline import load_pipeline
 
-SMALL = ["data.n_max=100", "data.imbalance_ratio=10", "data.noise_rate=0.3", "optim.batch_size=64", "model.width=8"]
+SMALL = ["data.n_max=100", "data.imbalance_ratio=10", "data.noise_rate=0.3", "optim.batch_size=64", "model.width=8",
+         "train.track_correction=true"]
 
 
 def _sets(extra=()):
@@ -46,6 +47,46 @@ def test_run_writes_table_and_reuses_runs(tmp_path, capsys, monkeypatch):
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in ckpts} == before
     capsys.readouterr()
+    _check_audit(tmp_path / d0, capsys)
+    _check_plots(tmp_path / "res", capsys)
+
+
+def _check_plots(res, capsys):
+    assert main(["plot", str(res)]) == 0
+    paths = capsys.readouterr().out.split()
+    assert sorted(p.split("/")[-1] for p in paths) == ["correction.png", "embedding.png", "per_class.png"]
+    for p in paths:
+        head = open(p, "rb").read(8)
+        assert head == b"\x89PNG\r\n\x1a\n"
+
+
+def _check_audit(run, capsys):
+    """dsink audit: flags = rows whose surrogate argmax differs from the given label, ranked by margin,
+    scored against the known noise."""
+    import numpy as np
+    import yaml
+
+    from dsink import surrogate_labels
+
+    assert main(["audit", str(run), "--json", "--top", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    with np.load(run / "predictions.npz") as z:
+        given, true, f = z["train_noisy"], z["train_true"], z["train_probs"]
+    p = yaml.safe_load((run / "config.yaml").read_text())["method"]["params"]
+    with np.load(f"{p['noise_run']}/predictions.npz") as a, np.load(f"{p['imbalance_run']}/predictions.npz") as b:
+        q = np.asarray(surrogate_labels(a["train_probs"], b["train_probs"], f, class_totals=p["class_totals"]))
+    flagged = q.argmax(1) != given
+    with open(run / "audit.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert summary["source"] == "surrogate labels" and summary["flagged"] == len(rows) == int(flagged.sum())
+    assert sorted(int(r["train_position"]) for r in rows) == sorted(np.flatnonzero(flagged).tolist())
+    margins = [float(r["margin"]) for r in rows]
+    assert margins == sorted(margins, reverse=True) and all(m > 0 for m in margins)
+    noisy = given != true
+    want_p = (flagged & noisy).sum() / flagged.sum()
+    assert summary["overall"]["precision"] == pytest.approx(want_p)
+    assert summary["overall"]["recall"] == pytest.approx((flagged & noisy).sum() / noisy.sum())
+    assert all(int(r["truly_mislabelled"]) == int(r["true_label"] != r["given_label"]) for r in rows)
 
 
 def test_pipeline_config_errors(tmp_path, capsys):

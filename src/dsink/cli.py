@@ -141,6 +141,41 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    import csv
+
+    from .eval.audit import audit_run
+
+    summary = audit_run(args.run, args.out)
+    print(f"{summary['flagged']} of {summary['num_train']} training labels rejected by the {summary['source']} "
+          f"of {args.run}; ranked list: {summary['csv']}")
+    for part in ("overall", "tail"):
+        q = summary.get(part)
+        if q:
+            print(f"{part:<8} flagged {q['flagged']:>6}  truly noisy {q['noisy']:>6}  precision {_fmt(q['precision'])} %  "
+                  f"recall {_fmt(q['recall'])} %")
+    with open(summary["csv"]) as f:
+        rows = list(csv.DictReader(f))[: args.top]
+    if rows:
+        print(f"top {len(rows)}: position given -> suggested (confidence)")
+        for r in rows:
+            print(f"  {r['train_position']:>7} {r['given_name']} -> {r['suggested_name']} ({float(r['confidence']):.3f})")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .plots import plot_path
+
+    paths = plot_path(args.path, args.out, embedding=not args.no_embedding)
+    for p in paths:
+        print(p)
+    if not paths:
+        print("nothing to plot (no evaluated runs, correction curves or alpha sweep found)")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from .train import evaluate_run
 
@@ -237,6 +272,19 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("--out", required=True, help="run directory to write")
     av.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     av.set_defaults(func=cmd_average)
+
+    au = sub.add_parser("audit", help="rank the training labels a run's surrogate labels reject (CSV)")
+    au.add_argument("run", help="run directory (D-SINK: its surrogate labels; other runs: their predictions)")
+    au.add_argument("--out", help="CSV path (default RUN/audit.csv)")
+    au.add_argument("--top", type=int, default=10, help="flags to print (default 10)")
+    au.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    au.set_defaults(func=cmd_audit)
+
+    pl = sub.add_parser("plot", help="PNG figures of a run, a dsink run folder or a claims benchmark JSON")
+    pl.add_argument("path", help="run directory, dsink run folder (results.json) or benchmarks/results/claims.json")
+    pl.add_argument("--out", help="folder for the PNGs (default PATH/plots, or <json>_plots)")
+    pl.add_argument("--no-embedding", action="store_true", help="skip the feature embedding (the slowest figure)")
+    pl.set_defaults(func=cmd_plot)
 
     e = sub.add_parser("eval", help="evaluate a run directory (writes eval.json and predictions.npz)")
     e.add_argument("run", help="run directory")

@@ -78,6 +78,7 @@ class TrainConfig:
     channels_last: bool = True  # memory format for conv nets
     eval_batch_size: int = 1024
     eval_test_every: int = 0  # log test accuracy every k epochs (0: only in the final evaluation)
+    track_correction: bool = False  # log the label-correction rate each epoch (benchmark data: true labels known)
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     deterministic: bool = False  # torch.use_deterministic_algorithms (for CUDA)
 

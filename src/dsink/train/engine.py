@@ -257,6 +257,14 @@ class Trainer:
             out["val_acc_true"] = float((pred == true).float().mean())
         return out
 
+    def _correction_metrics(self) -> dict[str, float]:
+        """Share of noisy-labelled training samples predicted as their true label, and training accuracy on the true labels."""
+        pred = self.predict_logits("train").argmax(1).cpu().numpy()
+        true, given = self.data.train_true, self.data.train_y
+        noisy = given != true
+        return {"train_correction": float((pred[noisy] == true[noisy]).mean()) if noisy.any() else None,
+                "train_acc_true": float((pred == true).mean())}
+
     def fit(self, *, resume: bool = False, stop_after: int | None = None) -> list[dict[str, Any]]:
         """Train to ``optim.epochs`` (or stop after ``stop_after`` epochs in total); returns the metrics rows.
 
@@ -277,6 +285,8 @@ class Trainer:
             every = self.cfg.train.eval_test_every
             if every and (epoch + 1) % every == 0:
                 row["test_acc"] = float((self.predict_logits("test").argmax(1) == self.test_y).float().mean())
+            if self.cfg.train.track_correction and self.data.train_true is not None:
+                row.update(self._correction_metrics())
             row["time_s"] = time.perf_counter() - t0
             self.epoch = epoch + 1
             improved = "val_acc" in row and row["val_acc"] > self.best["val_acc"]
