@@ -3,5 +3,5 @@
 # Slow tests: python3 -m pytest -m slow
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh test
+bash scripts/install.sh test,plot
 python3 -m pytest "$@"

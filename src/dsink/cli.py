@@ -92,10 +92,13 @@ def _train_and_report(cfg, args) -> int:
     from .train import train_run
 
     out = args.out or f"runs/{cfg.method.name}-{cfg.data.dataset}-{cfg.fingerprint()[:8]}"
+    from .train.distributed import current
+
     report = train_run(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
-    print(f"run directory: {out}")
-    if report is not None:
-        print_report(report)
+    if current().is_main:  # under torchrun only rank 0 reports
+        print(f"run directory: {out}")
+        if report is not None:
+            print_report(report)
     return 0
 
 

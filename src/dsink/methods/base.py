@@ -73,6 +73,9 @@ class Method:
         """Hook before each epoch; returns scalars to log."""
         return {}
 
+    def on_epoch_end(self, epoch: int, trainer: "Trainer") -> None:
+        """Hook after each epoch's steps (e.g. to merge per-sample state across processes)."""
+
     def sample_indices(self, epoch: int, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
         """The training-set indices of one epoch, in order (CPU, length = number of training samples),
         drawn with ``gen`` from the noisy ``labels``; None means a uniform random permutation."""

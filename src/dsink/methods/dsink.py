@@ -107,15 +107,23 @@ class DSink(Method):
     def on_epoch_start(self, epoch, trainer):
         if self.Q is not None and epoch % self.p.refresh_every:
             return {}
+        from ..train import distributed
+
+        info = distributed.current()
+        lo, hi = distributed.row_block(self.ctx.num_train, info)  # this process's rows (all of them alone)
         if self.p.target_probs == "train" and epoch > 0:
+            if info.active:
+                raise InputError("D-SINK with target_probs=train is single-process; use target_probs=eval under torchrun")
             pf = self.train_pass
         elif epoch == 0 and self.p.init == "scratch":
             pf = None  # an untrained f carries no information: the paper's uniform first step
         else:
-            pf = trainer.predict_probs("train")
-        q, res = surrogate_labels(self.p_noise, self.p_imb, pf, eps=self.p.eps, class_totals=self.p.class_totals,
-                                  tol=self.p.tol, max_iter=self.p.max_iter, dtype=getattr(torch, self.p.solver_dtype),
+            pf = trainer.predict_logits(x=trainer.train_x[lo:hi]).softmax(1)
+        q, res = surrogate_labels(self.p_noise[lo:hi], self.p_imb[lo:hi], pf, eps=self.p.eps,
+                                  class_totals=self.p.class_totals, tol=self.p.tol, max_iter=self.p.max_iter,
+                                  dtype=getattr(torch, self.p.solver_dtype), distributed=info.active,
                                   return_result=True)
+        q = distributed.all_gather_rows(q.float(), self.ctx.num_train)  # every process trains on any rows
         if not torch.isfinite(q).all():
             raise TrainingError(f"the Sinkhorn step produced non-finite surrogate labels in epoch {epoch + 1}")
         self.Q = q.float()

@@ -127,6 +127,7 @@ class ELR(Method):
     def __init__(self, params, ctx):
         super().__init__(params, ctx)
         self.targets = torch.zeros(ctx.num_train, ctx.num_classes, device=ctx.device)
+        self.touched = torch.zeros(ctx.num_train, device=ctx.device)
 
     def training_step(self, models, x, y, idx, epoch):
         logits = models["net"](x)
@@ -134,8 +135,20 @@ class ELR(Method):
         with torch.no_grad():
             q = p / p.sum(1, keepdim=True)
             self.targets[idx] = self.p.beta * self.targets[idx] + (1 - self.p.beta) * q
+            self.touched[idx] = 1.0
         reg = torch.log(1 - (self.targets[idx] * p).sum(1)).mean()
         return {"loss": F.cross_entropy(logits.float(), y) + self.p.lam * reg, "logits": logits, "elr_reg": reg.detach()}
+
+    def on_epoch_end(self, epoch, trainer):
+        """Under torchrun each sample's target was updated by the one process that saw it: share it."""
+        from ..train import distributed
+
+        if distributed.current().active:
+            summed = distributed.all_reduce_sum(self.targets * self.touched[:, None])
+            count = distributed.all_reduce_sum(self.touched.clone())
+            seen = count > 0
+            self.targets[seen] = summed[seen] / count[seen, None]
+        self.touched.zero_()
 
     def state_dict(self):
         return {"targets": self.targets}

@@ -229,10 +229,11 @@ def sinkhorn(
     log_v = beta + torch.where(v > 0, v.log(), torch.full_like(v, -math.inf))
     converged = err <= tol
     if not converged:
+        hint = ("raise max_iter or eps, or loosen tol" if dtype == torch.float64 else
+                "raise max_iter or eps, loosen tol, or solve in float64 (float32 sums have an error floor near "
+                f"{6e-8 * math.sqrt(max(mass, 1)):.1g} here)")
         warnings.warn(
-            f"Sinkhorn stopped after {it} iterations with marginal error {err:.3g} > tol {tol:.3g}; "
-            "raise max_iter or eps, loosen tol, or solve in float64 (float32 sums have an error floor near "
-            f"{6e-8 * math.sqrt(max(mass, 1)):.1g} here)",
+            f"Sinkhorn stopped after {it} iterations with marginal error {err:.3g} > tol {tol:.3g}; {hint}",
             SolverWarning,
             stacklevel=2,
         )

@@ -45,18 +45,35 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, forc
     Returns the evaluation report, or None when ``stop_after`` ended training early.
     A finished run that is resumed is not retrained; its stored evaluation is returned.
     """
+    from . import distributed
+
     cfg = resolve_config(cfg)
+    info = distributed.init_from_env(cfg.train.device)
     data = build_data(cfg.data)  # data errors surface before the run directory is touched
-    todo = prepare_run_dir(run_dir, cfg, resume=resume, force=force)
+    todo, err = False, None
+    if info.is_main:  # only rank 0 touches the run directory; the others follow its decision
+        try:
+            todo = prepare_run_dir(run_dir, cfg, resume=resume, force=force)
+        except InputError as e:
+            err = e
+    if not distributed.all_ok(err is None):
+        raise err or InputError(f"rank 0 refused the run directory {str(run_dir)!r}; see its message")
+    if info.active and not info.is_main:
+        from .rundir import read_status
+
+        todo = read_status(Path(run_dir)).get("status") != "finished"
     trainer = Trainer(cfg, data, run_dir, progress=progress)
     if not todo:
         log.info("run %s is already finished", run_dir)
-        return _stored_eval(run_dir) or evaluate_run(run_dir)
+        return (_stored_eval(run_dir) or evaluate_run(run_dir)) if info.is_main else None
     trainer.fit(resume=resume, stop_after=stop_after)
-    if trainer.epoch < cfg.optim.epochs:
+    if trainer.epoch < cfg.optim.epochs or not info.is_main:
+        distributed.barrier()
         return None
     report = evaluate_trainer(trainer)
-    write_status(run_dir, status="finished", epochs=trainer.epoch, device=str(trainer.device))
+    write_status(run_dir, status="finished", epochs=trainer.epoch, device=str(trainer.device),
+                 processes=info.world)
+    distributed.barrier()
     return report
 
 

@@ -26,6 +26,7 @@ from ..errors import InputError, TrainingError, check_choice
 from ..methods import MethodContext, build_method
 from ..models import build_model
 from .augment import InputPipeline
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .schedule import lr_at
 
@@ -65,8 +66,11 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, data: DataBundle, run_dir: str | Path, *, progress: bool = False):
         self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
-        self.progress = progress
+        self.dist = distributed.current()
+        self.progress = progress and self.dist.is_main
         self.device = resolve_device(cfg.train.device)
+        if self.dist.active and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", self.dist.local_rank)
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
         if cfg.train.deterministic:
@@ -93,6 +97,7 @@ class Trainer:
         self.val_y = _tensor(data.val_y, self.device, torch.long)
         self.test_x = _tensor(data.test_x, self.device)
         self.test_y = _tensor(data.test_y, self.device, torch.long)
+        self.train_models = self._wrap_ddp()
         self.optimizer = self._build_optimizer()
         self.gen = torch.Generator().manual_seed(cfg.train.seed)
         self.epoch = 0  # completed epochs
@@ -113,6 +118,16 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.train.seed)
             return self.method.build_models(make)
+
+    def _wrap_ddp(self) -> dict[str, nn.Module]:
+        """DistributedDataParallel replicas for training under torchrun; the bare networks otherwise."""
+        if not self.dist.active:
+            return self.models
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return {k: DDP(m, device_ids=ids) if any(p.requires_grad for p in m.parameters()) else m
+                for k, m in self.models.items()}
 
     def parameters(self):
         """All trainable parameters of all the method's networks."""
@@ -208,6 +223,10 @@ class Trainer:
         bs = min(cfg.batch_size, n)
         order = self.method.sample_indices(epoch, self.train_y_cpu, self.gen)
         perm = (torch.randperm(n, generator=self.gen) if order is None else order).to(self.device)
+        if self.dist.active:  # every process draws the same order and takes its shard of it
+            w = self.dist.world
+            perm = perm[: (n // w) * w][self.dist.rank :: w]
+            n, bs = len(perm), max(1, bs // w)
         views = self.method.views
         iters = n // bs if n % bs == 1 else math.ceil(n / bs)  # never a batch of one (BatchNorm)
         sums: dict[str, torch.Tensor] = {}
@@ -224,7 +243,7 @@ class Trainer:
             x = self.pipeline(raw, self.gen) if views == 1 else [self.pipeline(raw, self.gen) for _ in range(views)]
             y = self.train_y[idx]
             with self.autocast():
-                out = self.method.training_step(self.models, x, y, idx, epoch)
+                out = self.method.training_step(self.train_models, x, y, idx, epoch)
             loss = out["loss"]
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -235,6 +254,12 @@ class Trainer:
             if "logits" in out:
                 correct += (out["logits"].detach().argmax(1) == y).sum()
         seen = min(iters * bs, n)
+        if self.dist.active:  # metrics over all processes' samples
+            keys = sorted(sums)
+            t = torch.stack([torch.as_tensor(sums[k], dtype=torch.float32, device=self.device) for k in keys]
+                            + [correct.float(), torch.tensor(float(seen), device=self.device)])
+            distributed.all_reduce_sum(t)
+            sums, correct, seen = dict(zip(keys, t[: len(keys)])), t[len(keys)], int(t[-1])
         row = {k: float(v) / seen for k, v in sums.items()}
         if not all(math.isfinite(v) for v in row.values()):
             bad = {k: v for k, v in row.items() if not math.isfinite(v)}
@@ -275,13 +300,17 @@ class Trainer:
         if resume and (ck / "last.pt").exists():
             self.load_state_dict(load_checkpoint(ck / "last.pt", map_location=self.device))
             log.info("resuming %s after epoch %d", self.run_dir, self.epoch)
+        main = self.dist.is_main
         rows = _read_rows(metrics_path, upto=self.epoch)
-        _write_rows(metrics_path, rows)
+        if main:
+            _write_rows(metrics_path, rows)
         end = self.cfg.optim.epochs if stop_after is None else min(stop_after, self.cfg.optim.epochs)
         for epoch in range(self.epoch, end):
             t0 = time.perf_counter()
             extra = self.method.on_epoch_start(epoch, self)
-            row = {"epoch": epoch + 1, **self._run_epoch(epoch), **extra, **self._val_metrics()}
+            train_row = self._run_epoch(epoch)
+            self.method.on_epoch_end(epoch, self)
+            row = {"epoch": epoch + 1, **train_row, **extra, **self._val_metrics()}
             every = self.cfg.train.eval_test_every
             if every and (epoch + 1) % every == 0:
                 row["test_acc"] = float((self.predict_logits("test").argmax(1) == self.test_y).float().mean())
@@ -292,13 +321,15 @@ class Trainer:
             improved = "val_acc" in row and row["val_acc"] > self.best["val_acc"]
             if improved:
                 self.best = {"val_acc": row["val_acc"], "epoch": self.epoch}
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
             rows.append(row)
-            state = self.state_dict()
-            if improved:
-                save_checkpoint({k: state[k] for k in ("epoch", "models", "config", "data_fingerprint")}, ck / "best.pt")
-            save_checkpoint(state, ck / "last.pt")
+            if main:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                state = self.state_dict()
+                if improved:
+                    save_checkpoint({k: state[k] for k in ("epoch", "models", "config", "data_fingerprint")}, ck / "best.pt")
+                save_checkpoint(state, ck / "last.pt")
+            distributed.barrier()
             log.info("epoch %d: %s", self.epoch, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
         return rows
 

@@ -1,0 +1,97 @@
+"""Multi-process training with ``torch.distributed`` (launched by ``torchrun``).
+
+``torchrun --nproc-per-node K -m dsink train ...`` starts K processes with ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK`` set; :func:`init_from_env` joins them into one process group (NCCL on CUDA, gloo on the
+CPU). Each process holds the whole training set, takes its shard of every epoch's common
+permutation (``optim.batch_size`` is the global batch, split evenly) and trains DistributedDataParallel
+replicas of the method's networks; only rank 0 writes the run directory (config, metrics, checkpoints,
+evaluation). D-SINK's Sinkhorn step runs over the sharded training set with the class sums all-reduced.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the process group (rank 0 of 1 without torch.distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def current() -> DistInfo:
+    """The process group this process belongs to (single-process when none is initialised)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+    return DistInfo()
+
+
+def init_from_env(device: str = "auto") -> DistInfo:
+    """Join the process group described by torchrun's environment (no-op for a single process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or not dist.is_available():
+        return current()
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and not device.startswith("cpu")
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return current()
+
+
+def barrier() -> None:
+    if current().active:
+        dist.barrier()
+
+
+def all_ok(ok: bool) -> bool:
+    """True when every process reports ``ok`` (used to stop all ranks together on an error)."""
+    if not current().active:
+        return ok
+    t = torch.tensor([0.0 if ok else 1.0])
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return float(t) == 0.0
+
+
+def row_block(n: int, info: DistInfo) -> tuple[int, int]:
+    """Contiguous rows ``[lo, hi)`` of an N-row array owned by this process."""
+    per = -(-n // info.world)
+    lo = min(n, info.rank * per)
+    return lo, min(n, lo + per)
+
+
+def all_gather_rows(local: torch.Tensor, n: int) -> torch.Tensor:
+    """Concatenate every process's :func:`row_block` of an (N, ...) array, in rank order."""
+    info = current()
+    if not info.active:
+        return local
+    per = -(-n // info.world)
+    buf = torch.zeros((per,) + tuple(local.shape[1:]), dtype=local.dtype, device=local.device)
+    buf[: len(local)] = local
+    parts = [torch.empty_like(buf) for _ in range(info.world)]
+    dist.all_gather(parts, buf)
+    return torch.cat(parts)[:n]
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """In-place sum over processes (identity for a single process)."""
+    if current().active:
+        dist.all_reduce(t)
+    return t
