@@ -222,17 +222,24 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Defaults, then the YAML file at ``path`` (if any), then ``key=value`` overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"config file {str(p)!r} not found; pass an existing YAML file (see configs/)")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise InputError(f"config file {str(p)!r} is not valid YAML: {e}") from None
-    data = _merge(data, parse_overrides(overrides or []))
+    data = _merge(read_yaml_config(path), parse_overrides(overrides or []))
     return config_from_dict(data)
+
+
+def read_yaml_config(path: str | Path | None) -> dict[str, Any]:
+    """The mapping in a YAML config file (empty for ``None``); missing or malformed files are InputErrors."""
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"config file {str(p)!r} not found; pass an existing YAML file (see configs/)")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"config file {str(p)!r} must hold a mapping of sections (data, model, optim, train, ...)")
+    return data
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

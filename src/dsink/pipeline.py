@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import MethodConfig, RunConfig, _build, _merge, config_from_dict, parse_overrides
+from .config import MethodConfig, RunConfig, _build, _merge, config_from_dict, parse_overrides, read_yaml_config
 from .errors import InputError
 from .fileio import atomic_write_text
 
@@ -61,17 +61,7 @@ class PipelineConfig:
 
 def load_pipeline(path: str | Path | None = None, overrides: list[str] | None = None) -> tuple[RunConfig, PipelineConfig]:
     """The shared run config and the pipeline section of a ``dsink run`` config (defaults when ``path`` is None)."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"config file {str(p)!r} not found; pass an existing YAML file (see configs/)")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise InputError(f"config file {str(p)!r} is not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise InputError(f"config file {str(p)!r} must hold a mapping of sections (data, model, optim, train, pipeline)")
+    data = read_yaml_config(path)
     data = _merge(data, parse_overrides(overrides or []))
     if "method" in data:
         raise InputError("a dsink run config names its methods under pipeline: (imbalance, noise, baselines, combined, "

@@ -83,16 +83,11 @@ def distill_config(imbalance_run: str | Path, noise_run: str | Path, config: str
 
     Then the YAML file ``config`` (if any) and ``overrides`` apply on top.
     """
-    from ..config import _merge, config_from_dict, parse_overrides
-    import yaml
+    from ..config import _merge, config_from_dict, parse_overrides, read_yaml_config
 
     base = load_run_config(noise_run).to_dict()
     base["method"] = {"name": "dsink", "params": {"imbalance_run": str(imbalance_run), "noise_run": str(noise_run)}}
-    if config is not None:
-        p = Path(config)
-        if not p.is_file():
-            raise InputError(f"config file {str(p)!r} not found; pass an existing YAML file (see configs/)")
-        base = _merge(base, yaml.safe_load(p.read_text()) or {})
+    base = _merge(base, read_yaml_config(config))
     return config_from_dict(_merge(base, parse_overrides(overrides or [])))
 
 
