@@ -46,6 +46,9 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, fmnist_small)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _rows(full) == _rows(part)
     assert json.loads((full / "eval.json").read_text()) == json.loads((part / "eval.json").read_text())
+    # same config and seeds: bit-identical predictions (CPU)
+    with np.load(full / "predictions.npz") as a, np.load(part / "predictions.npz") as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
 
 
 def test_finished_runs_are_protected_and_configs_checked(tmp_path, fmnist_small):
