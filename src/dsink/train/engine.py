@@ -297,6 +297,12 @@ class Trainer:
         """
         ck = self.run_dir / "checkpoints"
         metrics_path = self.run_dir / "metrics.jsonl"
+        if self.dist.is_main:  # a process killed while writing leaves a temporary file: drop it
+            from ..fileio import remove_stale_temporaries
+
+            for folder in (self.run_dir, ck):
+                for p in remove_stale_temporaries(folder):
+                    log.info("removed %s left by an interrupted write", p)
         if resume and (ck / "last.pt").exists():
             self.load_state_dict(load_checkpoint(ck / "last.pt", map_location=self.device))
             log.info("resuming %s after epoch %d", self.run_dir, self.epoch)
