@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from dsink import pipeline
+
 HERE = Path(__file__).parent
 CIFAR_RECIPE = {
     "model": {"name": "resnet32"},
@@ -25,14 +27,7 @@ CIFAR_RECIPE = {
     "pipeline": {"imbalance": {"name": "la"}, "noise": {"name": "coteaching"}, "baselines": ["ce"],
                  "combined": ["average", "coteaching_la"], "seeds": [0]},
 }
-CPU_RECIPE = {
-    "model": {"name": "mlp"},
-    "optim": {"optimizer": "adam", "lr": 0.001, "weight_decay": 0.0, "batch_size": 128, "epochs": 15,
-              "schedule": "constant"},
-    "train": {"augment": False, "track_correction": True},
-    "pipeline": {"imbalance": {"name": "la"}, "noise": {"name": "gce"}, "baselines": ["ce"],
-                 "combined": ["average"], "seeds": [0, 1, 2]},
-}
+CPU_RECIPE = {**pipeline.CPU_RECIPE, "pipeline": {**pipeline.CPU_RECIPE["pipeline"], "seeds": [0, 1, 2]}}
 
 
 OUT = HERE

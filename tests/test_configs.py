@@ -47,3 +47,14 @@ def test_committed_configs_match_the_generator(tmp_path):
     assert generated == [p.name for p in RUN_CONFIGS]
     for name in generated:
         assert (tmp_path / name).read_text() == (CONFIGS / name).read_text(), name
+
+
+def test_offline_default_of_dsink_run_is_the_cpu_claims_setting_with_one_seed():
+    base, pipe = load_pipeline(None)
+    ref, ref_pipe = load_pipeline(CONFIGS / "fmnist_lt100_uniform40.yaml")
+    assert base == ref and (base.model.name, base.optim.optimizer, base.optim.epochs) == ("mlp", "adam", 15)
+    assert (base.data.dataset, base.data.imbalance_ratio, base.data.noise_rate) == ("fashion_mnist", 100, 0.4)
+    assert pipe.seeds == [0] and ref_pipe.seeds == [0, 1, 2]
+    assert (pipe.imbalance.name, pipe.noise.name) == (ref_pipe.imbalance.name, ref_pipe.noise.name) == ("la", "gce")
+    base, pipe = load_pipeline(None, ["optim.epochs=2", "pipeline.seeds=[1]"])  # --set applies on top
+    assert base.optim.epochs == 2 and base.model.name == "mlp" and pipe.seeds == [1]

@@ -22,6 +22,7 @@ table as ``results.md``, ``results.csv`` and ``results.json``.
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import io
@@ -41,6 +42,19 @@ from .fileio import atomic_write_text
 log = logging.getLogger(__name__)
 
 ROLE_KEYS = ("baseline", "imbalance", "noise", "combined", "target")
+
+# The offline default of ``dsink run`` (no CONFIG): Fashion-MNIST-LT rho=100 with 40 % uniform_excl_true noise
+# (the data defaults) and the CPU recipe on which D-SINK's defaults were measured (docs/dsink.md): MLP, Adam
+# 1e-3, 15 epochs, batch 128, no augmentation; f_L = LA, f_N = GCE; one seed. configs/generate.py writes the
+# CPU grid from the same recipe.
+CPU_RECIPE: dict[str, Any] = {
+    "model": {"name": "mlp"},
+    "optim": {"optimizer": "adam", "lr": 0.001, "weight_decay": 0.0, "batch_size": 128, "epochs": 15,
+              "schedule": "constant"},
+    "train": {"augment": False, "track_correction": True},
+    "pipeline": {"imbalance": {"name": "la"}, "noise": {"name": "gce"}, "baselines": ["ce"],
+                 "combined": ["average"], "seeds": [0]},
+}
 METRICS = ("top1", "macro_f1", "many_acc", "medium_acc", "few_acc")
 
 
@@ -60,8 +74,9 @@ class PipelineConfig:
 
 
 def load_pipeline(path: str | Path | None = None, overrides: list[str] | None = None) -> tuple[RunConfig, PipelineConfig]:
-    """The shared run config and the pipeline section of a ``dsink run`` config (defaults when ``path`` is None)."""
-    data = read_yaml_config(path)
+    """The shared run config and the pipeline section of a ``dsink run`` config (``CPU_RECIPE`` when ``path`` is
+    None)."""
+    data = read_yaml_config(path) if path is not None else copy.deepcopy(CPU_RECIPE)
     data = _merge(data, parse_overrides(overrides or []))
     if "method" in data:
         raise InputError("a dsink run config names its methods under pipeline: (imbalance, noise, baselines, combined, "

@@ -19,8 +19,8 @@ OVER = ["data.n_max=200", "data.imbalance_ratio=10", "data.noise_rate=0.3", "opt
         "optim.epochs=4", "optim.lr=0.05", "model.width=8"]
 
 
-def _cmd(out, resume=False):
-    sets = [a for o in OVER for a in ("--set", o)]
+def _cmd(out, resume=False, over=OVER):
+    sets = [a for o in over for a in ("--set", o)]
     return [sys.executable, "-m", "dsink", "train", *sets, "--out", str(out), "-q"] + (["--resume"] if resume else [])
 
 
@@ -42,8 +42,8 @@ def _check_readable(run: Path) -> int:
     return int(load_checkpoint(last)["epoch"]) if last.exists() else 0
 
 
-def _kill_after(out, seconds, resume):
-    p = subprocess.Popen(_cmd(out, resume), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _kill_after(out, seconds, resume, over=OVER):
+    p = subprocess.Popen(_cmd(out, resume, over), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         p.wait(timeout=seconds)
         return p.returncode
@@ -53,10 +53,10 @@ def _kill_after(out, seconds, resume):
         return None
 
 
-def _reference(tmp_path):
+def _reference(tmp_path, over=OVER):
     """An uninterrupted run in a subprocess with the same thread count (float sums depend on it)."""
     ref = tmp_path / "ref"
-    subprocess.run(_cmd(ref), env=_env(), check=True, capture_output=True)
+    subprocess.run(_cmd(ref, over=over), env=_env(), check=True, capture_output=True)
     return json.loads((ref / "eval.json").read_text())
 
 
@@ -81,17 +81,30 @@ def test_killed_after_a_checkpoint_resumes_to_the_same_result(tmp_path):
 
 @pytest.mark.slow
 def test_random_kills_never_corrupt_and_resume_matches(tmp_path):
+    over = OVER[:4] + ["optim.epochs=12", "optim.lr=0.05", "model.width=8"]  # long enough that kills hit training
+    t0 = time.monotonic()
+    expected = _reference(tmp_path, over)
+    total = time.monotonic() - t0
+    per_epoch = [json.loads(line)["time_s"] for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    startup = max(total - sum(per_epoch), 0.5)
+    epoch_s = sum(per_epoch) / len(per_epoch)
     rng = random.Random(0)
     run = tmp_path / "run"
-    kills, rc = 0, None
-    while rc is None:
-        rc = _kill_after(run, rng.uniform(2.0, 8.0), resume=(run / "config.yaml").exists())
-        kills += rc is None
-        _check_readable(run)
-        assert kills < 60
-    assert rc == 0 and kills >= 2
+    kills, done = 0, 0
+    for _ in range(4):  # kill each attempt at a random moment of its expected duration, four times
+        expected_s = startup + (12 - done) * epoch_s
+        rc = _kill_after(run, rng.uniform(0.1, 0.9) * expected_s, (run / "config.yaml").exists(), over)
+        if rc is not None:
+            assert rc == 0
+            break
+        kills += 1
+        done = _check_readable(run)
+    else:
+        assert subprocess.run(_cmd(run, True, over), env=_env(), capture_output=True).returncode == 0
+    assert kills >= 2
+    _check_readable(run)
     assert not list(run.rglob("*.tmp"))  # temporaries of killed writes are cleaned on resume
-    assert json.loads((run / "eval.json").read_text()) == _reference(tmp_path)
+    assert json.loads((run / "eval.json").read_text()) == expected
 
 
 WRITER = """
