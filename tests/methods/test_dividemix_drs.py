@@ -74,7 +74,7 @@ def test_mixmatch_step_uses_the_peers_division():
     out = m.training_step(models, [x, x + 0.1], y, idx, 20)
     assert float(out["labelled_frac_net"]) == pytest.approx(30 / n)
     assert float(out["labelled_frac_peer"]) == pytest.approx(60 / n)
-    assert math.isfinite(float(out["loss"])) and float(out["lx_net"]) > 0 and float(out["lu_net"]) > 0
+    assert math.isfinite(out["loss"].item()) and float(out["lx_net"]) > 0 and float(out["lu_net"]) > 0
     out["loss"].backward()
     for k, net in models.items():
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters()), k
