@@ -66,10 +66,24 @@ def _mean_curves(runs: list[Path], key: str) -> np.ndarray | None:
 
 
 def _savefig(fig, path: Path) -> Path:
+    """Writes the figure as PNG (atomically) and closes it."""
     from .fileio import atomic_write
 
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
+    finally:
+        _plt().close(fig)
     return path
+
+
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
+    """Labels, grid and legend of a line plot, then :func:`_savefig`."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _savefig(fig, path)
 
 
 def plot_per_class(groups: dict[str, list[Path]], out: Path) -> Path | None:
@@ -90,14 +104,8 @@ def plot_per_class(groups: dict[str, list[Path]], out: Path) -> Path | None:
         plt.close(fig)
         return None
     ax.set_xscale("log")
-    ax.set_xlabel("training samples of the class (true labels, log scale)")
-    ax.set_ylabel("test accuracy of the class (%)")
-    ax.set_title("Per-class accuracy against class size")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    path = _savefig(fig, out / "per_class.png")
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, "training samples of the class (true labels, log scale)", "test accuracy of the class (%)",
+                   "Per-class accuracy against class size", out / "per_class.png")
 
 
 def plot_correction(curves: dict[str, np.ndarray], out: Path, name: str = "correction.png", title: str = "") -> Path | None:
@@ -109,14 +117,8 @@ def plot_correction(curves: dict[str, np.ndarray], out: Path, name: str = "corre
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, c in curves.items():
         ax.plot(np.arange(1, len(c) + 1), 100 * np.asarray(c), marker=".", label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("noisy training labels predicted as the true label (%)")
-    ax.set_title(title or "Label correction")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    path = _savefig(fig, out / name)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, "epoch", "noisy training labels predicted as the true label (%)", title or "Label correction",
+                   out / name)
 
 
 def embed_2d(feats: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -179,9 +181,7 @@ def plot_embedding(run: Path, out: Path, max_samples: int = 2000) -> Path:
     ax.set_title(f"{how} of the penultimate features of {run.name} ({len(xy)} training samples)")
     ax.set_xticks([])
     ax.set_yticks([])
-    path = _savefig(fig, out / "embedding.png")
-    plt.close(fig)
-    return path
+    return _savefig(fig, out / "embedding.png")
 
 
 def plot_alpha(settings: list[dict[str, Any]], out: Path) -> Path | None:
@@ -196,14 +196,8 @@ def plot_alpha(settings: list[dict[str, Any]], out: Path) -> Path | None:
         a, m, sd = map(np.asarray, zip(*pts))
         ax.errorbar(a, 100 * m, yerr=100 * sd, marker="o", capsize=3, label=s["setting"])
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("alpha (weight of the distillation term)")
-    ax.set_ylabel("D-SINK test top-1 (%)")
-    ax.set_title("alpha sweep")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    path = _savefig(fig, out / "alpha.png")
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, "alpha (weight of the distillation term)", "D-SINK test top-1 (%)", "alpha sweep",
+                   out / "alpha.png")
 
 
 def plot_path(path: str | Path, out: str | Path | None = None, *, embedding: bool = True) -> list[Path]:
