@@ -45,15 +45,19 @@ def test_dsink_smoke_run_logs_the_solver(tmp_path, aux):
 
 def test_dsink_resume_is_bit_identical(tmp_path, aux):
     runs, _ = aux
-    cfg = distill_config(runs["la"], runs["gce"], None, ["optim.epochs=2", "method.params.refresh_every=2"])
+    # a refresh every epoch, warm-started: the resumed epoch's Sinkhorn starts from the checkpointed potentials
+    over = ["optim.epochs=2", "method.params.refresh_every=1", "method.params.warm_start=true"]
+    cfg = distill_config(runs["la"], runs["gce"], None, over)
     train_run(cfg, tmp_path / "full")
-    train_run(distill_config(runs["la"], runs["gce"], None, ["optim.epochs=2", "method.params.refresh_every=2"]),
-              tmp_path / "part", stop_after=1)
+    train_run(distill_config(runs["la"], runs["gce"], None, over), tmp_path / "part", stop_after=1)
     train_run(cfg, tmp_path / "part", resume=True)
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
     assert all(torch.equal(a["models"]["net"][k], b["models"]["net"][k]) for k in a["models"]["net"])
-    assert torch.equal(a["method"]["Q"], b["method"]["Q"])
+    assert torch.equal(a["method"]["Q"], b["method"]["Q"]) and torch.equal(a["method"]["log_v"], b["method"]["log_v"])
+    iters = [[json.loads(line)["sinkhorn_iters"] for line in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+             for r in ("full", "part")]
+    assert iters[0] == iters[1] and len(iters[0]) == 2
 
 
 def test_auxiliaries_from_other_data_are_refused(tmp_path, aux):

@@ -176,3 +176,26 @@ def test_non_convergence_warns_with_the_dedicated_class():
     with pytest.warns(SolverWarning, match="raise max_iter"):
         _, res = surrogate_labels(pn, pl, pf, eps=0.05, tol=1e-12, max_iter=3, return_result=True)
     assert not res.converged and res.iterations == 3 and res.marginal_error > 1e-12
+
+
+def test_warm_start_gives_the_same_plan_in_fewer_iterations():
+    pn, pl, pf = problem(n=2000, c=10, seed=5, conc=0.05)
+    pn, pf = (np.clip(p, 1e-12, None) / np.clip(p, 1e-12, None).sum(1, keepdims=True) for p in (pn, pf))
+    t = np.linspace(1, 10, 10) ** 2  # far from the kernel's own column sums: ~90 iterations from a cold start
+    kw = dict(class_totals=t, tol=1e-9, max_iter=20000, return_result=True)
+    q0, r0 = surrogate_labels(pn, pl, pf, **kw)
+    # the next refresh: the target's predictions moved a little
+    pf2 = pf * np.random.default_rng(1).uniform(0.99, 1.01, pf.shape)
+    pf2 /= pf2.sum(1, keepdims=True)
+    cold, rc = surrogate_labels(pn, pl, pf2, **kw)
+    warm, rw = surrogate_labels(pn, pl, pf2, **kw, init_log_v=r0.log_v)
+    assert rc.converged and rw.converged
+    assert np.abs(warm - cold).max() < 1e-6
+    assert rc.iterations > 50 and rw.iterations < 0.7 * rc.iterations, (rw.iterations, rc.iterations)
+    # the solution of the very same problem is a fixed point: warm-started, it stops at once
+    _, again = surrogate_labels(pn, pl, pf, **kw, init_log_v=r0.log_v)
+    assert again.iterations <= 2
+    with pytest.raises(ValueError, match="init_log_v must hold 10 column potentials"):
+        surrogate_labels(pn, pl, pf, init_log_v=np.zeros(3))
+    with pytest.raises(ValueError, match="finite where b > 0"):
+        surrogate_labels(pn, pl, pf, init_log_v=torch.full((10,), math.nan, dtype=torch.float64))

@@ -43,6 +43,7 @@ class DSinkParams:
     eps: float = 2.0  # entropic regularisation (2 = the paper's objective)
     tol: float = 1e-6  # Sinkhorn tolerance on the relative marginal error
     max_iter: int = 1000  # Sinkhorn iteration cap
+    warm_start: bool = False  # start each refresh from the previous one's class potentials (docs/dsink.md)
     solver_dtype: str = "float64"  # float64 | float32 (float32 halves memory; its error floor is ~sqrt(N)*6e-8)
 
 
@@ -89,6 +90,7 @@ class DSink(Method):
         self.p_imb = torch.as_tensor(load_aux_probs(p.imbalance_run, ctx.fingerprint, "imbalance"), device=dev).float()
         self.p_noise = torch.as_tensor(load_aux_probs(p.noise_run, ctx.fingerprint, "noise"), device=dev).float()
         self.Q: torch.Tensor | None = None
+        self.log_v: torch.Tensor | None = None  # class potentials of the last refresh (warm start)
         self.train_pass = torch.full((ctx.num_train, ctx.num_classes), 1.0 / ctx.num_classes, device=dev)
 
     def build_models(self, make_model):
@@ -122,11 +124,13 @@ class DSink(Method):
         q, res = surrogate_labels(self.p_noise[lo:hi], self.p_imb[lo:hi], pf, eps=self.p.eps,
                                   class_totals=self.p.class_totals, tol=self.p.tol, max_iter=self.p.max_iter,
                                   dtype=getattr(torch, self.p.solver_dtype), distributed=info.active,
-                                  return_result=True)
+                                  return_result=True, init_log_v=self.log_v if self.p.warm_start else None)
         q = distributed.all_gather_rows(q.float(), self.ctx.num_train)  # every process trains on any rows
         if not torch.isfinite(q).all():
             raise TrainingError(f"the Sinkhorn step produced non-finite surrogate labels in epoch {epoch + 1}")
         self.Q = q.float()
+        lv = res.log_v.double()
+        self.log_v = torch.where(torch.isfinite(lv), lv, torch.zeros_like(lv))  # a class without mass: cold
         disagree = float((self.Q.argmax(1) != trainer.train_y).float().mean())
         return {"sinkhorn_iters": res.iterations, "sinkhorn_error": res.marginal_error, "q_disagree": disagree}
 
@@ -148,10 +152,12 @@ class DSink(Method):
                 "logits": logits}
 
     def state_dict(self):
-        return {"Q": self.Q, "train_pass": self.train_pass}
+        return {"Q": self.Q, "train_pass": self.train_pass, "log_v": self.log_v}
 
     def load_state_dict(self, state):
         if state.get("Q") is not None:
             self.Q = state["Q"].to(self.ctx.device)
         if state.get("train_pass") is not None:
             self.train_pass = state["train_pass"].to(self.ctx.device)
+        if state.get("log_v") is not None:
+            self.log_v = state["log_v"].to(self.ctx.device)
