@@ -33,6 +33,8 @@ def test_run_writes_table_and_reuses_runs(tmp_path, capsys, monkeypatch):
         # the row's mean is the mean of the runs' own eval.json
         tops = [json.loads((tmp_path / d / "eval.json").read_text())["last"]["top1"] for d in r["runs"]]
         assert r["top1"] == pytest.approx(sum(tops) / 2)
+        best = [json.loads((tmp_path / d / "eval.json").read_text())["best"]["top1"] for d in r["runs"]]
+        assert r["top1_best_val"] == pytest.approx(sum(best) / 2)  # the best-noisy-validation checkpoints
     with open(tmp_path / "res" / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == methods and float(rows[0]["top1"]) == pytest.approx(res["rows"][0]["top1"])

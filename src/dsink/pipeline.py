@@ -223,8 +223,10 @@ def summarise(reports: list[tuple[Job, dict[str, Any]]]) -> dict[str, Any]:
             row[m], row[m + "_std"] = _mean_std([r["last"].get(m) for _, r in items])
         row["correction_rate"], row["correction_rate_std"] = _mean_std(
             [(r.get("train") or {}).get("correction_rate") for _, r in items])
+        # early stopping without the test split: the checkpoint with the best noisy-validation accuracy
+        row["top1_best_val"], row["top1_best_val_std"] = _mean_std([(r.get("best") or {}).get("top1") for _, r in items])
         rows.append(row)
-    return {"rows": rows, "metrics": list(METRICS) + ["correction_rate"]}
+    return {"rows": rows, "metrics": list(METRICS) + ["correction_rate", "top1_best_val"]}
 
 
 def _cell(row: dict, key: str) -> str:
@@ -235,7 +237,7 @@ def _cell(row: dict, key: str) -> str:
 
 
 HEADERS = {"top1": "top-1", "macro_f1": "macro-F1", "many_acc": "many", "medium_acc": "medium", "few_acc": "few",
-           "correction_rate": "label correction"}
+           "correction_rate": "label correction", "top1_best_val": "top-1 @best val"}
 
 
 def results_markdown(results: dict[str, Any]) -> str:
