@@ -10,7 +10,8 @@ from dsink.config import load_config
 from dsink.pipeline import _role_config, load_pipeline
 
 CONFIGS = Path(__file__).parent.parent / "configs"
-RUN_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "fmnist_lt.yaml")
+TRAIN_CONFIGS = ("fmnist_lt.yaml", "fmnist_lt_mlp.yaml")  # single-run configs (no pipeline section)
+RUN_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name not in TRAIN_CONFIGS)
 
 
 def test_grid_is_complete():
@@ -44,7 +45,7 @@ def test_train_config_loads():
 def test_committed_configs_match_the_generator(tmp_path):
     subprocess.run([sys.executable, str(CONFIGS / "generate.py"), str(tmp_path)], check=True)
     generated = sorted(p.name for p in tmp_path.glob("*.yaml"))
-    assert generated == [p.name for p in RUN_CONFIGS]
+    assert generated == sorted([p.name for p in RUN_CONFIGS] + ["fmnist_lt_mlp.yaml"])  # fmnist_lt.yaml is hand-written
     for name in generated:
         assert (tmp_path / name).read_text() == (CONFIGS / name).read_text(), name
 
@@ -58,3 +59,10 @@ def test_offline_default_of_dsink_run_is_the_cpu_claims_setting_with_one_seed():
     assert (pipe.imbalance.name, pipe.noise.name) == (ref_pipe.imbalance.name, ref_pipe.noise.name) == ("la", "gce")
     base, pipe = load_pipeline(None, ["optim.epochs=2", "pipeline.seeds=[1]"])  # --set applies on top
     assert base.optim.epochs == 2 and base.model.name == "mlp" and pipe.seeds == [1]
+
+
+def test_single_run_config_of_the_offline_default_matches_dsink_run():
+    base, _ = load_pipeline(None)
+    cfg = load_config(CONFIGS / "fmnist_lt_mlp.yaml", ["method.name=la"])
+    assert cfg.method.name == "la"
+    assert (cfg.data, cfg.model, cfg.optim, cfg.train) == (base.data, base.model, base.optim, base.train)
