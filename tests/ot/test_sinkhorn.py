@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 import warnings
 
 import numpy as np
@@ -182,7 +183,7 @@ def test_warm_start_gives_the_same_plan_in_fewer_iterations():
     pn, pl, pf = problem(n=2000, c=10, seed=5, conc=0.05)
     pn, pf = (np.clip(p, 1e-12, None) / np.clip(p, 1e-12, None).sum(1, keepdims=True) for p in (pn, pf))
     t = np.linspace(1, 10, 10) ** 2  # far from the kernel's own column sums: ~90 iterations from a cold start
-    kw = dict(class_totals=t, tol=1e-9, max_iter=20000, return_result=True)
+    kw = dict(class_totals=t, tol=1e-9, max_iter=20000, return_result=True, omega=1.0)  # plain: warm start alone
     q0, r0 = surrogate_labels(pn, pl, pf, **kw)
     # the next refresh: the target's predictions moved a little
     pf2 = pf * np.random.default_rng(1).uniform(0.99, 1.01, pf.shape)
@@ -199,3 +200,44 @@ def test_warm_start_gives_the_same_plan_in_fewer_iterations():
         surrogate_labels(pn, pl, pf, init_log_v=np.zeros(3))
     with pytest.raises(ValueError, match="finite where b > 0"):
         surrogate_labels(pn, pl, pf, init_log_v=torch.full((10,), math.nan, dtype=torch.float64))
+
+
+def _hard_refresh():
+    """A real D-SINK refresh, 1,000 of its rows: f_N's and the target's training probabilities and f_L's argmax
+    class totals (Fashion-MNIST-LT rho=100, 40 % noise; benchmarks/claims.py). Plain Sinkhorn needs >2,000
+    iterations to 1e-8: sharp probabilities, and totals far from the kernel's own column sums."""
+    z = np.load(Path(__file__).parent / "hard_refresh.npz")
+    pn, pf = (z[k].astype(np.float64) for k in ("p_noise", "p_target"))
+    return pn / pn.sum(1, keepdims=True), pf / pf.sum(1, keepdims=True), z["class_totals"].astype(np.float64)
+
+
+def test_over_relaxation_reaches_the_same_plan_in_far_fewer_iterations():
+    pn, pf, t = _hard_refresh()
+    kw = dict(class_totals=t, tol=1e-8, max_iter=50000, return_result=True)
+    plain, rp = surrogate_labels(pn, pn, pf, omega=1.0, **kw)
+    auto, ra = surrogate_labels(pn, pn, pf, **kw)  # default: adaptive over-relaxation
+    fixed, rf = surrogate_labels(pn, pn, pf, omega=1.8, **kw)
+    assert rp.converged and ra.converged and rf.converged
+    assert rp.iterations > 2000 and ra.iterations < rp.iterations / 8 and rf.iterations < rp.iterations / 5, \
+        (rp.iterations, ra.iterations, rf.iterations)
+    for q in (auto, fixed):  # exact rows, columns within tol, and the same plan as plain Sinkhorn
+        assert np.abs(q.sum(1) - 1).max() < 1e-12
+        assert np.abs(q.sum(0) - t).sum() / len(q) < 1e-8
+        assert np.abs(q - plain).max() < 1e-5
+    # on easy problems the automatic choice costs nothing
+    pn2, pl2, pf2 = problem(n=3000, c=10, seed=7, conc=0.3)
+    _, e1 = surrogate_labels(pn2, pl2, pf2, omega=1.0, tol=1e-8, return_result=True)
+    _, e2 = surrogate_labels(pn2, pl2, pf2, tol=1e-8, return_result=True)
+    assert e2.iterations <= e1.iterations
+    for bad in (0.0, 2.0, "fast"):
+        with pytest.raises(ValueError, match="omega must be in"):
+            surrogate_labels(pn, pn, pf, omega=bad)
+
+
+def test_a_too_large_fixed_omega_falls_back_to_plain_sinkhorn_and_converges():
+    pn, pl, pf = problem(n=3000, c=10, seed=7, conc=0.03)
+    pn, pf = (np.clip(p, 1e-12, None) / np.clip(p, 1e-12, None).sum(1, keepdims=True) for p in (pn, pf))
+    t = np.geomspace(1, 1000, 10)  # omega 1.8 oscillates here without converging
+    q, r = surrogate_labels(pn, pl, pf, class_totals=t, tol=1e-8, max_iter=5000, omega=1.8, return_result=True)
+    ref = surrogate_labels(pn, pl, pf, class_totals=t, tol=1e-8, max_iter=5000, omega=1.0)
+    assert r.converged and np.abs(q - ref).max() < 1e-6

@@ -43,6 +43,7 @@ class DSinkParams:
     eps: float = 2.0  # entropic regularisation (2 = the paper's objective)
     tol: float = 1e-6  # Sinkhorn tolerance on the relative marginal error
     max_iter: int = 1000  # Sinkhorn iteration cap
+    omega: float = 0.0  # Sinkhorn over-relaxation: 0 = adaptive (default), 1 = plain Sinkhorn, (1, 2) fixed
     warm_start: bool = False  # start each refresh from the previous one's class potentials (docs/dsink.md)
     solver_dtype: str = "float64"  # float64 | float32 (float32 halves memory; its error floor is ~sqrt(N)*6e-8)
 
@@ -86,6 +87,8 @@ class DSink(Method):
         check_choice(p.solver_dtype, ("float64", "float32"), "solver_dtype")
         if p.alpha < 0 or p.refresh_every < 1 or p.eps <= 0:
             raise InputError("D-SINK needs alpha >= 0, refresh_every >= 1 and eps > 0")
+        if not 0 <= p.omega < 2 or 0 < p.omega < 1:
+            raise InputError(f"method.params.omega must be 0 (adaptive), 1 (plain Sinkhorn) or in (1, 2), got {p.omega}")
         dev = ctx.device
         self.p_imb = torch.as_tensor(load_aux_probs(p.imbalance_run, ctx.fingerprint, "imbalance"), device=dev).float()
         self.p_noise = torch.as_tensor(load_aux_probs(p.noise_run, ctx.fingerprint, "noise"), device=dev).float()
@@ -124,7 +127,8 @@ class DSink(Method):
         q, res = surrogate_labels(self.p_noise[lo:hi], self.p_imb[lo:hi], pf, eps=self.p.eps,
                                   class_totals=self.p.class_totals, tol=self.p.tol, max_iter=self.p.max_iter,
                                   dtype=getattr(torch, self.p.solver_dtype), distributed=info.active,
-                                  return_result=True, init_log_v=self.log_v if self.p.warm_start else None)
+                                  return_result=True, init_log_v=self.log_v if self.p.warm_start else None,
+                                  omega=self.p.omega or None)
         q = distributed.all_gather_rows(q.float(), self.ctx.num_train)  # every process trains on any rows
         if not torch.isfinite(q).all():
             raise TrainingError(f"the Sinkhorn step produced non-finite surrogate labels in epoch {epoch + 1}")

@@ -86,6 +86,7 @@ def surrogate_labels(
     distributed: bool | None = None,
     return_result: bool = False,
     init_log_v=None,
+    omega: float | None = None,
 ):
     r"""D-SINK surrogate labels :math:`Q` (N, C) for N samples and C classes.
 
@@ -116,6 +117,8 @@ def surrogate_labels(
     init_log_v : tensor (C,), optional
         Warm start from the class potentials ``log_v`` of an earlier result with the same ``eps`` (e.g. the
         previous refresh's); same solution within ``tol``, usually in far fewer iterations.
+    omega : float, optional
+        Over-relaxation of the solver (see :func:`dsink.ot.sinkhorn`): None = automatic, 1 = plain Sinkhorn.
 
     Returns
     -------
@@ -164,7 +167,8 @@ def surrogate_labels(
             L.add_(pf.to(dtype).log())
         L.div_(eps)
         res = sinkhorn(L, torch.ones(n, dtype=dtype, device=device), t.to(dtype), eps=eps, tol=tol,
-                       max_iter=max_iter, distributed=world > 1, init_log_v=init_log_v)
+                       max_iter=max_iter, distributed=world > 1, init_log_v=init_log_v,
+                       omega=omega)
     del L
     q = res.plan
     out = q.cpu().numpy() if is_numpy else q
