@@ -76,6 +76,8 @@ def test_bad_knobs_and_init_from_noise(tmp_path, aux):
     with pytest.raises(InputError, match="unknown config key"):
         distill_config(runs["la"], runs["gce"], None, ["method.params.lambda=1"]) and train_run(
             distill_config(runs["la"], runs["gce"], None, ["method.params.lambda=1"]), tmp_path / "b")
+    with pytest.raises(InputError, match="omega must be 0"):
+        train_run(distill_config(runs["la"], runs["gce"], None, ["method.params.omega=0.5"]), tmp_path / "o")
     with pytest.raises(InputError, match="same model"):
         train_run(distill_config(runs["la"], runs["gce"], None, ["method.params.init=noise", "model.name=mlp"]), tmp_path / "c")
     cfg = distill_config(runs["la"], runs["gce"], None, ["method.params.init=noise", "optim.epochs=1"])
