@@ -28,6 +28,7 @@ from dsink.config import MethodConfig
 from dsink.methods import METHODS
 from dsink.pipeline import _cache_dir, _mean_std, _role_config, load_pipeline
 from dsink.train import distill_config, train_run
+from dsink.train.api import resolve_config
 
 EPOCH_SCHEDULES = {"coteaching": {"ramp_epochs": 5}, "coteaching_la": {"ramp_epochs": 5},
                    "dividemix": {"warmup_epochs": 3, "rampup_epochs": 5}}
@@ -81,7 +82,7 @@ def main() -> None:
         imb, noise = pair.split(":")
         reports, seconds = [], []
         for i, _ in enumerate(args.seeds):
-            cfg = distill_config(runs[imb][i], runs[noise][i])
+            cfg = resolve_config(distill_config(runs[imb][i], runs[noise][i]))  # every knob in the cache key
             run = _cache_dir(cfg, work)
             reports.append(train_run(cfg, run, resume=True))
             seconds.append(_train_seconds(run))
