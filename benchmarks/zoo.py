@@ -26,9 +26,8 @@ import torch
 
 from dsink.config import MethodConfig
 from dsink.methods import METHODS
-from dsink.pipeline import _cache_dir, _mean_std, _role_config, load_pipeline
+from dsink.pipeline import _cache_dir, _role_config, load_pipeline, metric_stats
 from dsink.train import distill_config, train_run
-from dsink.train.api import resolve_config
 
 EPOCH_SCHEDULES = {"coteaching": {"ramp_epochs": 5}, "coteaching_la": {"ramp_epochs": 5},
                    "dividemix": {"warmup_epochs": 3, "rampup_epochs": 5}}
@@ -40,12 +39,7 @@ def _train_seconds(run: Path) -> float:
 
 
 def _summary(reports: list[dict], seconds: list[float]) -> dict:
-    ms = _mean_std
-    out = {k: ms([r["last"][k] for r in reports]) for k in ("top1", "macro_f1", "many_acc", "medium_acc", "few_acc")}
-    out["correction_rate"] = ms([(r.get("train") or {}).get("correction_rate") for r in reports])
-    out["top1_best_val"] = ms([(r.get("best") or {}).get("top1") for r in reports])
-    out["seconds"] = statistics.fmean(seconds)
-    return out
+    return {**metric_stats(reports), "seconds": statistics.fmean(seconds)}
 
 
 def main() -> None:
@@ -65,8 +59,8 @@ def main() -> None:
     def record(name, role, reports, seconds):
         results[name] = {"role": role, **_summary(reports, seconds)}
         r = results[name]
-        print(f"{name:<24}{role:<10}{100 * r['top1'][0]:>7.2f}{100 * r['few_acc'][0]:>7.2f}"
-              f"{100 * r['top1_best_val'][0]:>9.2f}{r['seconds']:>8.0f} s", flush=True)
+        print(f"{name:<24}{role:<10}{100 * r['top1']:>7.2f}{100 * r['few_acc']:>7.2f}"
+              f"{100 * r['top1_best_val']:>9.2f}{r['seconds']:>8.0f} s", flush=True)
 
     print(f"{'method':<24}{'role':<10}{'top-1':>7}{'few':>7}{'@bestval':>9}{'time':>10}")
     for m in methods:
@@ -82,7 +76,7 @@ def main() -> None:
         imb, noise = pair.split(":")
         reports, seconds = [], []
         for i, _ in enumerate(args.seeds):
-            cfg = resolve_config(distill_config(runs[imb][i], runs[noise][i]))  # every knob in the cache key
+            cfg = distill_config(runs[imb][i], runs[noise][i])
             run = _cache_dir(cfg, work)
             reports.append(train_run(cfg, run, resume=True))
             seconds.append(_train_seconds(run))

@@ -117,12 +117,14 @@ def _cache_dir(cfg: RunConfig, cache: Path) -> Path:
 
 
 def _semantic_hash(cfg: RunConfig) -> str:
-    """Hash of everything that changes what a run computes (execution-only keys excluded)."""
+    """Hash of everything that changes what a run computes (execution-only keys excluded). The config is
+    resolved first, so every method default is part of the key, as it is of the run's stored config."""
     import hashlib
 
+    from .train.api import resolve_config
     from .train.rundir import EXECUTION_KEYS, _flat
 
-    flat = {k: v for k, v in _flat(cfg.to_dict()).items() if k not in EXECUTION_KEYS}
+    flat = {k: v for k, v in _flat(resolve_config(cfg).to_dict()).items() if k not in EXECUTION_KEYS}
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -217,16 +219,22 @@ def summarise(reports: list[tuple[Job, dict[str, Any]]]) -> dict[str, Any]:
     rows = []
     for label in order:
         items = by[label]
-        row: dict[str, Any] = {"method": label, "role": items[0][0].role, "seeds": [j.seed for j, _ in items],
-                               "runs": [str(j.run_dir) for j, _ in items]}
-        for m in METRICS:
-            row[m], row[m + "_std"] = _mean_std([r["last"].get(m) for _, r in items])
-        row["correction_rate"], row["correction_rate_std"] = _mean_std(
-            [(r.get("train") or {}).get("correction_rate") for _, r in items])
-        # early stopping without the test split: the checkpoint with the best noisy-validation accuracy
-        row["top1_best_val"], row["top1_best_val_std"] = _mean_std([(r.get("best") or {}).get("top1") for _, r in items])
-        rows.append(row)
+        rows.append({"method": label, "role": items[0][0].role, "seeds": [j.seed for j, _ in items],
+                     "runs": [str(j.run_dir) for j, _ in items], **metric_stats([r for _, r in items])})
     return {"rows": rows, "metrics": list(METRICS) + ["correction_rate", "top1_best_val"]}
+
+
+def metric_stats(reports: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Mean and std (``<metric>_std``) over runs' evaluation reports: the last epoch's METRICS, the
+    label-correction rate, and ``top1_best_val`` - the top-1 of the checkpoint with the best noisy-validation
+    accuracy (early stopping without the test split)."""
+    values = {m: [r["last"].get(m) for r in reports] for m in METRICS}
+    values["correction_rate"] = [(r.get("train") or {}).get("correction_rate") for r in reports]
+    values["top1_best_val"] = [(r.get("best") or {}).get("top1") for r in reports]
+    out: dict[str, float | None] = {}
+    for key, vals in values.items():
+        out[key], out[key + "_std"] = _mean_std(vals)
+    return out
 
 
 def _cell(row: dict, key: str) -> str:
