@@ -284,7 +284,7 @@ def sinkhorn(
             w = _adapt_omega(errs, w)
         if errs and errs[-1] < best_err:
             best_err, best_it = errs[-1], it
-        relax = have_prev and w != 1.0
+        relax = w != 1.0  # from the second pass on there is a previous scaling to relax from
         vr = torch.aminmax(v if b_full else torch.where(b_pos, v, torch.ones_like(v)))
         if buf[c] > 0 or float(vr.min) < lo or float(vr.max) > hi:
             # Absorb the scalings into the potentials; K is rebuilt during the next pass.
