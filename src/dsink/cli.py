@@ -94,6 +94,10 @@ def _train_and_report(cfg, args) -> int:
     out = args.out or f"runs/{cfg.method.name}-{cfg.data.dataset}-{cfg.fingerprint()[:8]}"
     from .train.distributed import current
 
+    if args.resume and not (Path(out) / "config.yaml").is_file():
+        what = "does not exist" if not Path(out).exists() else "is not a dsink run directory (no config.yaml)"
+        raise InputError(f"--resume: {out!r} {what}; check the path, or drop --resume to start a new run")
+    args.run_dir = out  # for the interrupt hint
     report = train_run(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
     if current().is_main:  # under torchrun only rank 0 reports
         print(f"run directory: {out}")
@@ -107,6 +111,8 @@ def cmd_distill(args) -> int:
 
     over = list(args.overrides) + [f"{key}={getattr(args, flag)}" for flag, key in (
         ("epochs", "optim.epochs"), ("device", "train.device"), ("seed", "train.seed")) if getattr(args, flag) is not None]
+    if args.allow_unfinished:
+        over.append("train.allow_unfinished_runs=true")
     cfg = distill_config(args.imbalance_run, args.noise_run, args.config, over)
     return _train_and_report(cfg, args)
 
@@ -114,7 +120,8 @@ def cmd_distill(args) -> int:
 def cmd_average(args) -> int:
     from .eval.combine import average_runs
 
-    report = average_runs(args.imbalance_run, args.noise_run, args.out, weight=args.weight, force=args.force)
+    report = average_runs(args.imbalance_run, args.noise_run, args.out, weight=args.weight, force=args.force,
+                          allow_unfinished=args.allow_unfinished)
     print(f"run directory: {args.out}")
     print_report(report)
     return 0
@@ -137,7 +144,10 @@ def cmd_run(args) -> int:
         what = "averaging" if job.cfg is None else "training"
         print(f"[{i + 1}/{total}] {what} {job.label}, seed {job.seed} -> {job.run_dir}", flush=True)
 
-    results = run_pipeline(base, pipe, progress=not args.quiet, on_job=on_job)
+    def on_wait(holder):
+        print(f"  waiting: the run is in use by {holder}", flush=True)
+
+    results = run_pipeline(base, pipe, progress=not args.quiet, on_job=on_job, on_wait=on_wait)
     print()
     print(results_markdown(results))
     print(f"results: {results['pipeline_dir']}/results.{{md,csv,json}}")
@@ -254,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--noise-run", required=True, help="run directory of f_N; its data/model config is the starting point")
     _add_config_args(ds, base="the noise run's stored config")
     _add_run_args(ds, "runs/dsink-<dataset>-<config hash>")
+    ds.add_argument("--allow-unfinished", action="store_true",
+                    help="use auxiliary runs that did not finish training (warns; default: refuse them)")
     ds.set_defaults(func=cmd_distill)
 
     r = sub.add_parser("run", help="train f_L, f_N, baselines and the D-SINK target, then write a results table",
@@ -275,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("--weight", type=float, default=0.5, help="share of f_L's probabilities (default 0.5)")
     av.add_argument("--out", required=True, help="run directory to write")
     av.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    av.add_argument("--allow-unfinished", action="store_true",
+                    help="use runs that did not finish training (warns; default: refuse them)")
     av.set_defaults(func=cmd_average)
 
     au = sub.add_parser("audit", help="rank the training labels a run's surrogate labels reject (CSV)")
@@ -311,18 +325,78 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that a run is marked interrupted and resources are released."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _interrupt_hint(args) -> str:
+    out = getattr(args, "run_dir", None) or "RUN"
+    if args.command == "train":
+        return f"resume with `dsink train --resume --out {out}`"
+    if args.command == "distill":
+        return (f"resume with `dsink distill --imbalance-run {args.imbalance_run} --noise-run {args.noise_run} "
+                f"--resume --out {out}`")
+    if args.command == "run":
+        return "run the same `dsink run` command again: finished models are reused, the interrupted one resumes"
+    return "run the command again"
+
+
+def _os_error_message(e: OSError) -> str:
+    """One line naming the path and the cause of an operating-system error, with what to do about it."""
+    import errno
+
+    where = " -> ".join(repr(str(p)) for p in (e.filename, e.filename2) if p is not None) or "a file"
+    cause = e.strerror or str(e)
+    hint = {
+        errno.ENOSPC: "free disk space or write somewhere else (--out, DSINK_CACHE)",
+        errno.EDQUOT: "free disk space within your quota or write somewhere else (--out, DSINK_CACHE)",
+        errno.EROFS: "the file system is read-only: copy the run to writable storage or write elsewhere (--out)",
+        errno.EACCES: "you lack permission there: choose a folder you can write (--out) or fix its permissions",
+        errno.EPERM: "the operation is not permitted there: choose another folder (--out)",
+        errno.ENOTDIR: "a file stands where a folder is needed: choose another path (--out)",
+        errno.EEXIST: "a file stands where a folder is needed: choose another path (--out)",
+        errno.ENOENT: "the folder does not exist or cannot hold files: choose another path (--out)",
+        errno.EISDIR: "a folder stands where a file is needed: choose another path",
+    }.get(e.errno, "check the path and the storage")
+    return f"{where}: {cause}; {hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: returns the exit code (2 for bad input, 1 for a failed run)."""
+    """Entry point: returns the exit code (2 for bad input or an operating-system error, 1 for a failed run,
+    130 when interrupted, 143 when terminated)."""
+    import signal
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         return args.func(args)
     except InputError as e:
         print(f"dsink: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"dsink: error: {_os_error_message(e)}", file=sys.stderr)
+        return 2
     except TrainingError as e:
         print(f"dsink: training failed: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("dsink: interrupted; resume with `dsink train --resume --out RUN`", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what = "terminated" if isinstance(e, _Terminated) else "interrupted"
+        print(f"dsink: {what}; {_interrupt_hint(args)}", file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
+    finally:
+        from .train.distributed import shutdown
+
+        shutdown()
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

@@ -81,6 +81,7 @@ class TrainConfig:
     track_correction: bool = False  # log the label-correction rate each epoch (benchmark data: true labels known)
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     deterministic: bool = False  # torch.use_deterministic_algorithms (for CUDA)
+    allow_unfinished_runs: bool = False  # let D-SINK use auxiliary runs that did not finish (warns)
 
 
 @dataclass

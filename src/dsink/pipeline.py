@@ -139,10 +139,13 @@ def pipeline_dir(base: RunConfig, pipe: PipelineConfig) -> Path:
 
 
 def run_pipeline(base: RunConfig, pipe: PipelineConfig, *, progress: bool = False,
-                 on_job: Callable[[int, int, Job], None] | None = None) -> dict[str, Any]:
+                 on_job: Callable[[int, int, Job], None] | None = None,
+                 on_wait: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train (or reuse) every model of the pipeline, evaluate them and write the results table.
 
-    ``on_job(i, total, job)`` is called before each job (the CLI prints from it). Returns the results
+    ``on_job(i, total, job)`` is called before each job (the CLI prints from it). A cached run another
+    process is writing (a concurrent ``dsink run`` sharing the cache) is waited for, then reused;
+    ``on_wait(holder)`` is called when that happens. Returns the results
     (``rows``: one dict per method with mean/std of each metric; ``runs``: the run directory of each job).
     """
     from .eval.combine import average_runs
@@ -189,9 +192,9 @@ def run_pipeline(base: RunConfig, pipe: PipelineConfig, *, progress: bool = Fals
         if job.cfg is None:
             fl = next(j for j in jobs if j.seed == job.seed and j.role == "imbalance").run_dir
             fn = next(j for j in jobs if j.seed == job.seed and j.role == "noise").run_dir
-            rep = average_runs(fl, fn, job.run_dir, force=True)
+            rep = average_runs(fl, fn, job.run_dir, force=True, wait=True, on_wait=on_wait)
         else:
-            rep = train_run(job.cfg, job.run_dir, resume=True, progress=progress)
+            rep = train_run(job.cfg, job.run_dir, resume=True, progress=progress, wait=True, on_wait=on_wait)
         reports.append((job, rep))
     results = summarise(reports)
     results["pipeline_dir"] = str(out)

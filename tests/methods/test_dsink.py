@@ -97,4 +97,4 @@ def test_distill_cli(tmp_path, aux, capsys):
     cfg = load_run_config(out)
     assert cfg.optim.epochs == 1 and cfg.method.params["alpha"] == 0.5 and cfg.method.params["class_totals"] == "argmax"
     assert main(["distill", "--imbalance-run", str(tmp_path / "none"), "--noise-run", str(runs["gce"])]) == 2
-    assert "no readable eval.json" in capsys.readouterr().err
+    assert "is not a dsink run directory" in capsys.readouterr().err

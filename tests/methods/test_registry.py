@@ -20,16 +20,21 @@ def _ctx(epochs=4):
 
 
 def _aux_runs(tmp_path):
-    """Two fake finished auxiliary run directories for D-SINK."""
+    """Two fake finished auxiliary run directories for D-SINK (the files a finished run holds)."""
     import json
+
+    from dsink.config import RunConfig, save_config
 
     rng = np.random.default_rng(0)
     runs = []
     for name in ("fl", "fn"):
         d = tmp_path / name
         d.mkdir()
-        (d / "eval.json").write_text(json.dumps({"data_fingerprint": "fp"}))
-        np.savez(d / "predictions.npz", train_probs=rng.dirichlet(np.ones(C), N).astype(np.float32))
+        save_config(RunConfig(), d / "config.yaml")
+        (d / "run.json").write_text(json.dumps({"status": "finished"}))
+        (d / "eval.json").write_text(json.dumps({"data_fingerprint": "fp", "num_classes": C, "last": {}}))
+        np.savez(d / "predictions.npz", train_probs=rng.dirichlet(np.ones(C), N).astype(np.float32),
+                 test_probs=rng.dirichlet(np.ones(C), 8).astype(np.float32), train_noisy=rng.integers(0, C, N))
         runs.append(str(d))
     return runs
 

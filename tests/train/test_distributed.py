@@ -63,17 +63,20 @@ def test_sharded_sinkhorn_step_equals_one_process(tmp_path):
 import sys, torch, numpy as np
 from dsink.train import distributed
 info = distributed.init_from_env("cpu")
-g = torch.Generator().manual_seed(0)
-n, c = 301, 7
-pn = torch.softmax(torch.randn(n, c, generator=g, dtype=torch.float64) * 2, 1)
-pl = torch.softmax(torch.randn(n, c, generator=g, dtype=torch.float64) * 2, 1)
-pf = torch.softmax(torch.randn(n, c, generator=g, dtype=torch.float64), 1)
-from dsink import surrogate_labels
-lo, hi = distributed.row_block(n, info)
-q = surrogate_labels(pn[lo:hi], pl[lo:hi], pf[lo:hi], class_totals="argmax", distributed=info.active)
-q = distributed.all_gather_rows(torch.as_tensor(q), n)
-if info.is_main:
-    np.save(sys.argv[1], q.numpy())
+try:
+  g = torch.Generator().manual_seed(0)
+  n, c = 301, 7
+  pn = torch.softmax(torch.randn(n, c, generator=g, dtype=torch.float64) * 2, 1)
+  pl = torch.softmax(torch.randn(n, c, generator=g, dtype=torch.float64) * 2, 1)
+  pf = torch.softmax(torch.randn(n, c, generator=g, dtype=torch.float64), 1)
+  from dsink import surrogate_labels
+  lo, hi = distributed.row_block(n, info)
+  q = surrogate_labels(pn[lo:hi], pl[lo:hi], pf[lo:hi], class_totals="argmax", distributed=info.active)
+  q = distributed.all_gather_rows(torch.as_tensor(q), n)
+  if info.is_main:
+      np.save(sys.argv[1], q.numpy())
+finally:
+  distributed.shutdown()  # every entry point that joins a process group leaves it, or a worker may abort at exit
 ''')
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run([sys.executable, str(script), str(tmp_path / "one.npy")], check=True, env=env, timeout=300)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -79,18 +78,22 @@ def surrogate_for_run(run_dir: str | Path) -> tuple[np.ndarray, str]:
 
 def audit_run(run_dir: str | Path, out_csv: str | Path | None = None) -> dict[str, Any]:
     """Write the ranked flags of ``run_dir`` as CSV (default ``RUN/audit.csv``); returns a summary."""
+    from ..train.rundir import read_eval, require_finished, run_lock
+
     run_dir = Path(run_dir)
-    preds = load_predictions(run_dir)
-    probs, source = surrogate_for_run(run_dir)
+    with run_lock(run_dir, shared=True):
+        require_finished(run_dir, "run", allow_unfinished=True)  # an audit of a partial run warns
+        preds = load_predictions(run_dir)
+        probs, source = surrogate_for_run(run_dir)
+        info = read_eval(run_dir)
     given = preds["train_noisy"]
     s = audit_scores(probs, given)
     true = preds.get("train_true")
-    try:
-        info = json.loads((run_dir / "eval.json").read_text())
-        names = info.get("class_names") or [str(c) for c in range(probs.shape[1])]
-        counts = np.asarray(info["train_class_counts"])
-    except (OSError, ValueError, KeyError):
-        raise InputError(f"{str(run_dir)!r} has no readable eval.json; evaluate it first with `dsink eval`") from None
+    names = info.get("class_names") or [str(c) for c in range(probs.shape[1])]
+    counts = np.asarray(info.get("train_class_counts") or np.bincount(given, minlength=probs.shape[1]))
+    if len(names) != probs.shape[1] or len(counts) != probs.shape[1]:
+        raise InputError(f"{str(run_dir / 'eval.json')!r} does not match predictions.npz ({probs.shape[1]} classes); "
+                         f"evaluate the run again with `dsink eval {run_dir}`")
     order = np.flatnonzero(s["flagged"])
     order = order[np.argsort(-s["margin"][order], kind="stable")]
     buf = io.StringIO()

@@ -23,13 +23,6 @@ from .metrics import classification_report, label_diagnostics
 KIND = "average"
 
 
-def _eval_json(run: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run / "eval.json").read_text())
-    except (OSError, ValueError):
-        raise InputError(f"{str(run)!r} has no readable eval.json; finish it with dsink train / dsink eval") from None
-
-
 def is_average_run(run_dir: str | Path) -> bool:
     """True for a run directory written by :func:`average_runs`."""
     from ..train.rundir import read_status
@@ -38,24 +31,44 @@ def is_average_run(run_dir: str | Path) -> bool:
 
 
 def average_runs(imbalance_run: str | Path, noise_run: str | Path, out: str | Path, *, weight: float = 0.5,
-                 force: bool = False) -> dict[str, Any]:
+                 force: bool = False, allow_unfinished: bool = False, wait: bool = False,
+                 on_wait=None) -> dict[str, Any]:
     """Write the run directory ``out`` holding ``weight * p_L + (1 - weight) * p_N`` for every split.
 
-    Both runs must be finished and made on the same data (same fingerprint). Returns the report
-    (the same keys as a trained run's ``eval.json``; ``best`` averages the two best checkpoints).
+    Both runs must be finished (or ``allow_unfinished``: a warning) and made on the same data (same
+    fingerprint). ``out`` is locked while it is written (``wait``: for another writer; else an error).
+    Returns the report (the same keys as a trained run's ``eval.json``; ``best`` averages the two best
+    checkpoints).
     """
-    from ..train.rundir import RUN_FILES, write_status
+    import contextlib
+
+    from ..train.rundir import read_eval, require_finished, run_lock
 
     if not 0.0 <= weight <= 1.0:
         raise InputError(f"weight must be in [0, 1] (the share of the imbalance run), got {weight}")
     runs = {"imbalance": Path(imbalance_run), "noise": Path(noise_run)}
-    info = {k: _eval_json(p) for k, p in runs.items()}
-    if info["imbalance"].get("data_fingerprint") != info["noise"].get("data_fingerprint"):
-        raise InputError("the imbalance and noise runs were made on different data (other subsample, noise, split "
-                         "or seed); average runs trained with the same data config")
-    preds = {k: load_predictions(p) for k, p in runs.items()}
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    if out.resolve() in (runs["imbalance"].resolve(), runs["noise"].resolve()):
+        raise InputError(f"--out {str(out)!r} is one of the runs being averaged; choose another folder")
+    with contextlib.ExitStack() as stack:
+        for role, run in runs.items():
+            stack.enter_context(run_lock(run, shared=True))
+            require_finished(run, f"{role} run", allow_unfinished=allow_unfinished, switch="--allow-unfinished")
+        info = {k: read_eval(p) for k, p in runs.items()}
+        if info["imbalance"]["data_fingerprint"] != info["noise"]["data_fingerprint"]:
+            raise InputError("the imbalance and noise runs were made on different data (other subsample, noise, split "
+                             "or seed); average runs trained with the same data config")
+        preds = {k: load_predictions(p) for k, p in runs.items()}
+        if out.is_dir() and any(out.iterdir()) and not is_average_run(out) and not (out / "config.yaml").exists():
+            raise InputError(f"{str(out)!r} exists and is not a dsink run directory; choose another --out")
+        stack.enter_context(run_lock(out, wait=wait, on_wait=on_wait))
+        return _write_average(runs, info, preds, out, weight, force)
+
+
+def _write_average(runs, info, preds, out: Path, weight: float, force: bool) -> dict[str, Any]:
+    from ..train.rundir import LOCK_NAME, RUN_FILES, write_status
+
+    if any(p.name != LOCK_NAME for p in out.iterdir()):
         if not is_average_run(out) and not (out / "config.yaml").exists():
             raise InputError(f"{str(out)!r} exists and is not a dsink run directory; choose another --out")
         if not force:
@@ -102,4 +115,7 @@ def reevaluate_average(run_dir: str | Path) -> dict[str, Any]:
     from ..train.rundir import read_status
 
     st = read_status(Path(run_dir))
+    if "imbalance_run" not in st or "noise_run" not in st:
+        raise InputError(f"{str(Path(run_dir) / 'run.json')!r} lacks imbalance_run/noise_run; recreate the run with "
+                         "dsink average")
     return average_runs(st["imbalance_run"], st["noise_run"], run_dir, weight=float(st.get("weight", 0.5)), force=True)

@@ -61,14 +61,7 @@ def evaluate_trainer(trainer: "Trainer") -> dict[str, Any]:
 
 
 def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
-    """Arrays of a run's ``predictions.npz``."""
-    from ..errors import InputError
+    """Arrays of a run's ``predictions.npz``, validated (see :func:`dsink.train.rundir.read_predictions`)."""
+    from ..train.rundir import read_predictions
 
-    path = Path(run_dir) / "predictions.npz"
-    if not path.is_file():
-        raise InputError(f"{str(run_dir)!r} has no predictions.npz; finish the run or evaluate it with `dsink eval`")
-    try:
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise InputError(f"{str(path)!r} is corrupt ({e}); regenerate it with `dsink eval {run_dir}`") from None
+    return read_predictions(run_dir)

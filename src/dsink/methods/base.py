@@ -37,6 +37,7 @@ class MethodContext:
     noise_rate: float  # configured noise rate (co-teaching's forget rate default)
     fingerprint: str = ""  # data fingerprint: auxiliary runs must share it
     seed: int = 0  # training seed, for methods that draw their own random numbers
+    allow_unfinished_runs: bool = False  # methods that read other runs may use unfinished ones (with a warning)
 
 
 @dataclass

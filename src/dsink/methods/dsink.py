@@ -8,7 +8,7 @@ f_L's and f_N's training-set probabilities are read from their run directories (
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,24 +48,38 @@ class DSinkParams:
     solver_dtype: str = "float64"  # float64 | float32 (float32 halves memory; its error floor is ~sqrt(N)*6e-8)
 
 
-def load_aux_probs(run_dir: str, fingerprint: str, role: str) -> np.ndarray:
-    """Training-set probabilities of an auxiliary run, checked to belong to the same data."""
-    if not run_dir:
-        raise InputError(f"D-SINK needs method.params.{role}_run: a finished run directory (dsink distill --{role}-run RUN)")
-    path = Path(run_dir)
-    try:
-        info = json.loads((path / "eval.json").read_text())
-    except (OSError, ValueError):
-        raise InputError(f"{role} run {run_dir!r} has no readable eval.json; finish it with dsink train / dsink eval") from None
-    if info.get("data_fingerprint") != fingerprint:
-        raise InputError(
-            f"{role} run {run_dir!r} was trained on different data (other subsample, noise, split or seed); "
-            "train the auxiliaries and the target with the same data config"
-        )
-    from ..eval.evaluate import load_predictions
+def load_aux_probs(imbalance_run: str, noise_run: str, fingerprint: str, *,
+                   allow_unfinished: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Training-set probabilities of f_L and f_N, read from their finished run directories and checked
+    to belong to the target's data (the message names the run whose data differs)."""
+    from ..train.rundir import read_eval, read_predictions, require_finished, run_lock
 
-    probs = load_predictions(path)["train_probs"]
-    return probs
+    runs = {"imbalance": imbalance_run, "noise": noise_run}
+    for role, run in runs.items():
+        if not run:
+            raise InputError(f"D-SINK needs method.params.{role}_run: a finished run directory "
+                             f"(dsink distill --{role}-run RUN)")
+    with contextlib.ExitStack() as stack:
+        for run in runs.values():
+            stack.enter_context(run_lock(run, shared=True))  # nobody rewrites them while they are read
+        fps = {}
+        for role, run in runs.items():
+            require_finished(run, f"{role} run", allow_unfinished=allow_unfinished,
+                             switch="--set train.allow_unfinished_runs=true")
+            fps[role] = read_eval(run)["data_fingerprint"]
+        differ = [role for role, fp in fps.items() if fp != fingerprint]
+        if differ == ["imbalance"] or differ == ["noise"]:
+            role = differ[0]
+            raise InputError(
+                f"{role} run {runs[role]!r} was trained on different data (other subsample, noise, split or seed) "
+                f"than the target and the other auxiliary; train it again with the same data config")
+        if differ:
+            same = "share their data" if fps["imbalance"] == fps["noise"] else "differ from each other too"
+            raise InputError(
+                f"the target's data config differs from both auxiliaries' ({imbalance_run!r} and {noise_run!r} {same}); "
+                "drop the data overrides of the target, or train the auxiliaries with the target's data config")
+        probs = {role: read_predictions(run)["train_probs"] for role, run in runs.items()}
+    return probs["imbalance"], probs["noise"]
 
 
 @register_method
@@ -90,8 +104,13 @@ class DSink(Method):
         if not 0 <= p.omega < 2 or 0 < p.omega < 1:
             raise InputError(f"method.params.omega must be 0 (adaptive), 1 (plain Sinkhorn) or in (1, 2), got {p.omega}")
         dev = ctx.device
-        self.p_imb = torch.as_tensor(load_aux_probs(p.imbalance_run, ctx.fingerprint, "imbalance"), device=dev).float()
-        self.p_noise = torch.as_tensor(load_aux_probs(p.noise_run, ctx.fingerprint, "noise"), device=dev).float()
+        p_imb, p_noise = load_aux_probs(p.imbalance_run, p.noise_run, ctx.fingerprint,
+                                        allow_unfinished=ctx.allow_unfinished_runs)
+        if p_imb.shape != (ctx.num_train, ctx.num_classes) or p_noise.shape != p_imb.shape:
+            raise InputError(f"auxiliary predictions have shapes {p_imb.shape} and {p_noise.shape}, the target's training "
+                             f"set needs ({ctx.num_train}, {ctx.num_classes}); evaluate the auxiliaries again (dsink eval)")
+        self.p_imb = torch.as_tensor(p_imb, device=dev).float()
+        self.p_noise = torch.as_tensor(p_noise, device=dev).float()
         self.Q: torch.Tensor | None = None
         self.log_v: torch.Tensor | None = None  # class potentials of the last refresh (warm start)
         self.train_pass = torch.full((ctx.num_train, ctx.num_classes), 1.0 / ctx.num_classes, device=dev)

@@ -6,6 +6,8 @@ CPU). Each process holds the whole training set, takes its shard of every epoch'
 permutation (``optim.batch_size`` is the global batch, split evenly) and trains DistributedDataParallel
 replicas of the method's networks; only rank 0 writes the run directory (config, metrics, checkpoints,
 evaluation). D-SINK's Sinkhorn step runs over the sharded training set with the class sums all-reduced.
+Every entry point that joins a process group leaves it with :func:`shutdown`, on success and on error
+(``dsink.cli.main`` does; :func:`init_from_env` also registers it to run at exit).
 """
 
 from __future__ import annotations
@@ -51,7 +53,17 @@ def init_from_env(device: str = "auto") -> DistInfo:
         if use_cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if use_cuda else "gloo")
+        import atexit
+
+        atexit.register(shutdown)  # a safety net for library callers; the CLI tears it down itself
     return current()
+
+
+def shutdown() -> None:
+    """Tear down the process group, if one is initialised (every entry point that joins one calls this, on
+    success and on error: a process that exits with a live group can abort at exit)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:

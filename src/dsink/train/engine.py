@@ -75,14 +75,13 @@ class Trainer:
             torch.set_num_threads(cfg.train.num_threads)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=False)
-        if cfg.optim.batch_size < 1 or cfg.optim.epochs < 0:
-            raise InputError("optim.batch_size must be >= 1 and optim.epochs >= 0")
         if len(data.train_y) == 0:
             raise InputError("the training split is empty; lower data.val_fraction or check the data")
         ctx = MethodContext(
             num_classes=data.num_classes, class_counts=np.bincount(data.train_y, minlength=data.num_classes),
             num_train=len(data.train_y), epochs=cfg.optim.epochs, device=self.device, noise_rate=cfg.data.noise_rate,
             fingerprint=data.fingerprint, seed=cfg.train.seed,
+            allow_unfinished_runs=cfg.train.allow_unfinished_runs,
         )
         self.method = build_method(cfg.method, ctx)
         self.models = self._build_models()
