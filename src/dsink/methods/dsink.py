@@ -65,7 +65,7 @@ def load_aux_probs(imbalance_run: str, noise_run: str, fingerprint: str, *,
         fps = {}
         for role, run in runs.items():
             require_finished(run, f"{role} run", allow_unfinished=allow_unfinished,
-                             switch="--set train.allow_unfinished_runs=true")
+                             switch="--allow-unfinished (train.allow_unfinished_runs=true)")
             fps[role] = read_eval(run)["data_fingerprint"]
         differ = [role for role, fp in fps.items() if fp != fingerprint]
         if differ == ["imbalance"] or differ == ["noise"]:

@@ -164,8 +164,8 @@ def evaluate_run(run_dir: str | Path, *, device: str | None = None, progress: bo
     data = build_data(cfg.data)
     trainer = Trainer(cfg, data, run_dir, progress=progress)
     last = Path(run_dir) / "checkpoints" / "last.pt"
+    state = run_state(run_dir)
     with run_lock(run_dir):  # refuses a run another process is training
-        state = run_state(run_dir)
         trainer.epoch = trainer.load_weights(last)
         if trainer.epoch < cfg.optim.epochs or state != "finished":
             log.warning("run %s is %s after epoch %d of %d: evaluating the partial model as it is (dsink distill and "

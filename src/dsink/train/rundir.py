@@ -27,7 +27,7 @@ from ..fileio import atomic_write_text, read_json, read_npz
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".lock"
-_HELD: dict[str, int] = {}  # run directories this process holds a lock on -> lock depth
+_HELD: dict[str, bool] = {}  # run directories this process holds a lock on -> whether it is exclusive
 
 # Keys that change how a run executes, not what it computes: they may differ on resume.
 EXECUTION_KEYS = {"train.device", "train.num_threads", "train.eval_batch_size", "data.root", "data.download",
@@ -70,12 +70,10 @@ def run_lock(run_dir: str | Path, *, shared: bool = False, wait: bool = False, p
     """
     run_dir = Path(run_dir)
     key = str(run_dir.resolve())
-    if key in _HELD:
-        _HELD[key] += 1
-        try:
-            yield
-        finally:
-            _HELD[key] -= 1
+    if key in _HELD:  # re-entrant (a shared lock taken inside an exclusive one is already covered)
+        if not shared and not _HELD[key]:
+            raise RuntimeError(f"cannot upgrade the shared lock of {run_dir} to an exclusive one")
+        yield
         return
     if not shared:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -108,11 +106,14 @@ def run_lock(run_dir: str | Path, *, shared: bool = False, wait: bool = False, p
                     "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])[:200]}
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode(), 0)
-        _HELD[key] = 1
+        _HELD[key] = not shared
         try:
             yield
         finally:
             del _HELD[key]
+            if not shared:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)  # an idle lock file is empty; a killed holder's details stay, unlocked
     finally:
         os.close(fd)  # releases the lock
 
@@ -120,8 +121,9 @@ def run_lock(run_dir: str | Path, *, shared: bool = False, wait: bool = False, p
 def is_locked(run_dir: str | Path) -> bool:
     """True when a process (this one included) holds the exclusive lock of ``run_dir``."""
     run_dir = Path(run_dir)
-    if str(run_dir.resolve()) in _HELD:
-        return True
+    key = str(run_dir.resolve())
+    if key in _HELD:  # while this process holds a shared lock, nobody holds the exclusive one
+        return _HELD[key]
     try:
         fd = os.open(run_dir / LOCK_NAME, os.O_RDONLY)
     except OSError:

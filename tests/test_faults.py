@@ -1,0 +1,294 @@
+"""Faults, one test (or more) per class: concurrent writers, operating-system errors, partial auxiliaries,
+checks before anything is written, and surprises (resume of nothing, hints, file modes). Every case ends
+with exit code 2 and a message (or waits), never a traceback, and touches no finished result."""
+
+import errno
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dsink.cli import main
+
+from .test_bad_inputs import MLP, _cli, _npz
+
+
+def _base(data):
+    return ["--dataset", "npz", "--root", str(data), *MLP]
+
+
+def _files(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def data(tmp_path):
+    return _npz(tmp_path / "d.npz", n=200, y_true=np.random.default_rng(0).integers(0, 3, 200))
+
+
+def _status(run: Path) -> str:
+    return json.loads((run / "run.json").read_text())["status"]
+
+
+# --------------------------------------------------------------------------- 1. two processes on one run
+def _hold_lock(run: Path, pid: int = 4242) -> int:
+    run.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, json.dumps({"pid": pid, "host": "elsewhere", "command": "dsink train", "since": "then"}).encode())
+    return fd
+
+
+def test_a_run_held_by_another_process_is_refused_and_a_dead_holder_is_stale(tmp_path, data, capsys):
+    run = tmp_path / "run"
+    fd = _hold_lock(run)
+    for extra in ([], ["--resume"], ["--force"]):
+        code, err = _cli(capsys, "train", *_base(data), "--out", str(run), *extra)
+        if extra == ["--resume"]:  # nothing to resume yet: refused before the lock is even tried
+            assert code == 2 and "not a dsink run directory" in err
+            continue
+        assert code == 2 and "in use by process 4242 on elsewhere" in err, err
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written
+    os.close(fd)  # the holder dies: the kernel drops its lock, its details stay behind
+    assert "4242" in (run / ".lock").read_text()
+    assert main(["train", *_base(data), "--out", str(run)]) == 0
+    assert _status(run) == "finished" and (run / ".lock").read_text() == ""  # released, emptied
+    # a finished run is not rewritten by a second process that finds it locked
+    before = _files(run)
+    fd = _hold_lock(run)
+    code, err = _cli(capsys, "eval", str(run))
+    assert code == 2 and "in use by" in err
+    os.close(fd)
+    assert {k: v for k, v in _files(run).items() if k != ".lock"} == {k: v for k, v in before.items() if k != ".lock"}
+
+
+def test_a_second_train_of_a_running_run_exits_2_and_rows_are_not_duplicated(tmp_path, data, capsys):
+    run = tmp_path / "run"
+    sets = [a for o in ("model.name=mlp", "optim.batch_size=32", "data.imbalance_ratio=1", "data.noise_rate=0.2",
+                        "optim.epochs=400") for a in ("--set", o)]
+    cmd = [sys.executable, "-m", "dsink", "train", "--dataset", "npz", "--root", str(data), *sets, "--out", str(run), "-q"]
+    p = subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        deadline = time.time() + 120
+        while not (run / "metrics.jsonl").exists() and time.time() < deadline and p.poll() is None:
+            time.sleep(0.1)
+        assert p.poll() is None, p.stderr.read()
+        code, err = _cli(capsys, "train", "--dataset", "npz", "--root", str(data), *sets, "--out", str(run), "--resume", "-q")
+        assert code == 2 and f"in use by process {p.pid}" in err, err
+        code, err = _cli(capsys, "train", "--dataset", "npz", "--root", str(data), *sets, "--out", str(run), "--force", "-q")
+        assert code == 2 and f"in use by process {p.pid}" in err, err
+    finally:
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+    assert p.returncode == 143 and "terminated; resume with `dsink train --resume --out" in err
+    assert _status(run) == "interrupted"
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, len(epochs) + 1))  # one writer: every epoch once, in order
+
+
+def test_a_writer_waits_for_the_holder_when_asked(tmp_path):
+    from dsink.train.rundir import run_lock
+
+    run = tmp_path / "run"
+    fd = _hold_lock(run, pid=777)
+    told = []
+    threading.Timer(0.5, os.close, args=(fd,)).start()
+    t0 = time.time()
+    with run_lock(run, wait=True, poll_s=0.05, on_wait=told.append):
+        waited = time.time() - t0
+        assert json.loads((run / ".lock").read_text())["pid"] == os.getpid()
+    assert waited >= 0.4 and len(told) == 1 and "process 777" in told[0]
+
+
+def test_two_pipelines_sharing_a_cache_wait_for_each_other_and_agree(tmp_path, data):
+    over = ["data.dataset=npz", f"data.root={data}", "data.imbalance_ratio=1", "data.noise_rate=0.2",
+            "optim.epochs=3", "optim.batch_size=32", f"pipeline.cache_dir={tmp_path / 'cache'}"]
+    sets = [a for o in over for a in ("--set", o)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-m", "dsink", "run", *sets, "--out", str(tmp_path / f"p{i}"), "-q"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0 and "Traceback" not in err, err[-2000:]
+    tables = [(tmp_path / f"p{i}" / "results.md").read_text() for i in range(2)]
+    assert tables[0] == tables[1]
+    runs = [d for d in (tmp_path / "cache").iterdir() if (d / "metrics.jsonl").exists()]
+    assert len(runs) == 4  # ce, la, gce, dsink: each trained once
+    for d in runs:
+        assert len((d / "metrics.jsonl").read_text().splitlines()) == 3 and _status(d) == "finished"
+
+
+# --------------------------------------------------------------------------- 2. operating-system errors
+def test_unwritable_out_paths_exit_2_naming_the_path(tmp_path, data, capsys):
+    code, err = _cli(capsys, "train", *_base(data), "--out", "/proc/dsink-no-such/run")
+    assert code == 2 and "/proc/dsink-no-such" in err
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    for out in (blocker, blocker / "run"):
+        code, err = _cli(capsys, "train", *_base(data), "--out", str(out))
+        assert code == 2 and str(blocker) in err and ("folder" in err or "exists" in err), err
+    code, err = _cli(capsys, "run", "--set", "data.dataset=npz", "--set", f"data.root={data}",
+                     "--out", str(blocker / "p"), "-q")
+    assert code == 2 and str(blocker) in err
+    assert blocker.read_text() == "keep me"
+
+
+def test_a_full_disk_mid_run_exits_2_and_marks_the_run_crashed(tmp_path, data, capsys, monkeypatch):
+    import dsink.train.engine as engine
+
+    real = engine.save_checkpoint
+
+    def full(obj, path):
+        if obj.get("epoch", 0) >= 1 and Path(path).name == "last.pt" and (Path(path).parent / "last.pt").exists():
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(obj, path)
+
+    monkeypatch.setattr(engine, "save_checkpoint", full)
+    run = tmp_path / "run"
+    code, err = _cli(capsys, "train", *_base(data), "--set", "optim.epochs=3", "--out", str(run))
+    assert code == 2 and "No space left on device" in err and str(run) in err and "free disk space" in err
+    st = json.loads((run / "run.json").read_text())
+    assert st["status"] == "crashed" and "No space left" in st["error"]
+    monkeypatch.setattr(engine, "save_checkpoint", real)
+    assert main(["train", *_base(data), "--set", "optim.epochs=3", "--out", str(run), "--resume"]) == 0
+    assert _status(run) == "finished"
+
+
+def test_read_only_runs_exit_2_for_eval_audit_and_plot(tmp_path, data, capsys, monkeypatch):
+    import dsink.fileio as fileio
+
+    run = tmp_path / "run"
+    assert main(["train", *_base(data), "--out", str(run)]) == 0
+    before = _files(run)
+    real_mkstemp = fileio.tempfile.mkstemp
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(k.get("dir", run)))
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", read_only)
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *a, **k):
+        if str(self).startswith(str(run)):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *a, **k)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    for cmd in (["eval", str(run)], ["audit", str(run)], ["plot", str(run), "--no-embedding"]):
+        code, err = _cli(capsys, *cmd)
+        assert code == 2 and "Read-only file system" in err and str(run) in err and "read-only" in err, (cmd, err)
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", real_mkstemp)
+    assert _files(run) == before
+
+
+# --------------------------------------------------------------------------- 3. corrupt inputs of a run
+def test_truncated_auxiliary_predictions_exit_2_naming_the_file(tmp_path, data, capsys):
+    for m in ("la", "gce"):
+        assert main(["train", "--method", m, *_base(data), "--out", str(tmp_path / m)]) == 0
+    preds = tmp_path / "la" / "predictions.npz"
+    preds.write_bytes(preds.read_bytes()[: len(preds.read_bytes()) // 2])
+    code, err = _cli(capsys, "distill", "--imbalance-run", str(tmp_path / "la"), "--noise-run", str(tmp_path / "gce"),
+                     "--out", str(tmp_path / "d"), "-q")
+    assert code == 2 and str(preds) in err and "corrupt or truncated" in err and "dsink eval" in err
+    assert not (tmp_path / "d").exists()
+    (tmp_path / "gce" / "eval.json").write_text('{"last": ')
+    code, err = _cli(capsys, "average", "--imbalance-run", str(tmp_path / "la"), "--noise-run", str(tmp_path / "gce"),
+                     "--out", str(tmp_path / "avg"))
+    assert code == 2 and "eval.json" in err and "corrupt or truncated" in err
+
+
+# --------------------------------------------------------------------------- 4. partial auxiliaries
+def test_unfinished_auxiliaries_are_refused_unless_allowed(tmp_path, data, capsys, caplog):
+    from dsink.config import load_config
+    from dsink.train import train_run
+
+    over = ["data.dataset=npz", f"data.root={data}", "model.name=mlp", "optim.batch_size=32", "data.imbalance_ratio=1",
+            "data.noise_rate=0.2"]
+    train_run(load_config(None, over + ["method.name=la", "optim.epochs=3"]), tmp_path / "la", stop_after=1)
+    assert main(["train", "--method", "gce", *_base(data), "--out", str(tmp_path / "gce")]) == 0
+    code, err = _cli(capsys, "eval", str(tmp_path / "la"))  # inspecting a partial run works, and says so
+    assert code == 0 and "stopped after epoch 1 of 3" in caplog.text
+    args = ["distill", "--imbalance-run", str(tmp_path / "la"), "--noise-run", str(tmp_path / "gce"), "-q"]
+    code, err = _cli(capsys, *args, "--out", str(tmp_path / "d"))
+    assert code == 2 and "imbalance run" in err and "is stopped after epoch 1, not finished" in err
+    assert "--allow-unfinished" in err and not (tmp_path / "d").exists()
+    code, err = _cli(capsys, "average", "--imbalance-run", str(tmp_path / "la"), "--noise-run", str(tmp_path / "gce"),
+                     "--out", str(tmp_path / "avg"))
+    assert code == 2 and "not finished" in err and not (tmp_path / "avg").exists()
+    caplog.clear()
+    assert main([*args, "--out", str(tmp_path / "d"), "--allow-unfinished"]) == 0
+    assert "not finished; using it as it is" in caplog.text
+
+
+# --------------------------------------------------------------------------- 5. checks before writing
+@pytest.mark.parametrize("bad,needle", [
+    (["--set", "optim.epochs=0"], "optim.epochs must be an integer >= 1"),
+    (["--set", "optim.batch_size=0"], "optim.batch_size must be an integer >= 1"),
+    (["--set", "optim.lr=-0.1"], "optim.lr must be a number > 0"),
+    (["--method", "dsink"], "D-SINK needs method.params.imbalance_run"),
+    (["--set", "method.params.nope=1"], "nope"),
+])
+def test_bad_settings_write_nothing_and_the_corrected_command_runs(tmp_path, data, capsys, bad, needle):
+    run = tmp_path / "run"
+    code, err = _cli(capsys, "train", *_base(data), *bad, "--out", str(run))
+    assert code == 2 and needle in err, err
+    assert not run.exists()
+    assert main(["train", *_base(data), "--out", str(run)]) == 0
+
+
+def test_mismatched_auxiliary_data_names_the_run_that_differs(tmp_path, data, capsys):
+    for m, seed in (("la", 0), ("gce", 0), ("la", 7), ("gce", 7)):
+        assert main(["train", "--method", m, *_base(data), "--data-seed", str(seed), "--out", str(tmp_path / f"{m}{seed}")]) == 0
+
+    def distill(la, gce, *extra):
+        return _cli(capsys, "distill", "--imbalance-run", str(tmp_path / la), "--noise-run", str(tmp_path / gce),
+                    "--out", str(tmp_path / "d"), "-q", *extra)
+
+    code, err = distill("la0", "gce7")
+    assert code == 2 and f"imbalance run '{tmp_path / 'la0'}' was trained on different data" in err
+    code, err = distill("la0", "gce7", "--set", "data.data_seed=0")
+    assert code == 2 and f"noise run '{tmp_path / 'gce7'}' was trained on different data" in err
+    code, err = distill("la0", "gce0", "--set", "data.data_seed=7")
+    assert code == 2 and "differs from both auxiliaries" in err
+    assert not (tmp_path / "d").exists()
+
+
+# --------------------------------------------------------------------------- 7. surprises
+def test_resume_of_a_missing_run_is_refused(tmp_path, data, capsys):
+    code, err = _cli(capsys, "train", *_base(data), "--resume", "--out", str(tmp_path / "typo"))
+    assert code == 2 and "does not exist" in err and "drop --resume" in err
+    assert not (tmp_path / "typo").exists()
+
+
+def test_the_interrupt_hint_names_the_command_that_was_interrupted(tmp_path, capsys, monkeypatch):
+    import dsink.train as train
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train_run", interrupted)
+    monkeypatch.setattr(train, "distill_config", lambda *a, **k: __import__("dsink").load_config(None, []))
+    code, err = _cli(capsys, "distill", "--imbalance-run", "A", "--noise-run", "B", "--out", str(tmp_path / "d"))
+    assert code == 130 and "dsink distill --imbalance-run A --noise-run B --resume --out" in err
+    code, err = _cli(capsys, "train", "--out", str(tmp_path / "t"))
+    assert code == 130 and f"dsink train --resume --out {tmp_path / 't'}" in err
+
+
+@pytest.mark.parametrize("mask,mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_run_files_follow_the_umask(tmp_path, data, mask, mode):
+    old = os.umask(mask)
+    try:
+        assert main(["train", *_base(data), "--out", str(tmp_path / "run")]) == 0
+    finally:
+        os.umask(old)
+    for name in ("config.yaml", "run.json", "metrics.jsonl", "eval.json", "predictions.npz", "checkpoints/last.pt"):
+        assert (tmp_path / "run" / name).stat().st_mode & 0o777 == mode, name
