@@ -1,39 +1,73 @@
 import gzip
 import pickle
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dsink.config import DataConfig
 from dsink.data import build_data, describe, load_cifar, load_cifar_n, load_npz, make_labels, read_idx
-from dsink.data.sources import load_image_folder
+from dsink.data.noise import noise_report
+from dsink.data.sources import find_cifar_n, load_image_folder
 from dsink.errors import InputError
 
-from ..conftest import CIFAR_N_DIR
+from ..conftest import CIFAR_N_DIR, write_fake_cifar_n
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+# The published realised rates are checked on the real files, an extra tier that needs them.
+needs_real_cifar_n = pytest.mark.skipif(
+    CIFAR_N_DIR is None,
+    reason="real CIFAR-N label files not found: set DSINK_CIFAR_N_DIR to the folder holding CIFAR-10_human.pt "
+    "(CI sets it to ../shared/data/cifar-n)",
+)
 
 
-# ---------------------------------------------------------------- CIFAR-N (the official files)
-@pytest.mark.parametrize("key,rate", [("worse_label", 0.4021), ("aggre_label", 0.0901), ("random_label1", 0.1723)])
-def test_cifar10n_realised_rates(key, rate):
-    labels = load_cifar_n(CIFAR_N_DIR / "CIFAR-10_human.pt")
-    assert len(labels["clean_label"]) == 50000
-    assert round(float((labels[key] != labels["clean_label"]).mean()), 4) == rate
+def _flip(clean: np.ndarray, n_flip: int, num_classes: int, seed: int = 0) -> np.ndarray:
+    """``clean`` with exactly ``n_flip`` entries moved to the next class."""
+    noisy = clean.copy()
+    pick = np.random.default_rng(seed).choice(len(clean), n_flip, replace=False)
+    noisy[pick] = (clean[pick] + 1) % num_classes
+    return noisy
 
 
-def test_cifar100n_realised_rate():
-    labels = load_cifar_n(CIFAR_N_DIR / "CIFAR-100_human.pt")
-    assert round(float((labels["noisy_label"] != labels["clean_label"]).mean()), 4) == 0.4020
-    assert labels["clean_label"].max() == 99
+# ---------------------------------------------------------------- CIFAR-N (generated files in the real format)
+def test_cifar_n_generated_file_round_trip_and_realised_rate(tmp_path):
+    clean = np.repeat(np.arange(10), 100)
+    worse, aggre = _flip(clean, 402, 10), _flip(clean, 90, 10, seed=1)
+    path = write_fake_cifar_n(tmp_path / "CIFAR-10_human.pt", clean, {"worse_label": worse, "aggre_label": aggre})
+    labels = load_cifar_n(path)
+    assert sorted(labels) == ["aggre_label", "clean_label", "worse_label"]
+    assert all(v.dtype == np.int64 for v in labels.values())
+    assert np.array_equal(labels["clean_label"], clean) and np.array_equal(labels["worse_label"], worse)
+    assert float((labels["worse_label"] != labels["clean_label"]).mean()) == 0.402
+    assert noise_report(labels["clean_label"], labels["aggre_label"], 10).noise_rate == 0.09
+
+
+def test_human_noise_realised_rate_from_generated_file(tmp_path, fake_cifar10, monkeypatch):
+    root, clean, _ = fake_cifar10
+    worse = _flip(clean, 120, 10)
+    write_fake_cifar_n(tmp_path / "cn" / "CIFAR-10_human.pt", clean, {"worse_label": worse})
+    monkeypatch.setenv("DSINK_CIFAR_N_DIR", str(tmp_path / "cn"))
+    d = describe(DataConfig(dataset="cifar10", root=str(root), imbalance_ratio=1, noise_mode="human",
+                            human_label="worse_label", val_fraction=0))
+    assert d["num_samples"] == 300 and d["noise_rate"] == 0.4
+    assert d["true_counts"] == [30] * 10
 
 
 def test_cifar_n_lt_is_subsampled_on_the_clean_label():
-    labels = load_cifar_n(CIFAR_N_DIR / "CIFAR-10_human.pt")
-    cfg = DataConfig(dataset="cifar10", imbalance_ratio=100, noise_mode="human", human_label="worse_label", val_fraction=0)
-    ls = make_labels(labels["clean_label"], 10, cfg, human_labels=labels["worse_label"])
-    assert len(ls.indices) == 12406
-    assert np.bincount(labels["clean_label"][ls.indices]).tolist()[0] == 5000
-    assert np.array_equal(ls.noisy, labels["worse_label"][ls.indices])
+    rng = np.random.default_rng(0)
+    clean = rng.permutation(np.repeat(np.arange(10), 500))
+    worse = np.where(rng.random(len(clean)) < 0.5, rng.integers(0, 10, len(clean)), clean)
+    cfg = DataConfig(dataset="cifar10", imbalance_ratio=10, noise_mode="human", human_label="worse_label",
+                     val_fraction=0)
+    ls = make_labels(clean, 10, cfg, human_labels=worse)
+    counts = [500, 387, 299, 232, 179, 139, 107, 83, 64, 50]  # floor(500 * 10 ** (-c / 9))
+    assert ls.counts == counts and len(ls.indices) == sum(counts)
+    assert np.bincount(clean[ls.indices]).tolist() == counts
+    assert np.bincount(ls.noisy).tolist() != counts  # the noisy labels were not the subsampling key
+    assert np.array_equal(ls.noisy, worse[ls.indices])
 
 
 def test_cifar_n_loader_refuses_code_and_corrupt_files(tmp_path):
@@ -46,12 +80,73 @@ def test_cifar_n_loader_refuses_code_and_corrupt_files(tmp_path):
         z.writestr("archive/data.pkl", pickle.dumps({"clean_label": Evil()}))
     with pytest.raises(InputError, match="refusing to load builtins.print"):
         load_cifar_n(bad)
-    trunc = tmp_path / "trunc.pt"
-    trunc.write_bytes((CIFAR_N_DIR / "CIFAR-10_human.pt").read_bytes()[:5000])
-    with pytest.raises(InputError, match="corrupt"):
-        load_cifar_n(trunc)
+    clean = np.random.default_rng(0).integers(0, 10, 5000)
+    good = write_fake_cifar_n(tmp_path / "good.pt", clean, {"worse_label": clean})
+    data = good.read_bytes()
+    assert len(data) > 40000
+    for i, cut in enumerate((5000, len(data) // 2, len(data) - 10)):
+        trunc = tmp_path / f"trunc{i}.pt"
+        trunc.write_bytes(data[:cut])
+        with pytest.raises(InputError, match="corrupt"):
+            load_cifar_n(trunc)
     with pytest.raises(InputError, match="not found"):
         load_cifar_n(tmp_path / "missing.pt")
+
+
+def test_find_cifar_n_search_order(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DSINK_CACHE", str(cache))
+    monkeypatch.delenv("DSINK_CIFAR_N_DIR", raising=False)
+    with pytest.raises(InputError, match="DSINK_CIFAR_N_DIR") as e:
+        find_cifar_n("cifar10", None, False)
+    assert "CIFAR-10_human.pt not found" in str(e.value) and "data.cifar_n_path" in str(e.value)
+    clean = np.arange(10)
+    env_file = write_fake_cifar_n(tmp_path / "cn" / "CIFAR-10_human.pt", clean, {"worse_label": clean})
+    monkeypatch.setenv("DSINK_CIFAR_N_DIR", str(tmp_path / "cn"))
+    assert find_cifar_n("cifar10", None, False) == env_file
+    cached = write_fake_cifar_n(cache / "cifar-n" / "CIFAR-10_human.pt", clean, {"worse_label": clean})
+    assert find_cifar_n("cifar10", None, False) == env_file  # the variable comes before the cache
+    assert find_cifar_n("cifar10", str(tmp_path / "x.pt"), False) == tmp_path / "x.pt"  # data.cifar_n_path first
+    with pytest.raises(InputError, match=str(tmp_path / "cn")):  # a folder lacking the file is named
+        find_cifar_n("cifar100", None, False)
+    monkeypatch.setenv("DSINK_CIFAR_N_DIR", str(tmp_path / "empty"))
+    assert find_cifar_n("cifar10", None, False) == cached
+
+
+def test_no_source_file_refers_to_a_shared_folder():
+    files = [f for f in SRC.rglob("*") if f.is_file() and "__pycache__" not in f.parts
+             and not any(part.endswith(".egg-info") for part in f.parts)]
+    assert any(f.name == "sources.py" for f in files)
+    hits = [str(f.relative_to(SRC)) for f in files if b"shared/" in f.read_bytes()]
+    assert hits == []
+
+
+# ---------------------------------------------------------------- CIFAR-N (the official files, extra tier)
+@needs_real_cifar_n
+@pytest.mark.parametrize("key,rate", [("worse_label", 0.4021), ("aggre_label", 0.0901), ("random_label1", 0.1723)])
+def test_real_cifar10n_realised_rates(key, rate):
+    labels = load_cifar_n(CIFAR_N_DIR / "CIFAR-10_human.pt")
+    assert len(labels["clean_label"]) == 50000
+    assert round(float((labels[key] != labels["clean_label"]).mean()), 4) == rate
+
+
+@needs_real_cifar_n
+def test_real_cifar100n_realised_rate():
+    labels = load_cifar_n(CIFAR_N_DIR / "CIFAR-100_human.pt")
+    assert round(float((labels["noisy_label"] != labels["clean_label"]).mean()), 4) == 0.4020
+    assert labels["clean_label"].max() == 99
+
+
+@needs_real_cifar_n
+def test_real_cifar10n_lt_is_subsampled_on_the_clean_label(monkeypatch):
+    monkeypatch.setenv("DSINK_CIFAR_N_DIR", str(CIFAR_N_DIR))
+    labels = load_cifar_n(find_cifar_n("cifar10", None, False))
+    cfg = DataConfig(dataset="cifar10", imbalance_ratio=100, noise_mode="human", human_label="worse_label",
+                     val_fraction=0)
+    ls = make_labels(labels["clean_label"], 10, cfg, human_labels=labels["worse_label"])
+    assert len(ls.indices) == 12406
+    assert np.bincount(labels["clean_label"][ls.indices]).tolist()[0] == 5000
+    assert np.array_equal(ls.noisy, labels["worse_label"][ls.indices])
 
 
 # ---------------------------------------------------------------- CIFAR on-disk format
@@ -82,6 +177,16 @@ def test_cifar_missing_and_corrupt(tmp_path, fake_cifar10):
     root, _, _ = fake_cifar10
     (root / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80\x04garbage")
     with pytest.raises(InputError, match="corrupt"):
+        load_cifar("cifar10", str(root))
+    import pickle
+
+    with open(root / "cifar-10-batches-py" / "data_batch_3", "wb") as f:  # a whole pickle of the wrong shape
+        pickle.dump({b"data": np.zeros((5, 100), np.uint8), b"labels": [0] * 5}, f)
+    with pytest.raises(InputError, match="does not hold 3x32x32 images"):
+        load_cifar("cifar10", str(root))
+    with open(root / "cifar-10-batches-py" / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": np.zeros((5, 3072), np.uint8), b"labels": [0] * 4}, f)
+    with pytest.raises(InputError, match="5 images but 4 labels"):
         load_cifar("cifar10", str(root))
 
 

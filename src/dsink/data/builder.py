@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -197,6 +198,17 @@ def build_data(cfg: DataConfig) -> DataBundle:
     ls = cached_labels(cfg, src)
     tr, va = ~ls.is_val, ls.is_val
     idx = ls.indices
+    unseen = np.flatnonzero(np.bincount(ls.noisy[tr], minlength=src.num_classes) == 0)
+    if unseen.size:
+        shown = ", ".join(str(int(c)) for c in unseen[:8])
+        shown += f", ... ({unseen.size - 8} more)" if unseen.size > 8 else ""
+        warnings.warn(
+            f"after long-tail subsampling, label noise and the validation split, no training sample is labelled "
+            f"class {shown}; the model cannot learn to predict it; lower data.noise_rate or data.imbalance_ratio, "
+            "or raise data.n_max",
+            UserWarning,
+            stacklevel=2,
+        )
     mean, std = _norm_stats(src.train_x, src.kind)
     h = hashlib.sha256(idx.tobytes() + ls.noisy.tobytes() + ls.is_val.tobytes()).hexdigest()[:16]
     true = ls.true

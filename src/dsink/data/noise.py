@@ -77,18 +77,38 @@ def canonical_noise_mode(mode: str) -> str:
     raise InputError(f"unknown noise mode {mode!r}; valid modes: {valid}")
 
 
-def check_labels(labels, num_classes: int, what: str = "labels") -> np.ndarray:
-    """Return labels as an int64 vector after checking they are integers in [0, num_classes)."""
-    arr = np.asarray(labels)
+def check_labels(labels, num_classes: int | None, what: str = "labels") -> np.ndarray:
+    """Return labels as an int64 vector after checking they are integer class indices in [0, num_classes).
+
+    Floats that hold whole numbers are accepted; strings, booleans, objects, complex numbers, NaN/Inf
+    and fractions are refused. With ``num_classes=None`` only the type is checked, not the range.
+    """
+    fix = "labels must be integer class indices 0..K-1; map class names or codes to indices first"
+    try:
+        arr = np.asarray(labels)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{what} cannot be read as an array of class indices ({e}); {fix}") from None
     if arr.ndim != 1:
         raise InputError(f"{what} must be a 1-D array of class indices, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
+    kind = arr.dtype.kind
+    if arr.size and kind not in "iu":
+        if kind == "f":
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                raise InputError(f"{what} holds NaN or Inf ({int(bad.sum())} entries); {fix}")
+            frac = arr != np.round(arr)
+            if frac.any():
+                raise InputError(f"{what} holds non-whole numbers such as {float(arr[frac][0])!r}; {fix}")
+            if np.abs(arr).max() >= 2.0**53:
+                raise InputError(f"{what} holds values too large for class indices (up to {float(arr.max())!r}); {fix}")
         else:
-            raise InputError(f"{what} must be integer class indices, got dtype {arr.dtype}")
+            desc = {"U": "strings", "S": "byte strings", "O": "Python objects", "b": "booleans",
+                    "c": "complex numbers", "M": "dates", "m": "time spans"}.get(kind, "non-numeric values")
+            raise InputError(f"{what} holds {desc} (dtype {arr.dtype}); {fix}")
+    if arr.size and kind == "u" and arr.max() > np.iinfo(np.int64).max:
+        raise InputError(f"{what} holds values too large for class indices (up to {arr.max()}); {fix}")
     arr = arr.astype(np.int64, copy=False)
-    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+    if arr.size and num_classes is not None and (arr.min() < 0 or arr.max() >= num_classes):
         raise InputError(
             f"{what} must lie in [0, {num_classes}) for {num_classes} classes; found values "
             f"{int(arr.min())}..{int(arr.max())}"

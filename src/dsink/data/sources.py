@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ CIFAR_N_FILES = {
     "cifar10": ("CIFAR-10_human.pt", "873e69c39cb9b5e97fb6bae2d60bb59b38a5cbc31d2b868f7903dcb2b9dd2310"),
     "cifar100": ("CIFAR-100_human.pt", "bd2d80409754d420292d622e15e25248ba21e37d27429efac49c8da723f44394"),
 }
+CIFAR_N_DIR_ENV = "DSINK_CIFAR_N_DIR"  # folder holding CIFAR-10_human.pt / CIFAR-100_human.pt (see find_cifar_n)
 CIFAR_N_LABEL_SETS = {
     "cifar10": ("aggre_label", "worse_label", "random_label1", "random_label2", "random_label3"),
     "cifar100": ("noisy_label",),
@@ -64,6 +66,62 @@ class Source:
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one sample (C, H, W) or (D,)."""
         return tuple(self.train_x.shape[1:])
+
+
+def _few(values, limit: int = 8) -> str:
+    """``values`` as a short comma-separated list (the first ``limit``, then how many more)."""
+    values = [str(v) for v in values]
+    head = ", ".join(values[:limit])
+    return head + (f", ... ({len(values) - limit} more)" if len(values) > limit else "")
+
+
+def check_source(src: Source, where: str, *, index_labels: bool = True) -> Source:
+    """Refuse degenerate data; return ``src`` unchanged.
+
+    Refused: an empty training or test split, fewer than 2 classes among the training labels,
+    and classes in ``0..num_classes-1`` without any training sample (a test class the training set
+    lacks, or gaps left by labels that are not contiguous indices). ``where`` names the data in the
+    messages; ``index_labels`` says the labels were given as integer indices (not class names).
+    """
+    from .noise import check_labels
+
+    k = src.num_classes
+    y = check_labels(src.train_labels, k, f"{where} training labels")
+    yt = check_labels(src.test_labels, k, f"{where} test labels")
+    if len(y) == 0:
+        raise InputError(f"{where} has no training samples; add labelled training data")
+    if len(yt) == 0:
+        raise InputError(f"{where}: the test split is empty; add a clean labelled test set")
+
+    def names(idx) -> str:
+        return _few(int(i) for i in idx) if index_labels else _few(repr(src.class_names[i]) for i in idx)
+
+    counts = np.bincount(y, minlength=k)
+    present = np.flatnonzero(counts)
+    if len(present) < 2:
+        raise InputError(
+            f"{where}: every training label is class {names(present)}; a classifier needs at least 2 classes "
+            "with training samples"
+        )
+    empty = np.flatnonzero(counts == 0)
+    if empty.size == 0:
+        return src
+    test_only = np.intersect1d(empty, yt)
+    if test_only.size:
+        raise InputError(
+            f"{where}: test labels hold {'class' if test_only.size == 1 else 'classes'} {names(test_only)} "
+            "with no training samples; a class with no training samples cannot be learned; "
+            "add training samples of it or drop those test rows"
+        )
+    if index_labels:
+        raise InputError(
+            f"{where}: {empty.size} of the {k} classes 0..{k - 1} (one per index up to the largest label {k - 1}) "
+            f"have no training samples: {names(empty)}; relabel to contiguous class indices 0..K-1"
+        )
+    raise InputError(
+        f"{where}: {empty.size} of the {k} classes have no training samples ({names(empty)}); "
+        "a class with no training samples cannot be learned; drop it or add training samples of it"
+    )
 
 
 def default_cache_dir() -> Path:
@@ -157,10 +215,11 @@ def load_fashion_mnist(root: str | None = None, download: bool = False) -> Sourc
         raise InputError(f"Fashion-MNIST files in {d} have inconsistent shapes; re-download them")
     from .noise import _FMNIST_NAMES
 
-    return Source(
+    src = Source(
         "fashion_mnist", "image", tx[:, None].copy(), ty.astype(np.int64), vx[:, None].copy(),
         vy.astype(np.int64), 10, list(_FMNIST_NAMES), train_true=ty.astype(np.int64), semantic_map="fashion_mnist",
     )
+    return check_source(src, f"Fashion-MNIST in {str(d)!r}")
 
 
 # --------------------------------------------------------------------------- CIFAR (torchvision layout)
@@ -199,8 +258,17 @@ def load_cifar(name: str, root: str | None = None, download: bool = False) -> So
             d = _unpickle(base / folder / fn)
             if b"data" not in d or label_key not in d:
                 raise InputError(f"CIFAR file {str(base / folder / fn)!r} lacks data/labels; re-download it")
-            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(d[label_key], dtype=np.int64))
+            try:
+                x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                y = np.asarray(d[label_key], dtype=np.int64).reshape(-1)
+            except (ValueError, TypeError, OverflowError) as e:
+                raise InputError(f"CIFAR file {str(base / folder / fn)!r} does not hold 3x32x32 images with integer "
+                                 f"labels ({e}); re-download it") from None
+            if len(x) != len(y):
+                raise InputError(f"CIFAR file {str(base / folder / fn)!r} has {len(x)} images but {len(y)} labels; "
+                                 "re-download it")
+            xs.append(x)
+            ys.append(y)
         return np.concatenate(xs), np.concatenate(ys)
 
     tx, ty = read(train_files)
@@ -213,7 +281,8 @@ def load_cifar(name: str, root: str | None = None, download: bool = False) -> So
         raw = m.get(names_key.encode(), m.get(names_key))
         if raw is not None and len(raw) == num_classes:
             names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
-    return Source(name, "image", tx, ty, vx, vy, num_classes, names, train_true=ty, semantic_map=name)
+    src = Source(name, "image", tx, ty, vx, vy, num_classes, names, train_true=ty, semantic_map=name)
+    return check_source(src, f"{name} in {str(base / folder)!r}")
 
 
 # --------------------------------------------------------------------------- CIFAR-N
@@ -259,7 +328,10 @@ def load_cifar_n(path: str | Path) -> dict[str, np.ndarray]:
 
             raw = _NumpyOnlyUnpickler(io.BytesIO(z.read(pkl[0]))).load()
     except FileNotFoundError:
-        raise InputError(f"CIFAR-N file {str(path)!r} not found; set data.cifar_n_path to the .pt file") from None
+        raise InputError(
+            f"CIFAR-N file {str(path)!r} not found; set data.cifar_n_path to the .pt file "
+            f"or {CIFAR_N_DIR_ENV} to the folder holding it"
+        ) from None
     except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, OSError, ValueError) as e:
         raise InputError(f"CIFAR-N file {str(path)!r} is corrupt or not a CIFAR-N file ({e}); re-download it") from None
     if not isinstance(raw, dict) or "clean_label" not in raw:
@@ -268,55 +340,113 @@ def load_cifar_n(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def find_cifar_n(dataset: str, path: str | None, download: bool) -> Path:
-    """Locate (or download, checksum-verified) the CIFAR-N file for ``dataset``."""
+    """Locate (or download, checksum-verified) the CIFAR-N file for ``dataset``.
+
+    Looked for, in order: ``path`` (``data.cifar_n_path``, used as given); the folder named by the
+    environment variable ``DSINK_CIFAR_N_DIR`` (holding ``CIFAR-10_human.pt`` / ``CIFAR-100_human.pt``);
+    the cache folder ``default_cache_dir() / "cifar-n"``. With ``download`` a missing file is
+    downloaded into that cache folder.
+    """
     fname, sha = CIFAR_N_FILES[dataset]
     if path:
         return Path(path).expanduser()
-    for cand in (default_cache_dir() / "cifar-n" / fname, Path(__file__).resolve().parents[4] / "shared/data/cifar-n" / fname):
-        if cand.exists():
-            return cand
+    env_dir = os.environ.get(CIFAR_N_DIR_ENV, "").strip()
     dest = default_cache_dir() / "cifar-n" / fname
+    places = ([Path(env_dir).expanduser() / fname] if env_dir else []) + [dest]
+    for cand in places:
+        if cand.is_file():
+            return cand
     if download:
         _download(CIFAR_N_URL + fname, dest, sha)
         return dest
+    looked = " and ".join(repr(str(c.parent)) for c in places)
     raise InputError(
-        f"CIFAR-N file {fname} not found; set data.cifar_n_path to it, put it in {dest.parent}, "
+        f"CIFAR-N file {fname} not found (looked in {looked}); set data.cifar_n_path to the file, "
+        f"set the environment variable {CIFAR_N_DIR_ENV} to the folder holding it, put it in {str(dest.parent)!r}, "
         "or set data.download=true"
     )
 
 
 # --------------------------------------------------------------------------- user data
-def load_npz(path: str | Path) -> Source:
-    """Features from an ``.npz`` with ``X``, ``y`` (given labels), ``X_test``, ``y_test`` and optionally ``y_true``."""
-    path = Path(path)
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    where = f"npz file {str(path)!r}"
     try:
         z = np.load(path, allow_pickle=False)
-        arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
-        raise InputError(f"npz file {str(path)!r} not found; set data.root to the .npz file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"npz file {str(path)!r} cannot be read ({e}); is it a valid .npz?") from None
+        raise InputError(f"{where} not found; set data.root to the .npz file") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as e:
+        raise InputError(f"{where} cannot be read ({e}); is it a valid .npz?") from None
+    if not hasattr(z, "files"):  # a plain .npy array
+        raise InputError(
+            f"{where} holds a single array, not an .npz archive; save it with "
+            "np.savez(path, X=..., y=..., X_test=..., y_test=...)"
+        )
+    arrays = {}
+    with z:
+        for k in z.files:
+            try:
+                arrays[k] = z[k]
+            except ValueError as e:
+                if "allow_pickle" in str(e):
+                    raise InputError(
+                        f"{where}: array {k!r} holds Python objects (dtype object), which are not loaded "
+                        "for safety; save features as a numeric array and labels as integer class indices"
+                    ) from None
+                raise InputError(f"{where} cannot be read ({e}); is it a valid .npz?") from None
+            except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as e:
+                raise InputError(f"{where} cannot be read ({e}); is it a valid .npz?") from None
+    return arrays
+
+
+def load_npz(path: str | Path) -> Source:
+    """Features from an ``.npz`` with ``X``, ``y`` (given labels), ``X_test``, ``y_test`` and optionally ``y_true``.
+
+    ``X`` and ``X_test`` are numeric (N, D) arrays; labels are integer class indices ``0..K-1``
+    (floats holding whole numbers are accepted) and ``K`` is the largest label plus one.
+    """
+    path = Path(path)
+    where = f"npz file {str(path)!r}"
+    arrays = _read_npz(path)
     missing = [k for k in ("X", "y", "X_test", "y_test") if k not in arrays]
     if missing:
-        raise InputError(f"npz file {str(path)!r} lacks {', '.join(missing)}; it needs X, y, X_test, y_test (y_true optional)")
+        raise InputError(f"{where} lacks {', '.join(missing)}; it needs X, y, X_test, y_test (y_true optional)")
     X, Xt = arrays["X"], arrays["X_test"]
+    for key, a in (("X", X), ("X_test", Xt)):
+        if a.dtype.kind not in "biuf":
+            raise InputError(
+                f"{where}: {key} has dtype {a.dtype}; features must be numbers (int or float); "
+                "encode text or categorical columns as numbers first"
+            )
+    if X.ndim == 0 or X.shape[0] == 0:
+        raise InputError(f"{where} has no training samples: X and y are empty; add training rows to X and y")
     if X.ndim != 2 or Xt.ndim != 2 or X.shape[1] != Xt.shape[1]:
         raise InputError(f"npz X and X_test must be 2-D with the same number of features, got {X.shape} and {Xt.shape}")
+    if X.shape[1] == 0:
+        raise InputError(f"{where}: X and X_test have no feature columns (shape {X.shape}); add at least one feature")
+    if Xt.shape[0] == 0:
+        raise InputError(
+            f"{where}: the test split is empty (X_test has 0 rows); add a clean labelled test set as X_test, y_test"
+        )
     if not (np.isfinite(X).all() and np.isfinite(Xt).all()):
-        raise InputError(f"npz file {str(path)!r} has NaN or Inf features; clean or impute them first")
+        raise InputError(f"{where} has NaN or Inf features; clean or impute them first")
     from .noise import check_labels
 
-    ys = [arrays["y"], arrays["y_test"]] + ([arrays["y_true"]] if "y_true" in arrays else [])
-    num_classes = int(max(int(np.max(a)) for a in ys if a.size)) + 1
-    y = check_labels(arrays["y"], num_classes, "npz y")
-    yt = check_labels(arrays["y_test"], num_classes, "npz y_test")
-    true = check_labels(arrays["y_true"], num_classes, "npz y_true") if "y_true" in arrays else None
+    keys = ["y", "y_test"] + (["y_true"] if "y_true" in arrays else [])
+    labels = {k: check_labels(arrays[k], None, f"{where} array {k!r}") for k in keys}  # types only
+    num_classes = max([int(a.max()) + 1 for a in labels.values() if a.size] + [0])
+    labels = {k: check_labels(a, num_classes, f"{where} array {k!r}") for k, a in labels.items()}  # ranges
+    y, yt, true = labels["y"], labels["y_test"], labels.get("y_true")
     if len(y) != len(X) or len(yt) != len(Xt) or (true is not None and len(true) != len(X)):
-        raise InputError("npz label arrays must have one entry per row of X / X_test")
-    return Source(
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in labels.items())
+        raise InputError(
+            f"{where}: label arrays must have one entry per row of X / X_test "
+            f"(X {len(X)}, X_test {len(Xt)} rows; {sizes})"
+        )
+    src = Source(
         path.stem, "features", X.astype(np.float32), y, Xt.astype(np.float32), yt, num_classes,
         [str(i) for i in range(num_classes)], train_true=true,
     )
+    return check_source(src, where)
 
 
 def load_image_folder(root: str | Path, csv_path: str | Path) -> Source:
@@ -338,7 +468,8 @@ def load_image_folder(root: str | Path, csv_path: str | Path) -> Source:
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise InputError(f"label CSV {str(csv_path)!r} needs a header with columns path,label (optional: split,true_label)")
     names = sorted({r["label"] for r in rows} | {r["true_label"] for r in rows if r.get("true_label")})
-    if all(n.lstrip("-").isdigit() for n in names):
+    index_labels = all(n.lstrip("-").isdigit() for n in names)
+    if index_labels:
         to_idx = {n: int(n) for n in names}
         num_classes = max(to_idx.values()) + 1
         class_names = [str(i) for i in range(num_classes)]
@@ -371,7 +502,8 @@ def load_image_folder(root: str | Path, csv_path: str | Path) -> Source:
     if all(r.get("true_label") for r in rows):
         true = np.array([to_idx[r["true_label"]] for r in rows], dtype=np.int64)[split == "train"]
     tr, te = split == "train", split == "test"
-    return Source(root.name, "image", x[tr], y[tr], x[te], y[te], num_classes, class_names, train_true=true)
+    src = Source(root.name, "image", x[tr], y[tr], x[te], y[te], num_classes, class_names, train_true=true)
+    return check_source(src, f"label CSV {str(csv_path)!r}", index_labels=index_labels)
 
 
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "npz", "image_folder")
