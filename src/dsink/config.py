@@ -34,7 +34,7 @@ class DataConfig:
     noise_mode: str = "uniform_excl_true"  # see dsink.data.noise.NOISE_MODES
     noise_rate: float = 0.4
     human_label: str = "worse_label"  # CIFAR-N label set for noise_mode=human
-    cifar_n_path: str | None = None  # CIFAR-N .pt file; None = standard places
+    cifar_n_path: str | None = None  # CIFAR-N .pt file; None = $DSINK_CIFAR_N_DIR, then $DSINK_CACHE/cifar-n
     csv_path: str | None = None  # image_folder: CSV of (path,label)
     data_seed: int = 0  # subsampling and noise injection
     val_fraction: float = 0.1  # share of the noisy training set held out for model selection
