@@ -9,7 +9,7 @@ from dsink.errors import InputError
 from dsink.train import distill_config, train_run
 from dsink.train.checkpoint import load_checkpoint
 
-SMALL = ["data.n_max=200", "data.imbalance_ratio=10", "data.noise_rate=0.3", "optim.batch_size=64",
+SMALL = ["data.n_max=200", "data.imbalance_ratio=10", "data.noise_rate=0.3", "optim.batch_size=64", "model.name=mlp",
          "optim.lr=0.05", "optim.epochs=1"]
 
 
@@ -79,7 +79,8 @@ def test_bad_knobs_and_init_from_noise(tmp_path, aux):
     with pytest.raises(InputError, match="omega must be 0"):
         train_run(distill_config(runs["la"], runs["gce"], None, ["method.params.omega=0.5"]), tmp_path / "o")
     with pytest.raises(InputError, match="same model"):
-        train_run(distill_config(runs["la"], runs["gce"], None, ["method.params.init=noise", "model.name=mlp"]), tmp_path / "c")
+        train_run(distill_config(runs["la"], runs["gce"], None, ["method.params.init=noise", "model.name=small_cnn"]), tmp_path / "c")
+    assert not any((tmp_path / d).exists() for d in "abco")  # refused before a run directory was made
     cfg = distill_config(runs["la"], runs["gce"], None, ["method.params.init=noise", "optim.epochs=1"])
     assert train_run(cfg, tmp_path / "d")["last"]["top1"] > 0.1
 

@@ -18,7 +18,7 @@ def test_each_role_runs_and_feeds_dsink(tmp_path, capsys):
     # imbalance role (with its own head), and a two-network combined method as f_N
     for method in ("ldam_drw", "coteaching_la"):
         out = tmp_path / method
-        assert main(["train", "--method", method, *_sets(), "--out", str(out), "-q"]) == 0
+        assert main(["train", "--method", method, *_sets(["model.width=16"]), "--out", str(out), "-q"]) == 0
         rep = json.loads((out / "eval.json").read_text())
         assert rep["method"] == method and 0.1 < rep["last"]["top1"] <= 1
         with np.load(out / "predictions.npz") as z:
@@ -32,7 +32,8 @@ def test_each_role_runs_and_feeds_dsink(tmp_path, capsys):
 
 
 def test_dividemix_resampling_and_the_average_baseline(tmp_path, capsys):
-    runs = {"cb_drs": ["method.params.drw_start=0.5"], "dividemix": ["method.params.warmup_epochs=1"]}
+    runs = {"cb_drs": ["method.params.drw_start=0.5", "model.name=mlp"],
+            "dividemix": ["method.params.warmup_epochs=1", "model.name=mlp"]}
     for method, extra in runs.items():
         out = tmp_path / method
         assert main(["train", "--method", method, *_sets(extra), "--out", str(out), "-q"]) == 0

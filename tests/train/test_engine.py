@@ -33,7 +33,7 @@ def test_smoke_run_writes_the_run_directory_contract(tmp_path, fmnist_small):
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, fmnist_small):
-    over = fmnist_small + ["optim.epochs=3", "data.n_max=150"]
+    over = fmnist_small + ["optim.epochs=3", "data.n_max=150", "model.width=16"]
     full, part = tmp_path / "full", tmp_path / "part"
     train_run(load_config(None, over), full)
     assert train_run(load_config(None, over), part, stop_after=1) is None
@@ -53,12 +53,12 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, fmnist_small)
 
 def test_finished_runs_are_protected_and_configs_checked(tmp_path, fmnist_small):
     run = tmp_path / "r"
-    cfg = load_config(None, fmnist_small + ["optim.epochs=1", "data.n_max=100"])
+    cfg = load_config(None, fmnist_small + ["optim.epochs=1", "data.n_max=100", "model.width=16"])
     train_run(cfg, run)
     before = (run / "checkpoints/last.pt").read_bytes()
     with pytest.raises(InputError, match="finished; pass --force"):
         train_run(cfg, run)
-    other = load_config(None, fmnist_small + ["optim.epochs=1", "data.n_max=100", "optim.lr=0.3"])
+    other = load_config(None, fmnist_small + ["optim.epochs=1", "data.n_max=100", "model.width=16", "optim.lr=0.3"])
     with pytest.raises(InputError, match="differs in optim.lr"):
         train_run(other, run, resume=True)
     assert (run / "checkpoints/last.pt").read_bytes() == before  # nothing overwritten
