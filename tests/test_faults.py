@@ -292,3 +292,19 @@ def test_run_files_follow_the_umask(tmp_path, data, mask, mode):
         os.umask(old)
     for name in ("config.yaml", "run.json", "metrics.jsonl", "eval.json", "predictions.npz", "checkpoints/last.pt"):
         assert (tmp_path / "run" / name).stat().st_mode & 0o777 == mode, name
+
+
+def test_write_errors_name_the_file_being_written(tmp_path):
+    from dsink.fileio import atomic_write
+
+    def disk_full(f):
+        raise OSError(errno.ENOSPC, "No space left on device")  # what a failed write() raises: no file name
+
+    def torch_full(f):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/0")
+
+    for write, code in ((disk_full, errno.ENOSPC), (torch_full, errno.EIO)):
+        with pytest.raises(OSError) as e:
+            atomic_write(tmp_path / "x.bin", write)
+        assert e.value.errno == code and e.value.filename == str(tmp_path / "x.bin")
+    assert list(tmp_path.iterdir()) == []  # no temporary left behind

@@ -4,6 +4,8 @@ the file and how to regenerate it, never a traceback of the parser underneath.""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -26,18 +28,43 @@ def atomic_write(path: Path, write) -> None:
     0600 of a temporary file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with _naming(path):
+            os.fchmod(fd, 0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def _naming(path: Path):
+    """Give an operating-system error raised while writing ``path`` the path it lacks (a failed ``write``
+    names no file), and turn torch's "file write failed" RuntimeError into the OSError it stands for."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None or Path(str(e.filename)).name.startswith(f".{path.name}."):  # none, or our temporary
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+        raise
+    except RuntimeError as e:
+        if "write failed" in str(e) or "failed writing" in str(e):
+            raise OSError(errno.EIO, "writing failed (is the disk full?)", str(path)) from e
+        raise
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append ``text`` to ``path`` (an error names the file)."""
+    with _naming(Path(path)), open(path, "a") as f:
+        f.write(text)
+        f.flush()
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -25,6 +25,7 @@ from ..data import DataBundle
 from ..errors import InputError, TrainingError, check_choice
 from ..methods import MethodContext, build_method
 from ..models import build_model
+from ..fileio import append_text
 from .augment import InputPipeline
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -328,8 +329,7 @@ class Trainer:
                 self.best = {"val_acc": row["val_acc"], "epoch": self.epoch}
             rows.append(row)
             if main:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                append_text(metrics_path, json.dumps(row) + "\n")
                 state = self.state_dict()
                 if improved:
                     save_checkpoint({k: state[k] for k in ("epoch", "models", "config", "data_fingerprint")}, ck / "best.pt")
