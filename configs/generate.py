@@ -25,7 +25,7 @@ CIFAR_RECIPE = {
               "epochs": 200, "schedule": "multistep", "milestones": [160, 180], "gamma": 0.1, "warmup_epochs": 5},
     "train": {"device": "auto", "amp": True, "augment": True},
     "pipeline": {"imbalance": {"name": "la"}, "noise": {"name": "coteaching"}, "baselines": ["ce"],
-                 "combined": ["average", "coteaching_la"], "seeds": [0]},
+                 "combined": ["average", "kd", "coteaching_la"], "seeds": [0]},
 }
 CPU_RECIPE = {**pipeline.CPU_RECIPE, "pipeline": {**pipeline.CPU_RECIPE["pipeline"], "seeds": [0, 1, 2]}}
 

@@ -19,14 +19,14 @@ def _sets(extra=()):
 
 def test_run_writes_table_and_reuses_runs(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["run", *_sets(["pipeline.combined=[average,gce_bs]"]), "--epochs", "1", "--seeds", "0", "1",
+    args = ["run", *_sets(["pipeline.combined=[average,kd]", "pipeline.target.alpha=0.5"]), "--epochs", "1", "--seeds", "0", "1",
             "--out", "res", "-q"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "[12/12]" in out and "| D-SINK | target |" in out
     res = json.loads((tmp_path / "res" / "results.json").read_text())
     methods = [r["method"] for r in res["rows"]]
-    assert methods == ["ce", "f_L (la)", "f_N (gce)", "average (f_L + f_N)", "gce_bs", "D-SINK"]
+    assert methods == ["ce", "f_L (la)", "f_N (gce)", "average (f_L + f_N)", "kd", "D-SINK"]
     for r in res["rows"]:
         assert r["seeds"] == [0, 1] and len(set(r["runs"])) == 2
         assert 0 <= r["top1"] <= 1 and r["top1_std"] >= 0 and r["correction_rate"] is not None
@@ -43,6 +43,10 @@ def test_run_writes_table_and_reuses_runs(tmp_path, capsys, monkeypatch):
     d0 = res["rows"][-1]["runs"][0]
     params = json.loads(json.dumps(__import__("yaml").safe_load((tmp_path / d0 / "config.yaml").read_text())))["method"]["params"]
     assert params["imbalance_run"] == res["rows"][1]["runs"][0] and params["noise_run"] == res["rows"][2]["runs"][0]
+    # kd distils the same seed's auxiliaries with the target's shared settings (alpha), and nothing of the transport
+    k0 = __import__("yaml").safe_load((tmp_path / res["rows"][4]["runs"][0] / "config.yaml").read_text())["method"]
+    assert k0["name"] == "kd" and k0["params"]["alpha"] == params["alpha"] == 0.5 and "eps" not in k0["params"]
+    assert (k0["params"]["imbalance_run"], k0["params"]["noise_run"]) == (params["imbalance_run"], params["noise_run"])
     # a second call trains nothing: every checkpoint stays as it was
     ckpts = sorted((tmp_path / "runs" / "cache").glob("*/checkpoints/last.pt"))
     before = {p: p.stat().st_mtime_ns for p in ckpts}

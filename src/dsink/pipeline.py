@@ -8,7 +8,8 @@ plus a ``pipeline`` section naming what to train and compare::
       noise: {name: gce}               # f_N
       target: {}                       # D-SINK's method.params (the runs above are filled in)
       baselines: [ce]                  # single methods trained for comparison
-      combined: [average]              # naive combinations: "average" (of f_L and f_N) or registry methods
+      combined: [average, kd]          # naive combinations: "average" (of f_L and f_N), "kd" (that average
+                                       # distilled into one model) or other registry methods
       seeds: [0]                       # training seeds; the table shows mean +- std over them
       overrides: {target: {optim: {epochs: 20}}}   # per-role changes (baseline/imbalance/noise/combined/target)
       out: null                        # default runs/pipeline-<hash>
@@ -53,7 +54,7 @@ CPU_RECIPE: dict[str, Any] = {
               "schedule": "constant"},
     "train": {"augment": False, "track_correction": True},
     "pipeline": {"imbalance": {"name": "la"}, "noise": {"name": "gce"}, "baselines": ["ce"],
-                 "combined": ["average"], "seeds": [0]},
+                 "combined": ["average", "kd"], "seeds": [0]},
 }
 METRICS = ("top1", "macro_f1", "many_acc", "medium_acc", "few_acc")
 
@@ -66,7 +67,7 @@ class PipelineConfig:
     noise: MethodConfig = field(default_factory=lambda: MethodConfig(name="gce"))
     target: dict[str, Any] = field(default_factory=dict)
     baselines: list[str] = field(default_factory=lambda: ["ce"])
-    combined: list[str] = field(default_factory=lambda: ["average"])
+    combined: list[str] = field(default_factory=lambda: ["average", "kd"])
     seeds: list[int] = field(default_factory=lambda: [0])
     overrides: dict[str, Any] = field(default_factory=dict)
     out: str | None = None
@@ -110,6 +111,20 @@ def _role_config(base: RunConfig, pipe: PipelineConfig, role: str, method: Metho
     d = _merge(d, pipe.overrides.get(role) or {})
     d["train"]["seed"] = seed
     return resolve_config(config_from_dict(d))
+
+
+def _from_auxiliaries(name: str, target: dict[str, Any], fl: Path, fn: Path) -> dict[str, Any]:
+    """Params of a combined method: for one that distils the auxiliaries (``kd``), their run directories and
+    the target's settings of what it shares with D-SINK (alpha, base loss), so that the two differ only in
+    how the soft target is made; nothing for the others."""
+    from .methods import METHODS
+    from .methods.dsink import DistillParams
+
+    params = METHODS[name].Params
+    if not (dataclasses.is_dataclass(params) and issubclass(params, DistillParams)):
+        return {}
+    shared = {f.name for f in dataclasses.fields(DistillParams)}
+    return {**{k: v for k, v in target.items() if k in shared}, "imbalance_run": str(fl), "noise_run": str(fn)}
 
 
 def _cache_dir(cfg: RunConfig, cache: Path) -> Path:
@@ -165,17 +180,18 @@ def run_pipeline(base: RunConfig, pipe: PipelineConfig, *, progress: bool = Fals
         per_seed["imbalance"] = Job(f"f_L ({pipe.imbalance.name})", "imbalance", seed,
                                     _role_config(base, pipe, "imbalance", pipe.imbalance, seed))
         per_seed["noise"] = Job(f"f_N ({pipe.noise.name})", "noise", seed, _role_config(base, pipe, "noise", pipe.noise, seed))
-        for name in pipe.combined:
-            cfg = None if name == "average" else _role_config(base, pipe, "combined", MethodConfig(name=name), seed)
-            label = "average (f_L + f_N)" if name == "average" else name
-            per_seed[f"combined:{name}"] = Job(label, "combined", seed, cfg)
         for j in per_seed.values():
-            if j.cfg is not None:
-                j.run_dir = _cache_dir(j.cfg, cache)
+            j.run_dir = _cache_dir(j.cfg, cache)
         fl, fn = per_seed["imbalance"].run_dir, per_seed["noise"].run_dir
         for name in pipe.combined:
             if name == "average":
-                per_seed[f"combined:{name}"].run_dir = cache / f"average-{fl.name}-{fn.name}"
+                per_seed[f"combined:{name}"] = Job("average (f_L + f_N)", "combined", seed, None,
+                                                   cache / f"average-{fl.name}-{fn.name}")
+                continue
+            method = MethodConfig(name=name, params=_from_auxiliaries(name, pipe.target, fl, fn))
+            job = Job(name, "combined", seed, _role_config(base, pipe, "combined", method, seed))
+            job.run_dir = _cache_dir(job.cfg, cache)
+            per_seed[f"combined:{name}"] = job
         target = MethodConfig(name="dsink", params={**pipe.target, "imbalance_run": str(fl), "noise_run": str(fn)})
         tj = Job("D-SINK", "target", seed, _role_config(base, pipe, "target", target, seed))
         tj.run_dir = _cache_dir(tj.cfg, cache)

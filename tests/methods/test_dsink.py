@@ -99,3 +99,36 @@ def test_distill_cli(tmp_path, aux, capsys):
     assert cfg.optim.epochs == 1 and cfg.method.params["alpha"] == 0.5 and cfg.method.params["class_totals"] == "argmax"
     assert main(["distill", "--imbalance-run", str(tmp_path / "none"), "--noise-run", str(runs["gce"])]) == 2
     assert "is not a dsink run directory" in capsys.readouterr().err
+
+
+def test_kd_distils_the_fixed_average_of_the_auxiliaries(tmp_path, aux):
+    """kd: Q = w f_L + (1 - w) f_N, fixed; the loss is L_Base + alpha * CE_soft(Q, f), as in D-SINK."""
+    import dataclasses
+
+    from dsink.config import MethodConfig
+    from dsink.methods import MethodContext, build_method
+    from dsink.train.rundir import read_predictions
+
+    runs, _ = aux
+    pl, pn = (torch.as_tensor(read_predictions(runs[m])["train_probs"]) for m in ("la", "gce"))
+    fp = json.loads((runs["gce"] / "eval.json").read_text())["data_fingerprint"]
+    ctx = MethodContext(num_classes=10, class_counts=np.ones(10), num_train=len(pl), epochs=1,
+                        device=torch.device("cpu"), noise_rate=0.3, fingerprint=fp)
+    params = {"imbalance_run": str(runs["la"]), "noise_run": str(runs["gce"]), "weight": 0.3, "alpha": 2.0,
+              "base_loss": "none"}
+    kd = build_method(MethodConfig(name="kd", params=params), ctx)
+    assert torch.allclose(kd.Q, 0.3 * pl + 0.7 * pn) and torch.allclose(kd.Q.sum(1), torch.ones(len(pl)), atol=1e-5)
+    net = torch.nn.Linear(4, 10)
+    x, idx = torch.randn(6, 4), torch.arange(6)
+    out = kd.training_step({"net": net}, x, torch.zeros(6, dtype=torch.long), idx, 0)
+    want = -(kd.Q[idx] * torch.log_softmax(net(x), 1)).sum(1).mean() * 2.0
+    assert torch.allclose(out["loss"], want)
+    with pytest.raises(InputError, match="weight must be in"):
+        build_method(MethodConfig(name="kd", params={**params, "weight": 1.5}), ctx)
+    with pytest.raises(InputError, match="differs from both auxiliaries"):
+        build_method(MethodConfig(name="kd", params=params), dataclasses.replace(ctx, fingerprint="other"))
+    # and as a run: trains, evaluates, logs the share of labels Q disagrees with
+    cfg = distill_config(runs["la"], runs["gce"], None, ["method.name=kd", "optim.epochs=1"])
+    report = train_run(cfg, tmp_path / "kd")
+    row = json.loads((tmp_path / "kd" / "metrics.jsonl").read_text().splitlines()[0])
+    assert 0 <= row["q_disagree"] <= 1 and np.isfinite(row["distill_loss"]) and 0.1 < report["last"]["top1"] <= 1

@@ -42,7 +42,7 @@ def _aux_runs(tmp_path):
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_one_step_every_method(name, tmp_path):
     params = {}
-    if name == "dsink":
+    if name in ("dsink", "kd"):
         fl, fn = _aux_runs(tmp_path)
         params = {"imbalance_run": fl, "noise_run": fn}
     if name == "dividemix":

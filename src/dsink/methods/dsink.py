@@ -1,4 +1,5 @@
-"""D-SINK: distil an imbalance-robust f_L and a noise-robust f_N into the target f via Sinkhorn surrogate labels.
+"""D-SINK: distil an imbalance-robust f_L and a noise-robust f_N into the target f via Sinkhorn surrogate labels
+(and ``kd``, the same distillation from the plain average of f_L and f_N, without the transport step).
 
 Each refresh (outer step) solves, over the whole training set,
 ``min_Q sum_i KL(q_i || f_N(x_i)) + KL(q_i || f(x_i))`` with class totals from f_L (SPEC §1);
@@ -27,8 +28,9 @@ BASE_LOSSES = ("none", "ce", "la", "gce")
 
 
 @dataclass
-class DSinkParams:
-    """D-SINK knobs; every choice SPEC §1 leaves open. Defaults and their evidence: docs/dsink.md."""
+class DistillParams:
+    """What every distillation from f_L and f_N shares (D-SINK and ``kd``): the two runs, the weight of the
+    distillation term and the base loss on the noisy labels."""
 
     imbalance_run: str = ""  # run directory of f_L
     noise_run: str = ""  # run directory of f_N
@@ -36,6 +38,12 @@ class DSinkParams:
     base_loss: str = "ce"  # L_Base: none | ce | la (logit-adjusted CE) | gce (on the noisy labels)
     tau: float = 1.0  # logit-adjustment strength for base_loss=la
     gce_q: float = 0.7  # q for base_loss=gce
+
+
+@dataclass
+class DSinkParams(DistillParams):
+    """D-SINK knobs; every choice SPEC §1 leaves open. Defaults and their evidence: docs/dsink.md."""
+
     class_totals: str = "argmax"  # class totals from f_L: soft (sum of probabilities) | argmax (counts)
     refresh_every: int = 1  # epochs between Sinkhorn refreshes of Q
     target_probs: str = "eval"  # f's probabilities for Q: eval (separate pass) | train (last training pass)
@@ -82,8 +90,73 @@ def load_aux_probs(imbalance_run: str, noise_run: str, fingerprint: str, *,
     return probs["imbalance"], probs["noise"]
 
 
+class _Distill(Method):
+    """A target trained with ``L_Base + alpha * CE_soft(Q, f)`` from f_L's and f_N's saved training-set
+    probabilities; subclasses say how Q is made."""
+
+    def __init__(self, params: DistillParams, ctx):
+        super().__init__(params, ctx)
+        p = params
+        check_choice(p.base_loss, BASE_LOSSES, "base loss")
+        if p.alpha < 0:
+            raise InputError(f"method.params.alpha must be >= 0, got {p.alpha}")
+        p_imb, p_noise = load_aux_probs(p.imbalance_run, p.noise_run, ctx.fingerprint,
+                                        allow_unfinished=ctx.allow_unfinished_runs)
+        if p_imb.shape != (ctx.num_train, ctx.num_classes) or p_noise.shape != p_imb.shape:
+            raise InputError(f"auxiliary predictions have shapes {p_imb.shape} and {p_noise.shape}, the target's training "
+                             f"set needs ({ctx.num_train}, {ctx.num_classes}); evaluate the auxiliaries again (dsink eval)")
+        self.p_imb = torch.as_tensor(p_imb, device=ctx.device).float()
+        self.p_noise = torch.as_tensor(p_noise, device=ctx.device).float()
+        self.Q: torch.Tensor | None = None
+
+    def base_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """L_Base on the noisy labels."""
+        p = self.p
+        if p.base_loss == "none":
+            return torch.zeros((), device=logits.device)
+        if p.base_loss == "ce":
+            return F.cross_entropy(logits.float(), y)
+        if p.base_loss == "la":
+            return logit_adjusted_ce(logits, y, self.log_prior, p.tau)
+        return gce(logits, y, p.gce_q)
+
+    def training_step(self, models, x, y, idx, epoch):
+        logits = models["net"](x)
+        distill = soft_ce(logits, self.Q[idx])
+        base = self.base_loss(logits, y)
+        return {"loss": base + self.p.alpha * distill, "base_loss": base.detach(), "distill_loss": distill.detach(),
+                "logits": logits}
+
+
+@dataclass
+class KDParams(DistillParams):
+    """Distillation of the naive average: Q = weight * f_L + (1 - weight) * f_N, fixed."""
+
+    weight: float = 0.5  # share of f_L in Q (the naive average's 0.5)
+
+
 @register_method
-class DSink(Method):
+class KD(_Distill):
+    """Distil the naive average of f_L and f_N into one model: D-SINK without the transport step, the rung
+    that isolates what the optimal transport adds."""
+
+    name = "kd"
+    role = "combined"
+    description = "distil the average of f_L and f_N into one model (D-SINK without the transport step)"
+    Params = KDParams
+
+    def __init__(self, params: KDParams, ctx):
+        if not 0.0 <= params.weight <= 1.0:
+            raise InputError(f"method.params.weight must be in [0, 1] (the share of f_L), got {params.weight}")
+        super().__init__(params, ctx)
+        self.Q = params.weight * self.p_imb + (1.0 - params.weight) * self.p_noise
+
+    def on_epoch_start(self, epoch, trainer):
+        return {"q_disagree": float((self.Q.argmax(1) != trainer.train_y).float().mean())} if epoch == 0 else {}
+
+
+@register_method
+class DSink(_Distill):
     """Dual-granularity Sinkhorn distillation (Hong et al., arXiv 2510.08179)."""
 
     name = "dsink"
@@ -92,9 +165,7 @@ class DSink(Method):
     Params = DSinkParams
 
     def __init__(self, params: DSinkParams, ctx):
-        super().__init__(params, ctx)
         p = params
-        check_choice(p.base_loss, BASE_LOSSES, "base loss")
         check_choice(p.class_totals, CLASS_TOTALS, "class_totals")
         check_choice(p.target_probs, ("eval", "train"), "target_probs")
         check_choice(p.init, ("scratch", "noise"), "init")
@@ -103,17 +174,9 @@ class DSink(Method):
             raise InputError("D-SINK needs alpha >= 0, refresh_every >= 1 and eps > 0")
         if not 0 <= p.omega < 2 or 0 < p.omega < 1:
             raise InputError(f"method.params.omega must be 0 (adaptive), 1 (plain Sinkhorn) or in (1, 2), got {p.omega}")
-        dev = ctx.device
-        p_imb, p_noise = load_aux_probs(p.imbalance_run, p.noise_run, ctx.fingerprint,
-                                        allow_unfinished=ctx.allow_unfinished_runs)
-        if p_imb.shape != (ctx.num_train, ctx.num_classes) or p_noise.shape != p_imb.shape:
-            raise InputError(f"auxiliary predictions have shapes {p_imb.shape} and {p_noise.shape}, the target's training "
-                             f"set needs ({ctx.num_train}, {ctx.num_classes}); evaluate the auxiliaries again (dsink eval)")
-        self.p_imb = torch.as_tensor(p_imb, device=dev).float()
-        self.p_noise = torch.as_tensor(p_noise, device=dev).float()
-        self.Q: torch.Tensor | None = None
+        super().__init__(params, ctx)
         self.log_v: torch.Tensor | None = None  # class potentials of the last refresh (warm start)
-        self.train_pass = torch.full((ctx.num_train, ctx.num_classes), 1.0 / ctx.num_classes, device=dev)
+        self.train_pass = torch.full((ctx.num_train, ctx.num_classes), 1.0 / ctx.num_classes, device=ctx.device)
 
     def build_models(self, make_model):
         models = super().build_models(make_model)
@@ -158,21 +221,10 @@ class DSink(Method):
         return {"sinkhorn_iters": res.iterations, "sinkhorn_error": res.marginal_error, "q_disagree": disagree}
 
     def training_step(self, models, x, y, idx, epoch):
-        logits = models["net"](x)
-        distill = soft_ce(logits, self.Q[idx])
-        p = self.p
-        if p.base_loss == "none":
-            base = torch.zeros((), device=logits.device)
-        elif p.base_loss == "ce":
-            base = F.cross_entropy(logits.float(), y)
-        elif p.base_loss == "la":
-            base = logit_adjusted_ce(logits, y, self.log_prior, p.tau)
-        else:
-            base = gce(logits, y, p.gce_q)
-        if p.target_probs == "train":
-            self.train_pass[idx] = logits.detach().float().softmax(1)
-        return {"loss": base + p.alpha * distill, "base_loss": base.detach(), "distill_loss": distill.detach(),
-                "logits": logits}
+        out = super().training_step(models, x, y, idx, epoch)
+        if self.p.target_probs == "train":
+            self.train_pass[idx] = out["logits"].detach().float().softmax(1)
+        return out
 
     def state_dict(self):
         return {"Q": self.Q, "train_pass": self.train_pass, "log_v": self.log_v}
