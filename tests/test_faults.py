@@ -122,7 +122,7 @@ def test_two_pipelines_sharing_a_cache_wait_for_each_other_and_agree(tmp_path, d
     tables = [(tmp_path / f"p{i}" / "results.md").read_text() for i in range(2)]
     assert tables[0] == tables[1]
     runs = [d for d in (tmp_path / "cache").iterdir() if (d / "metrics.jsonl").exists()]
-    assert len(runs) == 4  # ce, la, gce, dsink: each trained once
+    assert len(runs) == 5  # ce, la, gce, kd, dsink: each trained once
     for d in runs:
         assert len((d / "metrics.jsonl").read_text().splitlines()) == 3 and _status(d) == "finished"
 
