@@ -200,6 +200,11 @@ def test_truncated_auxiliary_predictions_exit_2_naming_the_file(tmp_path, data, 
                      "--out", str(tmp_path / "d"), "-q")
     assert code == 2 and str(preds) in err and "corrupt or truncated" in err and "dsink eval" in err
     assert not (tmp_path / "d").exists()
+    with open(preds, "wb") as f:  # a plain .npy array where the archive should be
+        np.save(f, np.zeros((3, 2)))
+    code, err = _cli(capsys, "distill", "--imbalance-run", str(tmp_path / "la"), "--noise-run", str(tmp_path / "gce"),
+                     "--out", str(tmp_path / "d"), "-q")
+    assert code == 2 and "not an .npz archive" in err and "dsink eval" in err
     (tmp_path / "gce" / "eval.json").write_text('{"last": ')
     code, err = _cli(capsys, "average", "--imbalance-run", str(tmp_path / "la"), "--noise-run", str(tmp_path / "gce"),
                      "--out", str(tmp_path / "avg"))

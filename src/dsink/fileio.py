@@ -95,24 +95,39 @@ def read_json(path: Path, fix: str) -> dict[str, Any]:
     return data
 
 
-def read_npz(path: Path, fix: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The arrays of an ``.npz`` file (no pickles), checked to hold ``required``."""
+def read_npz(path: Path, fix: str, required: tuple[str, ...] = (), what: str = "") -> dict[str, Any]:
+    """The arrays of an ``.npz`` file, checked to hold ``required``; ``what`` names the file in messages.
+
+    Refused with an :class:`InputError` ending in ``fix``: a missing file, a damaged archive, a plain ``.npy``
+    array, and arrays of Python objects (never unpickled). Operating-system errors (permissions, I/O) pass
+    through as ``OSError``.
+    """
     import zipfile
     import zlib
 
     import numpy as np
 
     path = Path(path)
+    where = f"{what} {str(path)!r}" if what else repr(str(path))
     if not path.is_file():
-        raise InputError(f"{str(path)!r} not found; {fix}")
+        raise InputError(f"{where} not found; {fix}")
+    key = None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        z = np.load(path, allow_pickle=False)
+        if not hasattr(z, "files"):
+            raise InputError(f"{where} holds a single array, not an .npz archive; {fix}")
+        arrays = {}
+        with z:
+            for key in z.files:
+                arrays[key] = z[key]
     except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ValueError, OSError) as e:
-        if isinstance(e, OSError) and not isinstance(e, zipfile.BadZipFile) and e.errno is not None:
+        if isinstance(e, OSError) and e.errno is not None:
             raise  # an operating-system error (permissions, I/O), not a damaged file
-        raise InputError(f"{str(path)!r} is corrupt or truncated ({type(e).__name__}: {e}); {fix}") from None
+        if isinstance(e, ValueError) and "allow_pickle" in str(e) and key is not None:  # an object array inside
+            raise InputError(f"{where}: array {key!r} holds Python objects (dtype object), which are not loaded for "
+                             f"safety; store numbers and integer class indices instead; {fix}") from None
+        raise InputError(f"{where} cannot be read: corrupt or truncated ({type(e).__name__}: {e}); {fix}") from None
     missing = [k for k in required if k not in arrays]
     if missing:
-        raise InputError(f"{str(path)!r} lacks {', '.join(missing)}; {fix}")
+        raise InputError(f"{where} lacks {', '.join(missing)}; {fix}")
     return arrays

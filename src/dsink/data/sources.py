@@ -13,7 +13,6 @@ import logging
 import os
 import pickle
 import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -368,48 +367,20 @@ def find_cifar_n(dataset: str, path: str | None, download: bool) -> Path:
 
 
 # --------------------------------------------------------------------------- user data
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    where = f"npz file {str(path)!r}"
-    try:
-        z = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{where} not found; set data.root to the .npz file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as e:
-        raise InputError(f"{where} cannot be read ({e}); is it a valid .npz?") from None
-    if not hasattr(z, "files"):  # a plain .npy array
-        raise InputError(
-            f"{where} holds a single array, not an .npz archive; save it with "
-            "np.savez(path, X=..., y=..., X_test=..., y_test=...)"
-        )
-    arrays = {}
-    with z:
-        for k in z.files:
-            try:
-                arrays[k] = z[k]
-            except ValueError as e:
-                if "allow_pickle" in str(e):
-                    raise InputError(
-                        f"{where}: array {k!r} holds Python objects (dtype object), which are not loaded "
-                        "for safety; save features as a numeric array and labels as integer class indices"
-                    ) from None
-                raise InputError(f"{where} cannot be read ({e}); is it a valid .npz?") from None
-            except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as e:
-                raise InputError(f"{where} cannot be read ({e}); is it a valid .npz?") from None
-    return arrays
-
-
 def load_npz(path: str | Path) -> Source:
     """Features from an ``.npz`` with ``X``, ``y`` (given labels), ``X_test``, ``y_test`` and optionally ``y_true``.
 
     ``X`` and ``X_test`` are numeric (N, D) arrays; labels are integer class indices ``0..K-1``
     (floats holding whole numbers are accepted) and ``K`` is the largest label plus one.
     """
+    from ..fileio import read_npz
+
     path = Path(path)
     where = f"npz file {str(path)!r}"
-    arrays = _read_npz(path)
-    missing = [k for k in ("X", "y", "X_test", "y_test") if k not in arrays]
-    if missing:
-        raise InputError(f"{where} lacks {', '.join(missing)}; it needs X, y, X_test, y_test (y_true optional)")
+    if not path.is_file():
+        raise InputError(f"{where} not found; set data.root to the .npz file")
+    arrays = read_npz(path, "it needs X, y, X_test, y_test (y_true optional): save them with "
+                      "np.savez(path, X=..., y=..., X_test=..., y_test=...)", ("X", "y", "X_test", "y_test"), "npz file")
     X, Xt = arrays["X"], arrays["X_test"]
     for key, a in (("X", X), ("X_test", Xt)):
         if a.dtype.kind not in "biuf":
