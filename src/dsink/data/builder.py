@@ -21,7 +21,7 @@ from ..config import DataConfig
 from ..errors import InputError
 from .longtail import longtail_counts, longtail_indices
 from .noise import canonical_noise_mode, check_labels, inject_noise, noise_report
-from .sources import CIFAR_N_LABEL_SETS, Source, default_cache_dir, find_cifar_n, load_cifar_n, load_source
+from .sources import CIFAR_N_LABEL_SETS, Source, default_cache_dir, few, find_cifar_n, load_cifar_n, load_source
 
 log = logging.getLogger(__name__)
 
@@ -200,12 +200,10 @@ def build_data(cfg: DataConfig) -> DataBundle:
     idx = ls.indices
     unseen = np.flatnonzero(np.bincount(ls.noisy[tr], minlength=src.num_classes) == 0)
     if unseen.size:
-        shown = ", ".join(str(int(c)) for c in unseen[:8])
-        shown += f", ... ({unseen.size - 8} more)" if unseen.size > 8 else ""
         warnings.warn(
             f"after long-tail subsampling, label noise and the validation split, no training sample is labelled "
-            f"class {shown}; the model cannot learn to predict it; lower data.noise_rate or data.imbalance_ratio, "
-            "or raise data.n_max",
+            f"class {few(int(c) for c in unseen)}; the model cannot learn to predict it; lower data.noise_rate or "
+            "data.imbalance_ratio, or raise data.n_max",
             UserWarning,
             stacklevel=2,
         )

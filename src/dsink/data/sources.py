@@ -67,7 +67,7 @@ class Source:
         return tuple(self.train_x.shape[1:])
 
 
-def _few(values, limit: int = 8) -> str:
+def few(values, limit: int = 8) -> str:
     """``values`` as a short comma-separated list (the first ``limit``, then how many more)."""
     values = [str(v) for v in values]
     head = ", ".join(values[:limit])
@@ -93,7 +93,7 @@ def check_source(src: Source, where: str, *, index_labels: bool = True) -> Sourc
         raise InputError(f"{where}: the test split is empty; add a clean labelled test set")
 
     def names(idx) -> str:
-        return _few(int(i) for i in idx) if index_labels else _few(repr(src.class_names[i]) for i in idx)
+        return few(int(i) for i in idx) if index_labels else few(repr(src.class_names[i]) for i in idx)
 
     counts = np.bincount(y, minlength=k)
     present = np.flatnonzero(counts)

@@ -42,7 +42,7 @@ def average_runs(imbalance_run: str | Path, noise_run: str | Path, out: str | Pa
     """
     import contextlib
 
-    from ..train.rundir import read_eval, require_finished, run_lock
+    from ..train.rundir import holds_files, read_eval, require_finished, run_lock
 
     if not 0.0 <= weight <= 1.0:
         raise InputError(f"weight must be in [0, 1] (the share of the imbalance run), got {weight}")
@@ -59,18 +59,16 @@ def average_runs(imbalance_run: str | Path, noise_run: str | Path, out: str | Pa
             raise InputError("the imbalance and noise runs were made on different data (other subsample, noise, split "
                              "or seed); average runs trained with the same data config")
         preds = {k: load_predictions(p) for k, p in runs.items()}
-        if out.is_dir() and any(out.iterdir()) and not is_average_run(out) and not (out / "config.yaml").exists():
+        if holds_files(out) and not is_average_run(out) and not (out / "config.yaml").exists():
             raise InputError(f"{str(out)!r} exists and is not a dsink run directory; choose another --out")
         stack.enter_context(run_lock(out, wait=wait, on_wait=on_wait))
         return _write_average(runs, info, preds, out, weight, force)
 
 
 def _write_average(runs, info, preds, out: Path, weight: float, force: bool) -> dict[str, Any]:
-    from ..train.rundir import LOCK_NAME, RUN_FILES, write_status
+    from ..train.rundir import RUN_FILES, holds_files, write_status
 
-    if any(p.name != LOCK_NAME for p in out.iterdir()):
-        if not is_average_run(out) and not (out / "config.yaml").exists():
-            raise InputError(f"{str(out)!r} exists and is not a dsink run directory; choose another --out")
+    if holds_files(out):  # a dsink run (checked before the lock was taken)
         if not force:
             raise InputError(f"run {str(out)!r} exists; pass --force to overwrite it or choose another --out")
         for name in RUN_FILES:

@@ -16,7 +16,7 @@ from ..eval.evaluate import evaluate_trainer
 from ..methods.base import METHODS, method_params_dict
 from ..models import MODELS
 from .engine import OPTIMIZERS, Trainer, resolve_device
-from .rundir import load_run_config, prepare_run_dir, run_lock, write_status
+from .rundir import load_run_config, prepare_run_dir, run_lock, run_state, write_status
 from .schedule import SCHEDULES
 
 log = logging.getLogger(__name__)
@@ -153,8 +153,6 @@ def evaluate_run(run_dir: str | Path, *, device: str | None = None, progress: bo
     """Re-evaluate a run directory from its ``config.yaml`` and ``checkpoints/last.pt`` (an average run of
     :func:`dsink.eval.combine.average_runs` is recomputed from its two source runs)."""
     from ..eval.combine import is_average_run, reevaluate_average
-
-    from .rundir import run_state
 
     if is_average_run(run_dir):
         return reevaluate_average(run_dir)

@@ -118,6 +118,12 @@ def run_lock(run_dir: str | Path, *, shared: bool = False, wait: bool = False, p
         os.close(fd)  # releases the lock
 
 
+def holds_files(folder: str | Path) -> bool:
+    """True when ``folder`` is a directory holding anything besides its lock file."""
+    folder = Path(folder)
+    return folder.is_dir() and any(p.name != LOCK_NAME for p in folder.iterdir())
+
+
 def is_locked(run_dir: str | Path) -> bool:
     """True when a process (this one included) holds the exclusive lock of ``run_dir``."""
     run_dir = Path(run_dir)
@@ -261,7 +267,7 @@ def prepare_run_dir(run_dir: str | Path, cfg: RunConfig, *, resume: bool, force:
             raise InputError(
                 f"run {str(run_dir)!r} exists and is unfinished; pass --resume to continue it or --force to restart it"
             )
-    elif run_dir.exists() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+    elif run_dir.exists() and (not run_dir.is_dir() or holds_files(run_dir)):
         raise InputError(f"{str(run_dir)!r} exists and is not a dsink run directory; choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
