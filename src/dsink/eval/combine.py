@@ -17,17 +17,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileio import atomic_write, atomic_write_text
+from ..train.rundir import AVERAGE_KIND, is_average_run
 from .evaluate import load_predictions
 from .metrics import classification_report, label_diagnostics
 
-KIND = "average"
-
-
-def is_average_run(run_dir: str | Path) -> bool:
-    """True for a run directory written by :func:`average_runs`."""
-    from ..train.rundir import read_status
-
-    return read_status(Path(run_dir)).get("kind") == KIND
+KIND = AVERAGE_KIND
 
 
 def average_runs(imbalance_run: str | Path, noise_run: str | Path, out: str | Path, *, weight: float = 0.5,

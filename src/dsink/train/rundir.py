@@ -27,6 +27,7 @@ from ..fileio import atomic_write_text, read_json, read_npz
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".lock"
+AVERAGE_KIND = "average"  # run.json "kind" of an average run (dsink average)
 _HELD: dict[str, bool] = {}  # run directories this process holds a lock on -> whether it is exclusive
 
 # Keys that change how a run executes, not what it computes: they may differ on resume.
@@ -167,10 +168,13 @@ def run_state(run_dir: str | Path) -> str:
     return status
 
 
+def is_average_run(run_dir: str | Path) -> bool:
+    """True for a run directory written by :func:`dsink.eval.combine.average_runs` (nothing trained, no config)."""
+    return read_status(Path(run_dir)).get("kind") == AVERAGE_KIND
+
+
 def require_finished(run_dir: str | Path, what: str, *, allow_unfinished: bool = False, switch: str = "") -> None:
     """Refuse (InputError) a run that has not finished training, unless ``allow_unfinished``: then warn."""
-    from ..eval.combine import is_average_run
-
     if is_average_run(run_dir):
         state = read_status(Path(run_dir)).get("status", "unknown")
     else:
