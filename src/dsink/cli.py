@@ -135,6 +135,8 @@ def cmd_run(args) -> int:
         over.append(f"pipeline.out={args.out}")
     if args.seeds:
         over.append(f"pipeline.seeds=[{','.join(str(s) for s in args.seeds)}]")
+    if args.vary_data_seed:
+        over.append("pipeline.vary_data_seed=true")
     for flag, key in (("epochs", "optim.epochs"), ("device", "train.device")):
         if getattr(args, flag) is not None:
             over.append(f"{key}={getattr(args, flag)}")
@@ -275,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "epochs; f_L = LA, f_N = GCE; seed 0).")
     _add_config_args(r)
     r.add_argument("--seeds", type=int, nargs="+", help="pipeline.seeds (training seeds)")
+    r.add_argument("--vary-data-seed", action="store_true",
+                   help="pipeline.vary_data_seed: each seed is also the data seed (subsample, noise, split)")
     r.add_argument("--epochs", type=int, help="optim.epochs for every model")
     r.add_argument("--device", help="train.device (auto, cpu, cuda, cuda:N)")
     r.add_argument("--out", help="pipeline.out: folder of the results (default runs/pipeline-<hash>)")

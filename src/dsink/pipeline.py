@@ -11,6 +11,7 @@ plus a ``pipeline`` section naming what to train and compare::
       combined: [average, kd]          # naive combinations: "average" (of f_L and f_N), "kd" (that average
                                        # distilled into one model) or other registry methods
       seeds: [0]                       # training seeds; the table shows mean +- std over them
+      vary_data_seed: false            # true: each seed is also the data seed (subsample, noise, split)
       overrides: {target: {optim: {epochs: 20}}}   # per-role changes (baseline/imbalance/noise/combined/target)
       out: null                        # default runs/pipeline-<hash>
       cache_dir: null                  # default runs/cache
@@ -69,6 +70,7 @@ class PipelineConfig:
     baselines: list[str] = field(default_factory=lambda: ["ce"])
     combined: list[str] = field(default_factory=lambda: ["average", "kd"])
     seeds: list[int] = field(default_factory=lambda: [0])
+    vary_data_seed: bool = False  # each seed is also data.data_seed, so the spread includes the data draw
     overrides: dict[str, Any] = field(default_factory=dict)
     out: str | None = None
     cache_dir: str | None = None
@@ -110,6 +112,8 @@ def _role_config(base: RunConfig, pipe: PipelineConfig, role: str, method: Metho
     d["method"] = {"name": method.name, "params": dict(method.params)}
     d = _merge(d, pipe.overrides.get(role) or {})
     d["train"]["seed"] = seed
+    if pipe.vary_data_seed:
+        d["data"]["data_seed"] = seed
     return resolve_config(config_from_dict(d))
 
 

@@ -20,11 +20,16 @@ import torch.nn.functional as F
 
 from ..errors import InputError, TrainingError, check_choice
 from ..losses import gce, logit_adjusted_ce, soft_ce
-from ..ot.surrogate import CLASS_TOTALS, surrogate_labels
+from ..ot.surrogate import class_totals_from, surrogate_labels
 from .base import Method, register_method
 
 log = logging.getLogger(__name__)
 BASE_LOSSES = ("none", "ce", "la", "gce")
+DISTILL_LOSSES = ("plain", "adjusted")
+# where the class totals come from: (model, how)
+TOTALS = {"soft": ("imbalance", "soft"), "argmax": ("imbalance", "argmax"),
+          "noise_soft": ("noise", "soft"), "noise_argmax": ("noise", "argmax")}
+COSTS = ("noise+target", "noise", "noise+imbalance+target")
 
 
 @dataclass
@@ -38,13 +43,19 @@ class DistillParams:
     base_loss: str = "ce"  # L_Base: none | ce | la (logit-adjusted CE) | gce (on the noisy labels)
     tau: float = 1.0  # logit-adjustment strength for base_loss=la
     gce_q: float = 0.7  # q for base_loss=gce
+    distill: str = "plain"  # plain: CE_soft(Q, f) | adjusted: CE_soft(Q, f + log pi), pi = Q's class shares,
+    #                         so f's own output is the balanced posterior (logit-adjusted distillation)
 
 
 @dataclass
 class DSinkParams(DistillParams):
     """D-SINK knobs; every choice SPEC §1 leaves open. Defaults and their evidence: docs/dsink.md."""
 
-    class_totals: str = "argmax"  # class totals from f_L: soft (sum of probabilities) | argmax (counts)
+    class_totals: str = "argmax"  # class totals: soft | argmax (f_L's probability sums | predicted-class counts),
+    #                               noise_soft | noise_argmax (the same from f_N)
+    cost: str = "noise+target"  # models in the transport cost: noise+target (the paper) | noise |
+    #                             noise+imbalance+target (f_L shifted to the totals' prior joins the kernel)
+    target_ema: float = 0.0  # f's probabilities in the cost: EMA over refreshes with this decay (0 = the live f)
     refresh_every: int = 1  # epochs between Sinkhorn refreshes of Q
     target_probs: str = "eval"  # f's probabilities for Q: eval (separate pass) | train (last training pass)
     init: str = "scratch"  # scratch | noise (start f from f_N's weights; same model needed)
@@ -98,6 +109,7 @@ class _Distill(Method):
         super().__init__(params, ctx)
         p = params
         check_choice(p.base_loss, BASE_LOSSES, "base loss")
+        check_choice(p.distill, DISTILL_LOSSES, "distill")
         if p.alpha < 0:
             raise InputError(f"method.params.alpha must be >= 0, got {p.alpha}")
         p_imb, p_noise = load_aux_probs(p.imbalance_run, p.noise_run, ctx.fingerprint,
@@ -108,6 +120,13 @@ class _Distill(Method):
         self.p_imb = torch.as_tensor(p_imb, device=ctx.device).float()
         self.p_noise = torch.as_tensor(p_noise, device=ctx.device).float()
         self.Q: torch.Tensor | None = None
+        self.log_pi: torch.Tensor | None = None  # log of Q's class shares (distill=adjusted)
+
+    def set_target(self, q: torch.Tensor) -> None:
+        """Use ``q`` (N, C) as the soft target; its class shares are the prior of the adjusted distillation."""
+        self.Q = q.float()
+        pi = self.Q.double().mean(0).clamp_min(1e-12)
+        self.log_pi = (pi / pi.sum()).log().float()
 
     def base_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """L_Base on the noisy labels."""
@@ -122,7 +141,8 @@ class _Distill(Method):
 
     def training_step(self, models, x, y, idx, epoch):
         logits = models["net"](x)
-        distill = soft_ce(logits, self.Q[idx])
+        adjusted = logits.float() + self.log_pi if self.p.distill == "adjusted" else logits
+        distill = soft_ce(adjusted, self.Q[idx])
         base = self.base_loss(logits, y)
         return {"loss": base + self.p.alpha * distill, "base_loss": base.detach(), "distill_loss": distill.detach(),
                 "logits": logits}
@@ -149,7 +169,7 @@ class KD(_Distill):
         if not 0.0 <= params.weight <= 1.0:
             raise InputError(f"method.params.weight must be in [0, 1] (the share of f_L), got {params.weight}")
         super().__init__(params, ctx)
-        self.Q = params.weight * self.p_imb + (1.0 - params.weight) * self.p_noise
+        self.set_target(params.weight * self.p_imb + (1.0 - params.weight) * self.p_noise)
 
     def on_epoch_start(self, epoch, trainer):
         return {"q_disagree": float((self.Q.argmax(1) != trainer.train_y).float().mean())} if epoch == 0 else {}
@@ -166,7 +186,10 @@ class DSink(_Distill):
 
     def __init__(self, params: DSinkParams, ctx):
         p = params
-        check_choice(p.class_totals, CLASS_TOTALS, "class_totals")
+        check_choice(p.class_totals, tuple(TOTALS), "class_totals")
+        check_choice(p.cost, COSTS, "cost")
+        if not 0.0 <= p.target_ema < 1.0:
+            raise InputError(f"method.params.target_ema must be in [0, 1), got {p.target_ema}")
         check_choice(p.target_probs, ("eval", "train"), "target_probs")
         check_choice(p.init, ("scratch", "noise"), "init")
         check_choice(p.solver_dtype, ("float64", "float32"), "solver_dtype")
@@ -176,6 +199,11 @@ class DSink(_Distill):
             raise InputError(f"method.params.omega must be 0 (adaptive), 1 (plain Sinkhorn) or in (1, 2), got {p.omega}")
         super().__init__(params, ctx)
         self.log_v: torch.Tensor | None = None  # class potentials of the last refresh (warm start)
+        source, how = TOTALS[p.class_totals]
+        # class totals over the whole training set (every process holds all rows of f_L and f_N)
+        self.totals = class_totals_from(self.p_imb if source == "imbalance" else self.p_noise, how,
+                                        float(ctx.num_train), False)
+        self.target_avg: torch.Tensor | None = None  # EMA of f's probabilities (target_ema > 0)
         self.train_pass = torch.full((ctx.num_train, ctx.num_classes), 1.0 / ctx.num_classes, device=ctx.device)
 
     def build_models(self, make_model):
@@ -206,19 +234,42 @@ class DSink(_Distill):
             pf = None  # an untrained f carries no information: the paper's uniform first step
         else:
             pf = trainer.predict_logits(x=trainer.train_x[lo:hi]).softmax(1)
-        q, res = surrogate_labels(self.p_noise[lo:hi], self.p_imb[lo:hi], pf, eps=self.p.eps,
-                                  class_totals=self.p.class_totals, tol=self.p.tol, max_iter=self.p.max_iter,
+        if pf is not None and self.p.target_ema > 0:
+            d = self.p.target_ema
+            self.target_avg = pf if self.target_avg is None else d * self.target_avg + (1 - d) * pf
+            pf = self.target_avg
+        p_first, p_second, eps = self._kernel_inputs(lo, hi, pf)
+        q, res = surrogate_labels(p_first, self.p_imb[lo:hi], p_second, eps=eps,
+                                  class_totals=self.totals, tol=self.p.tol, max_iter=self.p.max_iter,
                                   dtype=getattr(torch, self.p.solver_dtype), distributed=info.active,
                                   return_result=True, init_log_v=self.log_v if self.p.warm_start else None,
                                   omega=self.p.omega or None)
         q = distributed.all_gather_rows(q.float(), self.ctx.num_train)  # every process trains on any rows
         if not torch.isfinite(q).all():
             raise TrainingError(f"the Sinkhorn step produced non-finite surrogate labels in epoch {epoch + 1}")
-        self.Q = q.float()
+        self.set_target(q)
         lv = res.log_v.double()
         self.log_v = torch.where(torch.isfinite(lv), lv, torch.zeros_like(lv))  # a class without mass: cold
         disagree = float((self.Q.argmax(1) != trainer.train_y).float().mean())
         return {"sinkhorn_iters": res.iterations, "sinkhorn_error": res.marginal_error, "q_disagree": disagree}
+
+    def _kernel_inputs(self, lo: int, hi: int, pf: torch.Tensor | None):
+        """The two probability arrays and eps handed to the solver, whose kernel is ``(a * b) ** (1 / eps)``.
+
+        ``noise+target`` is the paper's cost (f_N and f). Other costs are folded into the first array as the
+        normalised weighted geometric mean of their models (each with weight ``2 / (eps * models)``, so that
+        eps = 2 is a plain geometric mean as in the paper) and handed over with eps = 1."""
+        if self.p.cost == "noise+target":
+            return self.p_noise[lo:hi], pf, self.p.eps
+        logs = [self.p_noise[lo:hi].double().log()]
+        if self.p.cost == "noise+imbalance+target":
+            pi = self.totals / self.totals.sum()
+            logs.append(F.log_softmax(self.p_imb[lo:hi].double().log() + pi.log().to(logs[0].device), dim=1))
+        if pf is not None and self.p.cost.endswith("+target"):
+            logs.append(pf.double().log())
+        w = 2.0 / (self.p.eps * len(logs))
+        kernel = torch.softmax(sum(logs) * w, dim=1)
+        return kernel.nan_to_num(0.0), None, 1.0
 
     def training_step(self, models, x, y, idx, epoch):
         out = super().training_step(models, x, y, idx, epoch)
@@ -227,11 +278,13 @@ class DSink(_Distill):
         return out
 
     def state_dict(self):
-        return {"Q": self.Q, "train_pass": self.train_pass, "log_v": self.log_v}
+        return {"Q": self.Q, "train_pass": self.train_pass, "log_v": self.log_v, "target_avg": self.target_avg}
 
     def load_state_dict(self, state):
         if state.get("Q") is not None:
-            self.Q = state["Q"].to(self.ctx.device)
+            self.set_target(state["Q"].to(self.ctx.device))
+        if state.get("target_avg") is not None:
+            self.target_avg = state["target_avg"].to(self.ctx.device)
         if state.get("train_pass") is not None:
             self.train_pass = state["train_pass"].to(self.ctx.device)
         if state.get("log_v") is not None:

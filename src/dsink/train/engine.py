@@ -277,6 +277,11 @@ class Trainer:
             return {}
         pred = self.predict_logits("val").argmax(1)
         out = {"val_acc": float((pred == self.val_y).float().mean())}
+        # class-balanced accuracy on the noisy validation labels (mean recall over the labels present)
+        c = self.data.num_classes
+        hit = torch.bincount(self.val_y[pred == self.val_y], minlength=c).float()
+        n = torch.bincount(self.val_y, minlength=c).float()
+        out["val_bal_acc"] = float((hit[n > 0] / n[n > 0]).mean())
         if self.data.val_true is not None:
             true = torch.as_tensor(self.data.val_true, device=self.device)
             out["val_acc_true"] = float((pred == true).float().mean())

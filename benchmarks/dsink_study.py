@@ -1,0 +1,169 @@
+"""D-SINK variants and the ablation ladder across settings and data seeds (issue: D-SINK must earn its place).
+
+For every setting and seed (the seed is the data seed *and* the training seed) this trains, through
+``dsink.pipeline.run_pipeline`` and one shared cache, CE, f_L (LA), f_N (GCE), their average and ``kd``, then
+each named D-SINK variant (a set of ``method.params``) and each ladder rung. Per run it records the last
+epoch's test top-1, many/medium/few, label correction, the accuracy of argmax Q against the true training
+labels, and the per-epoch curves (test accuracy, noisy validation accuracy and its class-balanced version),
+so that selection rules can be compared afterwards. Test numbers are recorded, never used to choose.
+
+Usage: python benchmarks/dsink_study.py --settings dev|held_out|NAME... [--seeds 1 2] [--variants NAME ...]
+       [--recipe mlp|cnn] [--work runs/study] [--out benchmarks/results/dsink_study.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dsink.pipeline import load_pipeline, run_pipeline
+from dsink.train.checkpoint import load_checkpoint
+
+# (name, rho, noise mode, noise rate). dev: where variants were developed; held_out: only run to confirm.
+SETTINGS = {
+    "r100-unif40": (100, "uniform_excl_true", 0.4),
+    "r10-unif40": (10, "uniform_excl_true", 0.4),
+    "r50-csp30": (50, "class_size_prop", 0.3),
+    "r20-pair30": (20, "pair_random", 0.3),
+    "r100-sem20": (100, "semantic", 0.2),
+    "r200-incl50": (200, "uniform_incl_true", 0.5),
+}
+GROUPS = {"dev": ["r100-unif40", "r10-unif40"], "held_out": ["r50-csp30", "r20-pair30", "r200-incl50"]}
+RECIPES = {
+    "mlp": ["model.name=mlp", "optim.optimizer=adam", "optim.lr=0.001", "optim.weight_decay=0",
+            "optim.schedule=constant", "optim.batch_size=128", "train.augment=false", "optim.epochs=15"],
+    # the paper's regime on CPU: a small CNN with augmentation, SGD + cosine, long enough to memorise
+    "cnn": ["model.name=small_cnn", "model.width=16", "optim.optimizer=sgd", "optim.lr=0.05", "optim.momentum=0.9",
+            "optim.weight_decay=5e-4", "optim.schedule=cosine", "optim.batch_size=128", "train.augment=true",
+            "train.hflip=false", "optim.epochs=30", "data.n_max=1200"],
+}
+VARIANTS = {
+    "default": {},
+    "base none": {"base_loss": "none"},
+    "base none, adjusted": {"base_loss": "none", "distill": "adjusted"},
+    "base none, adjusted, f_N totals": {"base_loss": "none", "distill": "adjusted", "class_totals": "noise_argmax"},
+    "base none, adjusted, f_N totals, f_L in cost": {"base_loss": "none", "distill": "adjusted",
+                                                     "class_totals": "noise_argmax", "cost": "noise+imbalance+target"},
+    "base none, adjusted, f_N totals, ema": {"base_loss": "none", "distill": "adjusted",
+                                             "class_totals": "noise_argmax", "target_ema": 0.7},
+    "base none, adjusted, f_N totals, f_L in cost, ema": {
+        "base_loss": "none", "distill": "adjusted", "class_totals": "noise_argmax",
+        "cost": "noise+imbalance+target", "target_ema": 0.7},
+    "base none, adjusted, f_L in cost": {"base_loss": "none", "distill": "adjusted",
+                                         "cost": "noise+imbalance+target"},
+}
+# the ladder: same loss for every rung (given by --ladder-loss), only the soft target changes
+LADDER = {
+    "(a) Q = f_N": ("kd", {"weight": 0.0}),
+    "(b) Q = average (kd)": ("kd", {"weight": 0.5}),
+    "(c) Q = OT(f_N, totals)": ("dsink", {"cost": "noise"}),
+    "(d) D-SINK": ("dsink", {}),
+}
+
+
+def curves(run: str) -> dict[str, list]:
+    rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    return {k: [r.get(k) for r in rows] for k in ("test_acc", "val_acc", "val_bal_acc", "train_correction")}
+
+
+def q_accuracy(run: str) -> float | None:
+    """Accuracy of argmax Q (the last soft target) against the true training labels."""
+    state = load_checkpoint(Path(run) / "checkpoints" / "last.pt")
+    q = (state.get("method") or {}).get("Q")
+    if q is None:
+        return None
+    true = np.load(Path(run) / "predictions.npz")["train_true"]
+    return float((q.argmax(1).numpy() == true).mean())
+
+
+def record(row: dict) -> list[dict]:
+    out = []
+    for run in row["runs"]:
+        ev = json.loads((Path(run) / "eval.json").read_text())
+        rec = {"run": run, "top1": ev["last"]["top1"], "many": ev["last"]["many_acc"], "medium": ev["last"]["medium_acc"],
+               "few": ev["last"]["few_acc"], "correction": (ev.get("train") or {}).get("correction_rate"),
+               "top1_best_val": (ev.get("best") or {}).get("top1")}
+        if (Path(run) / "metrics.jsonl").exists():
+            rec["curves"] = curves(run)
+        if (Path(run) / "checkpoints" / "last.pt").exists():
+            rec["q_acc"] = q_accuracy(run)
+        out.append(rec)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--settings", nargs="+", default=["dev"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), help=f"of: {', '.join(VARIANTS)}")
+    ap.add_argument("--ladder-loss", default=None, help="variant whose loss settings the ladder uses (no ladder if unset)")
+    ap.add_argument("--recipe", choices=list(RECIPES), default="mlp")
+    ap.add_argument("--work", default="runs/study")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    names = [n for s in args.settings for n in GROUPS.get(s, [s])]
+    out = Path(args.out or Path(__file__).parent / "results" / f"dsink_study_{args.recipe}.json")
+    report = json.loads(out.read_text()) if out.exists() else {"results": {}}
+    report["meta"] = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
+                      "python": platform.python_version()}
+    t0 = time.time()
+    seeds = "[" + ",".join(map(str, args.seeds)) + "]"
+    for name in names:
+        rho, mode, rate = SETTINGS[name]
+        common = RECIPES[args.recipe] + [
+            f"data.imbalance_ratio={rho}", f"data.noise_mode={mode}", f"data.noise_rate={rate}",
+            "train.track_correction=true", "train.eval_test_every=1", f"pipeline.seeds={seeds}",
+            "pipeline.vary_data_seed=true", f"pipeline.cache_dir={args.work}/cache", f"pipeline.out={args.work}/tmp"]
+        res = report["results"].setdefault(f"{args.recipe}:{name}", {})
+
+        def run(label, extra, pick):
+            t = time.time()
+            b, p = load_pipeline(None, common + extra)
+            rows = run_pipeline(b, p)["rows"]
+            for r in rows:
+                if pick(r):
+                    res[label if r["role"] == "target" or label.startswith("(") else r["method"]] = record(r)
+            print(f"[{name}] {label}: {time.time() - t:.0f} s", file=sys.stderr, flush=True)
+
+        run("reference", [], lambda r: r["role"] != "target")
+        for v in args.variants:
+            params = VARIANTS[v]
+            run(v, [f"pipeline.target={json.dumps(params)}", "pipeline.baselines=[]", "pipeline.combined=[]"],
+                lambda r: r["role"] == "target")
+        if args.ladder_loss:
+            loss = VARIANTS[args.ladder_loss]
+            for rung, (method, params) in LADDER.items():
+                if method == "kd":
+                    shared = {k: v for k, v in loss.items() if k in ("alpha", "base_loss", "distill")}
+                    extra = [f"pipeline.target={json.dumps(shared)}", "pipeline.baselines=[]", "pipeline.combined=[kd]",
+                             f"pipeline.overrides={json.dumps({'combined': {'method': {'params': params}}})}"]
+                    run(rung, extra, lambda r: r["role"] == "combined")
+                else:
+                    run(rung, [f"pipeline.target={json.dumps({**loss, **params})}", "pipeline.baselines=[]",
+                               "pipeline.combined=[]"], lambda r: r["role"] == "target")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1))
+        print(summary(res, name), flush=True)
+    print(f"total {time.time() - t0:.0f} s; {out}")
+    return 0
+
+
+def summary(res: dict, name: str) -> str:
+    lines = [f"\n## {name}", f"{'method':<55}{'top1':>8}{'@val':>8}{'few':>8}{'corr':>8}{'Q acc':>8}"]
+    for label, recs in res.items():
+        if not recs:
+            continue
+        m = {k: np.mean([r[k] for r in recs if r.get(k) is not None] or [np.nan]) * 100
+             for k in ("top1", "top1_best_val", "few", "correction", "q_acc")}
+        lines.append(f"{label:<55}" + "".join(f"{m[k]:>8.2f}" for k in ("top1", "top1_best_val", "few", "correction", "q_acc")))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
