@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from dsink.config import MethodConfig
-from dsink.methods import METHODS
+from dsink.methods import METHOD_REGISTRY, method_info
 from dsink.pipeline import _cache_dir, _role_config, load_pipeline, metric_stats
 from dsink.train import distill_config, train_run
 
@@ -51,7 +51,7 @@ def main() -> None:
     args = ap.parse_args()
     base, pipe = load_pipeline(None)
     work = Path(args.work)
-    methods = [m for m in METHODS if m != "dsink"]
+    methods = [m for m in METHOD_REGISTRY if m != "dsink"]  # registration order
     runs: dict[str, list[Path]] = {}
     results: dict[str, dict] = {}
     t0 = time.time()
@@ -71,7 +71,7 @@ def main() -> None:
             reports.append(train_run(cfg, run, resume=True))
             seconds.append(_train_seconds(run))
             runs.setdefault(m, []).append(run)
-        record(m, METHODS[m].role, reports, seconds)
+        record(m, method_info(m)["role"], reports, seconds)
     for pair in args.pairs:
         imb, noise = pair.split(":")
         reports, seconds = [], []

@@ -14,4 +14,32 @@ def surrogate_labels(*args, **kwargs):  # noqa: D103 - documented in dsink.ot.su
 
 surrogate_labels.__doc__ = "D-SINK surrogate labels from any three probability arrays; see dsink.ot.surrogate_labels."
 
-__all__ = ["InputError", "RunConfig", "SolverWarning", "TrainingError", "__version__", "surrogate_labels", "load_config"]
+# The registries' query API (timm style), imported on first use so that ``import dsink`` stays light.
+_REGISTRY_API = {
+    "dsink.methods": ("list_methods", "get_method", "method_info", "register_method"),
+    "dsink.models": ("list_models", "get_model", "model_info", "register_model", "build_model"),
+    "dsink.data": ("list_datasets", "get_dataset", "dataset_info", "register_dataset",
+                   "list_noise_modes", "get_noise_mode", "noise_mode_info", "register_noise_mode"),
+    "dsink.train.optim": ("list_optimizers", "get_optimizer", "optimizer_info", "register_optimizer"),
+    "dsink.train.schedule": ("list_schedules", "get_schedule", "schedule_info", "register_schedule"),
+    "dsink.registry": ("Registry",),
+}
+_LAZY = {name: module for module, names in _REGISTRY_API.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dsink' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = ["InputError", "RunConfig", "SolverWarning", "TrainingError", "__version__", "surrogate_labels",
+           "load_config", *_LAZY]

@@ -32,7 +32,7 @@ def _add_run_args(p: argparse.ArgumentParser, default_out: str) -> None:
 
 
 def _data_shortcuts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help="data.dataset (fashion_mnist, cifar10, cifar100, npz, image_folder)")
+    p.add_argument("--dataset", help="data.dataset (see `dsink list datasets`)")
     p.add_argument("--imbalance-ratio", type=float, help="data.imbalance_ratio (rho >= 1)")
     p.add_argument("--noise-mode", help="data.noise_mode (see `dsink list noise-modes`)")
     p.add_argument("--noise-rate", type=float, help="data.noise_rate in [0, 1)")
@@ -92,7 +92,7 @@ def _train_and_report(cfg, args) -> int:
     from .train import train_run
 
     out = args.out or f"runs/{cfg.method.name}-{cfg.data.dataset}-{cfg.fingerprint()[:8]}"
-    from .train.distributed import current
+    from .distributed import current
 
     if args.resume and not (Path(out) / "config.yaml").is_file():
         what = "does not exist" if not Path(out).exists() else "is not a dsink run directory (no config.yaml)"
@@ -225,23 +225,28 @@ def cmd_describe(args) -> int:
     return 0
 
 
-def cmd_list(args) -> int:
-    from .data import DATASETS, NOISE_ALIASES, NOISE_MODES
-    from .methods import METHODS, ROLES
-    from .models import MODELS
+# `dsink list WHAT`: the module owning each registry and the width of the name column
+_LISTS = {"methods": ("methods", "METHOD_REGISTRY", 22), "models": ("models", "MODEL_REGISTRY", 18),
+          "datasets": ("data", "DATASET_REGISTRY", 16), "optimizers": ("train.optim", "OPTIMIZER_REGISTRY", 12),
+          "schedules": ("train.schedule", "SCHEDULE_REGISTRY", 12), "noise-modes": ("data", "NOISE_MODE_REGISTRY", 20)}
+LIST_KINDS = tuple(_LISTS)
 
+
+def cmd_list(args) -> int:
+    import importlib
+
+    module, attr, width = _LISTS[args.what]
+    reg = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+    names = reg.names()  # registration order; methods by role
     if args.what == "methods":
-        for name, cls in sorted(METHODS.items(), key=lambda kv: (ROLES.index(kv[1].role), kv[0])):
-            print(f"{name:<22}{cls.role:<11}{cls.description}")
-    elif args.what == "models":
-        for name, (_, desc) in MODELS.items():
-            print(f"{name:<18}{desc}")
-    elif args.what == "datasets":
-        print("\n".join(DATASETS))
-    else:
-        for m in NOISE_MODES:
-            aliases = ", ".join(a for a, t in sorted(NOISE_ALIASES.items()) if t == m)
-            print(f"{m:<20}{'aliases: ' + aliases if aliases else ''}")
+        from .methods import ROLES
+
+        names = sorted(names, key=lambda n: (ROLES.index(reg.info(n)["role"]), n))
+    for name in names:
+        info = reg.info(name)
+        role = f"{info['role']:<11}" if "role" in info else ""
+        aliases = f"; aliases: {', '.join(info['aliases'])}" if info["aliases"] else ""
+        print(f"{name:<{width}}{role}{info['description']}{aliases}".rstrip())
     return 0
 
 
@@ -323,8 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     dd.add_argument("--json", action="store_true", help="print JSON")
     dd.set_defaults(func=cmd_describe)
 
-    ls = sub.add_parser("list", help="list registered methods, models, datasets or noise modes")
-    ls.add_argument("what", choices=("methods", "models", "datasets", "noise-modes"))
+    ls = sub.add_parser("list", help="list the registered methods, models, datasets, optimizers, schedules or noise modes")
+    ls.add_argument("what", choices=LIST_KINDS)
     ls.set_defaults(func=cmd_list)
     return p
 
@@ -393,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dsink: {what}; {_interrupt_hint(args)}", file=sys.stderr)
         return 143 if isinstance(e, _Terminated) else 130
     finally:
-        from .train.distributed import shutdown
+        from .distributed import shutdown
 
         shutdown()
         if old is not None:

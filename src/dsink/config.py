@@ -25,13 +25,13 @@ from .errors import InputError
 class DataConfig:
     """Which data, how it is made long-tailed and how its labels are corrupted."""
 
-    dataset: str = "fashion_mnist"
+    dataset: str = "fashion_mnist"  # a registered dataset (`dsink list datasets`)
     root: str | None = None  # folder with the dataset files; None = standard places
     download: bool = False  # allow downloading when the files are not found
     imbalance_ratio: float = 100.0  # rho = n_max / n_min; 1 = balanced
     profile: str = "exp"  # "exp" or "step"
     n_max: int | None = None  # size of the largest class; None = the dataset's own
-    noise_mode: str = "uniform_excl_true"  # see dsink.data.noise.NOISE_MODES
+    noise_mode: str = "uniform_excl_true"  # a registered noise mode or alias (`dsink list noise-modes`)
     noise_rate: float = 0.4
     human_label: str = "worse_label"  # CIFAR-N label set for noise_mode=human
     cifar_n_path: str | None = None  # CIFAR-N .pt file; None = $DSINK_CIFAR_N_DIR, then $DSINK_CACHE/cifar-n
@@ -53,14 +53,14 @@ class ModelConfig:
 class OptimConfig:
     """Optimiser and learning-rate schedule."""
 
-    optimizer: str = "sgd"  # sgd | adam | adamw
+    optimizer: str = "sgd"  # a registered optimiser (`dsink list optimizers`)
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
     batch_size: int = 128
     epochs: int = 30
-    schedule: str = "cosine"  # cosine | multistep | constant
+    schedule: str = "cosine"  # a registered schedule (`dsink list schedules`)
     milestones: list[int] = field(default_factory=list)  # epochs at which multistep decays
     gamma: float = 0.1  # multistep decay factor
     warmup_epochs: float = 0.0  # linear warm-up length
@@ -88,7 +88,7 @@ class TrainConfig:
 class MethodConfig:
     """The training method and its own parameters (validated by the method)."""
 
-    name: str = "ce"
+    name: str = "ce"  # a registered method (`dsink list methods`)
     params: dict[str, Any] = field(default_factory=dict)
 
 

@@ -121,10 +121,10 @@ def _from_auxiliaries(name: str, target: dict[str, Any], fl: Path, fn: Path) -> 
     """Params of a combined method: for one that distils the auxiliaries (``kd``), their run directories and
     the target's settings of what it shares with D-SINK (alpha, base loss), so that the two differ only in
     how the soft target is made; nothing for the others."""
-    from .methods import METHODS
+    from .methods import get_method
     from .methods.dsink import DistillParams
 
-    params = METHODS[name].Params
+    params = get_method(name).Params
     if not (dataclasses.is_dataclass(params) and issubclass(params, DistillParams)):
         return {}
     shared = {f.name for f in dataclasses.fields(DistillParams)}
@@ -168,12 +168,12 @@ def run_pipeline(base: RunConfig, pipe: PipelineConfig, *, progress: bool = Fals
     (``rows``: one dict per method with mean/std of each metric; ``runs``: the run directory of each job).
     """
     from .eval.combine import average_runs
-    from .methods import METHODS
+    from .methods import list_methods
     from .train.api import train_run
 
     for name in pipe.combined:
-        if name != "average" and name not in METHODS:
-            raise InputError(f"unknown pipeline.combined entry {name!r}; use average or one of: {', '.join(sorted(METHODS))}")
+        if name != "average" and name not in list_methods():
+            raise InputError(f"unknown pipeline.combined entry {name!r}; use average or one of: {', '.join(list_methods())}")
     out = pipeline_dir(base, pipe)
     cache = Path(pipe.cache_dir) if pipe.cache_dir else Path("runs") / "cache"
     jobs: list[Job] = []

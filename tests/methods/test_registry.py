@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dsink.config import MethodConfig
-from dsink.methods import METHODS, MethodContext, build_method
+from dsink.methods import MethodContext, build_method, list_methods
 from dsink.models import build_model
 
 C, N = 5, 64
@@ -39,7 +39,7 @@ def _aux_runs(tmp_path):
     return runs
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", list_methods())
 def test_one_step_every_method(name, tmp_path):
     params = {}
     if name in ("dsink", "kd"):

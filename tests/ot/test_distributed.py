@@ -5,7 +5,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from dsink import surrogate_labels
+from dsink import distributed, surrogate_labels
 
 
 def _problem():
@@ -23,6 +23,9 @@ def _worker(rank, world, init_file, out_dir, class_totals):
                                   class_totals=class_totals, return_result=True)
         np.save(f"{out_dir}/q{rank}.npy", q)
         np.save(f"{out_dir}/it{rank}.npy", np.array([res.iterations, res.marginal_error]))
+        top = distributed.all_reduce(torch.tensor([float(rank), 1.0]), "max")  # the solver's collectives
+        total = distributed.all_reduce(torch.tensor([float(rank), 1.0]))
+        np.save(f"{out_dir}/coll{rank}.npy", np.array([distributed.world_size(), *top.tolist(), *total.tolist()]))
     finally:
         dist.destroy_process_group()
 
@@ -40,4 +43,6 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         it0, it1 = np.load(out / "it0.npy"), np.load(out / "it1.npy")
         assert it0[0] == it1[0] == res.iterations  # the processes stop together, like one process
         assert abs(it0[1] - res.marginal_error) < 1e-12
+        for r in range(2):
+            assert np.load(out / f"coll{r}.npy").tolist() == [2, 1, 1, 1, 2]  # world; max of (rank, 1); sum
     assert not dist.is_initialized() and torch.get_num_threads() >= 1

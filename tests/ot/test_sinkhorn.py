@@ -18,7 +18,7 @@ def problem(n=300, c=7, seed=0, conc=0.5):
 
 
 def objective(q, pn, pf):
-    """Sum_i KL(q_i || pN_i) + KL(q_i || pf_i) (SPEC §1)."""
+    """Sum_i KL(q_i || pN_i) + KL(q_i || pf_i) (docs/dsink.md)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(q > 0, q * (2 * np.log(q) - np.log(pn) - np.log(pf)), 0.0)
     return t.sum()

@@ -61,7 +61,7 @@ def test_sharded_sinkhorn_step_equals_one_process(tmp_path):
     script = tmp_path / "q.py"
     script.write_text('''
 import sys, torch, numpy as np
-from dsink.train import distributed
+from dsink import distributed
 info = distributed.init_from_env("cpu")
 try:
   g = torch.Generator().manual_seed(0)

@@ -19,9 +19,10 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import InputError
+from .datasets import load_dataset
 from .longtail import longtail_counts, longtail_indices
 from .noise import canonical_noise_mode, check_labels, inject_noise, noise_report
-from .sources import CIFAR_N_LABEL_SETS, Source, default_cache_dir, few, find_cifar_n, load_cifar_n, load_source
+from .sources import CIFAR_N_LABEL_SETS, Source, default_cache_dir, few, find_cifar_n, load_cifar_n
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ def _norm_stats(x: np.ndarray, kind: str) -> tuple[list[float], list[float]]:
 def build_data(cfg: DataConfig) -> DataBundle:
     """Load, subsample, corrupt and split the data described by ``cfg``."""
     _validate(cfg)
-    src = load_source(cfg.dataset, cfg.root, cfg.download, cfg.csv_path)
+    src = load_dataset(cfg)
     ls = cached_labels(cfg, src)
     tr, va = ~ls.is_val, ls.is_val
     idx = ls.indices
@@ -222,7 +223,7 @@ def build_data(cfg: DataConfig) -> DataBundle:
 def describe(cfg: DataConfig) -> dict:
     """Class counts, realised noise rate, transition matrix and split sizes of a benchmark (JSON-ready)."""
     _validate(cfg)
-    src = load_source(cfg.dataset, cfg.root, cfg.download, cfg.csv_path)
+    src = load_dataset(cfg)
     ls = cached_labels(cfg, src)
     out = {
         "dataset": cfg.dataset,

@@ -25,29 +25,41 @@ The bare name ``sym`` is refused: the papers disagree on whether it includes the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import InputError
+from ..registry import Registry
 
-NOISE_MODES = ("uniform_incl_true", "uniform_excl_true", "class_size_prop", "pair_random", "semantic", "human", "none")
+NoiseFn = Callable[..., np.ndarray]  # f(labels, rate, num_classes, rng, *, class_map, human_labels) -> noisy labels
+NOISE_MODE_REGISTRY: Registry[NoiseFn] = Registry("noise mode", "modes", error_order="registered")
 
-NOISE_ALIASES = {
-    "unif": "uniform_incl_true",
-    "tabasco_unif": "uniform_incl_true",
-    "dividemix_sym": "uniform_incl_true",
-    "rolt_sym": "uniform_excl_true",
-    "coteaching_symmetric": "uniform_excl_true",
-    "symmetric": "uniform_excl_true",
-    "imb": "class_size_prop",
-    "rolt_imb": "class_size_prop",
-    "flip": "pair_random",
-    "tabasco_flip": "pair_random",
-    "asym": "semantic",
-    "dividemix_asym": "semantic",
-    "elr_asym": "semantic",
-    "clean": "none",
-}
+
+def register_noise_mode(name: str, fn: NoiseFn | None = None, *, aliases: tuple[str, ...] = (), description: str = "",
+                        **info: Any):
+    """Register a noise mode (a decorator without ``fn``) with the field's ``aliases`` for it.
+
+    ``fn(labels, rate, num_classes, rng, *, class_map=None, human_labels=None)`` gets checked int64 labels,
+    a rate in [0, 1) and a seeded ``numpy.random.Generator``, and returns the noisy labels (a new array).
+    """
+    return NOISE_MODE_REGISTRY.register(name, fn, aliases=aliases, description=description, **info)
+
+
+def list_noise_modes(filter: str | None = None) -> list[str]:
+    """Names of the registered noise modes, sorted (aliases: :func:`noise_mode_info`)."""
+    return NOISE_MODE_REGISTRY.list(filter)
+
+
+def get_noise_mode(name: str) -> NoiseFn:
+    """The relabelling function of a noise mode or alias; an unknown name is an InputError listing the valid ones."""
+    return NOISE_MODE_REGISTRY.get(canonical_noise_mode(name))
+
+
+def noise_mode_info(name: str) -> dict[str, Any]:
+    """``name``, ``description`` and ``aliases`` of a noise mode (or of the mode an alias names)."""
+    return NOISE_MODE_REGISTRY.info(canonical_noise_mode(name))
+
 
 # Class maps for `semantic` noise: source class -> confusable target class (-1: never flipped).
 _FMNIST_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -64,17 +76,12 @@ SEMANTIC_MAPS: dict[str, np.ndarray] = {
 
 def canonical_noise_mode(mode: str) -> str:
     """Resolve an alias to its mechanism name; raise InputError for unknown or ambiguous names."""
-    if mode in NOISE_MODES:
-        return mode
-    if mode in NOISE_ALIASES:
-        return NOISE_ALIASES[mode]
-    if mode == "sym":
+    if mode == "sym" and mode not in NOISE_MODE_REGISTRY:
         raise InputError(
             "noise mode 'sym' is ambiguous: RoLT's sym excludes the true class (use uniform_excl_true), "
             "DivideMix's includes it (use uniform_incl_true)"
         )
-    valid = ", ".join(NOISE_MODES + tuple(sorted(NOISE_ALIASES)))
-    raise InputError(f"unknown noise mode {mode!r}; valid modes: {valid}")
+    return NOISE_MODE_REGISTRY.resolve(mode)
 
 
 def check_labels(labels, num_classes: int | None, what: str = "labels") -> np.ndarray:
@@ -155,7 +162,7 @@ def inject_noise(
     labels : array of int, shape (N,)
         True labels.
     mode : str
-        A mechanism name from ``NOISE_MODES`` or one of ``NOISE_ALIASES`` (module docstring).
+        A registered mode (:func:`list_noise_modes`, module docstring) or one of its aliases.
     rate : float in [0, 1)
         Share of samples selected for relabelling (ignored for ``human`` and ``none``).
     num_classes : int
@@ -174,51 +181,90 @@ def inject_noise(
     mode = canonical_noise_mode(mode)
     y = check_labels(labels, num_classes)
     rate = _check_rate(rate)
-    n = len(y)
     rng = np.random.default_rng(seed)
-    noisy = y.copy()
-    if mode == "none":
-        return noisy
-    if mode == "human":
-        if human_labels is None:
-            raise InputError("human noise needs human_labels (e.g. a CIFAR-N label set)")
-        h = check_labels(human_labels, num_classes, "human_labels")
-        if h.shape != y.shape:
-            raise InputError(f"human_labels has {len(h)} entries but labels has {n}")
-        return h.copy()
+    return NOISE_MODE_REGISTRY.get(mode)(y, rate, num_classes, rng, class_map=class_map, human_labels=human_labels)
+
+
+def _chosen(y: np.ndarray, rate: float, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """The ``floor(rate * N)`` samples a synthetic mode relabels."""
+    _need_two_classes(num_classes)
+    return rng.permutation(len(y))[: int(np.floor(rate * len(y)))]
+
+
+def _need_two_classes(num_classes: int) -> None:
     if num_classes < 2:
         raise InputError("label noise needs at least 2 classes")
-    if mode == "semantic":
-        cmap = resolve_class_map(class_map, num_classes)
-        for c in range(num_classes):
-            if cmap[c] < 0 or cmap[c] == c:
-                continue
-            pool = np.flatnonzero(y == c)
-            chosen = rng.permutation(pool)[: int(np.floor(rate * len(pool)))]
-            noisy[chosen] = cmap[c]
-        return noisy
-    chosen = rng.permutation(n)[: int(np.floor(rate * n))]
-    k = len(chosen)
-    if mode == "uniform_incl_true":
-        noisy[chosen] = rng.integers(0, num_classes, size=k)
-    elif mode == "uniform_excl_true":
-        noisy[chosen] = (y[chosen] + rng.integers(1, num_classes, size=k)) % num_classes
-    elif mode == "class_size_prop":
-        sizes = np.bincount(y, minlength=num_classes).astype(np.float64)
-        probs = np.tile(sizes, (num_classes, 1))
-        np.fill_diagonal(probs, 0.0)
-        rows = probs.sum(1, keepdims=True)
-        # A class whose peers are all empty falls back to uniform over the others.
-        probs = np.where(rows > 0, probs / np.where(rows > 0, rows, 1), (1 - np.eye(num_classes)) / (num_classes - 1))
-        cdf = np.cumsum(probs, axis=1)
-        u = rng.random(k)
-        src = y[chosen]
-        new = (u[:, None] > cdf[src]).sum(1)
-        noisy[chosen] = np.minimum(new, num_classes - 1)
-    elif mode == "pair_random":
-        target = pair_random_map(num_classes, rng)
-        noisy[chosen] = target[y[chosen]]
+
+
+@register_noise_mode("uniform_incl_true", aliases=("unif", "tabasco_unif", "dividemix_sym"),
+                     description="uniform over all C classes (may keep the true one)")
+def _uniform_incl_true(y, rate, num_classes, rng, **_):
+    noisy, chosen = y.copy(), _chosen(y, rate, num_classes, rng)
+    noisy[chosen] = rng.integers(0, num_classes, size=len(chosen))
     return noisy
+
+
+@register_noise_mode("uniform_excl_true", aliases=("rolt_sym", "coteaching_symmetric", "symmetric"),
+                     description="uniform over the C-1 other classes")
+def _uniform_excl_true(y, rate, num_classes, rng, **_):
+    noisy, chosen = y.copy(), _chosen(y, rate, num_classes, rng)
+    noisy[chosen] = (y[chosen] + rng.integers(1, num_classes, size=len(chosen))) % num_classes
+    return noisy
+
+
+@register_noise_mode("class_size_prop", aliases=("imb", "rolt_imb"),
+                     description="another class, with probability proportional to its size")
+def _class_size_prop(y, rate, num_classes, rng, **_):
+    noisy, chosen = y.copy(), _chosen(y, rate, num_classes, rng)
+    sizes = np.bincount(y, minlength=num_classes).astype(np.float64)
+    probs = np.tile(sizes, (num_classes, 1))
+    np.fill_diagonal(probs, 0.0)
+    rows = probs.sum(1, keepdims=True)
+    # A class whose peers are all empty falls back to uniform over the others.
+    probs = np.where(rows > 0, probs / np.where(rows > 0, rows, 1), (1 - np.eye(num_classes)) / (num_classes - 1))
+    cdf = np.cumsum(probs, axis=1)
+    u = rng.random(len(chosen))
+    new = (u[:, None] > cdf[y[chosen]]).sum(1)
+    noisy[chosen] = np.minimum(new, num_classes - 1)
+    return noisy
+
+
+@register_noise_mode("pair_random", aliases=("flip", "tabasco_flip"),
+                     description="the one other class a seeded random map assigns to its class")
+def _pair_random(y, rate, num_classes, rng, **_):
+    noisy, chosen = y.copy(), _chosen(y, rate, num_classes, rng)
+    noisy[chosen] = pair_random_map(num_classes, rng)[y[chosen]]
+    return noisy
+
+
+@register_noise_mode("semantic", aliases=("asym", "dividemix_asym", "elr_asym"),
+                     description="a fixed confusable class (SEMANTIC_MAPS); floor(rate * n_c) of each mapped class")
+def _semantic(y, rate, num_classes, rng, *, class_map=None, **_):
+    _need_two_classes(num_classes)
+    noisy = y.copy()
+    cmap = resolve_class_map(class_map, num_classes)
+    for c in range(num_classes):
+        if cmap[c] < 0 or cmap[c] == c:
+            continue
+        pool = np.flatnonzero(y == c)
+        chosen = rng.permutation(pool)[: int(np.floor(rate * len(pool)))]
+        noisy[chosen] = cmap[c]
+    return noisy
+
+
+@register_noise_mode("human", description="real annotators' labels (CIFAR-10N/100N files; data.human_label)")
+def _human(y, rate, num_classes, rng, *, human_labels=None, **_):
+    if human_labels is None:
+        raise InputError("human noise needs human_labels (e.g. a CIFAR-N label set)")
+    h = check_labels(human_labels, num_classes, "human_labels")
+    if h.shape != y.shape:
+        raise InputError(f"human_labels has {len(h)} entries but labels has {len(y)}")
+    return h.copy()
+
+
+@register_noise_mode("none", aliases=("clean",), description="labels unchanged")
+def _none(y, rate, num_classes, rng, **_):
+    return y.copy()
 
 
 def pair_random_map(num_classes: int, rng: np.random.Generator) -> np.ndarray:

@@ -476,23 +476,3 @@ def load_image_folder(root: str | Path, csv_path: str | Path) -> Source:
     src = Source(root.name, "image", x[tr], y[tr], x[te], y[te], num_classes, class_names, train_true=true)
     return check_source(src, f"label CSV {str(csv_path)!r}", index_labels=index_labels)
 
-
-DATASETS = ("fashion_mnist", "cifar10", "cifar100", "npz", "image_folder")
-
-
-def load_source(dataset: str, root: str | None = None, download: bool = False, csv_path: str | None = None) -> Source:
-    """Load a dataset by name (see ``DATASETS``)."""
-    from ..errors import check_choice
-
-    check_choice(dataset, DATASETS, "dataset")
-    if dataset == "fashion_mnist":
-        return load_fashion_mnist(root, download)
-    if dataset in ("cifar10", "cifar100"):
-        return load_cifar(dataset, root, download)
-    if root is None:
-        raise InputError(f"dataset {dataset} needs data.root (the .npz file or the image folder)")
-    if dataset == "npz":
-        return load_npz(root)
-    if csv_path is None:
-        raise InputError("dataset image_folder needs data.csv_path (CSV with columns path,label[,split,true_label])")
-    return load_image_folder(root, csv_path)

@@ -1,6 +1,17 @@
 """Training methods, each a registry entry (see :mod:`dsink.methods.base`)."""
 
 from . import ce, combined, dividemix, dsink, imbalance, noise  # noqa: F401  (registers)
-from .base import METHODS, ROLES, Method, MethodContext, build_method, register_method
+from .base import (
+    METHOD_REGISTRY,
+    ROLES,
+    Method,
+    MethodContext,
+    build_method,
+    get_method,
+    list_methods,
+    method_info,
+    register_method,
+)
 
-__all__ = ["METHODS", "ROLES", "Method", "MethodContext", "build_method", "register_method"]
+__all__ = ["METHOD_REGISTRY", "ROLES", "Method", "MethodContext", "build_method", "get_method", "list_methods",
+           "method_info", "register_method"]

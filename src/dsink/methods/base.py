@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..config import MethodConfig, _build
-from ..errors import InputError
+from ..registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..train.engine import Trainer
@@ -100,27 +100,39 @@ class Method:
         """Restore :meth:`state_dict`."""
 
 
-METHODS: dict[str, type[Method]] = {}
+METHOD_REGISTRY: Registry[type[Method]] = Registry("method")
 
 
 def register_method(cls: type[Method]) -> type[Method]:
-    """Class decorator adding a method to the registry under ``cls.name``."""
+    """Class decorator adding a method to the registry under ``cls.name`` (with its role and description)."""
     if not cls.name or cls.role not in ROLES:
         raise ValueError(f"method {cls.__name__} needs a name and a role in {ROLES}")
-    METHODS[cls.name] = cls
-    return cls
+    return METHOD_REGISTRY.register(cls.name, cls, role=cls.role, description=cls.description)
+
+
+def list_methods(filter: str | None = None, role: str | None = None) -> list[str]:
+    """Names of the registered methods, sorted; ``filter``: a shell-style pattern, ``role``: one of ``ROLES``."""
+    return METHOD_REGISTRY.list(filter, **({} if role is None else {"role": role}))
+
+
+def get_method(name: str) -> type[Method]:
+    """The registered method class ``name``; an unknown name is an InputError listing the valid ones."""
+    return METHOD_REGISTRY.get(name)
+
+
+def method_info(name: str) -> dict[str, Any]:
+    """``name``, ``role`` and ``description`` of a registered method."""
+    return METHOD_REGISTRY.info(name)
 
 
 def build_method(cfg: MethodConfig, ctx: MethodContext) -> Method:
     """Instantiate a registered method, validating ``cfg.params`` against its ``Params`` dataclass."""
-    if cfg.name not in METHODS:
-        raise InputError(f"unknown method {cfg.name!r}; valid methods: {', '.join(sorted(METHODS))}")
-    cls = METHODS[cfg.name]
+    cls = get_method(cfg.name)
     params = _build(cls.Params, cfg.params, "method.params.")
     return cls(params, ctx)
 
 
 def method_params_dict(name: str, params: dict) -> dict:
     """Method params with defaults filled in (for the stored config)."""
-    cls = METHODS[name]
+    cls = get_method(name)
     return dataclasses.asdict(_build(cls.Params, params, "method.params."))

@@ -222,7 +222,7 @@ class DSink(_Distill):
     def on_epoch_start(self, epoch, trainer):
         if self.Q is not None and epoch % self.p.refresh_every:
             return {}
-        from ..train import distributed
+        from .. import distributed
 
         info = distributed.current()
         lo, hi = distributed.row_block(self.ctx.num_train, info)  # this process's rows (all of them alone)

@@ -141,7 +141,7 @@ class ELR(Method):
 
     def on_epoch_end(self, epoch, trainer):
         """Under torchrun each sample's target was updated by the one process that saw it: share it."""
-        from ..train import distributed
+        from .. import distributed
 
         if distributed.current().active:
             summed = distributed.all_reduce_sum(self.targets * self.touched[:, None])

@@ -1,4 +1,4 @@
-"""Model registry: ``build_model(name, input_shape, num_classes, width=0)``.
+"""Model registry: ``list_models()``, ``get_model(name)`` and ``build_model(name, input_shape, num_classes, width=0)``.
 
 Every model exposes ``features(x) -> (B, D)`` and ``fc`` (the final linear layer), so
 methods can replace the head (LDAM's normalised classifier) and reports can embed features.
@@ -6,24 +6,36 @@ methods can replace the head (LDAM's normalised classifier) and reports can embe
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch.nn as nn
 
 from ..errors import InputError
+from ..registry import Registry
 from .nets import MLP, CifarResNet, PreActResNet18, SmallCNN
 
-MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {}
+ModelFactory = Callable[..., nn.Module]  # f(input_shape, num_classes, width) -> nn.Module
+MODEL_REGISTRY: Registry[ModelFactory] = Registry("model")
 
 
-def register_model(name: str, description: str):
+def register_model(name: str, description: str, **info: Any):
     """Decorator adding a factory ``f(input_shape, num_classes, width) -> nn.Module`` to the registry."""
+    return MODEL_REGISTRY.register(name, description=description, **info)
 
-    def deco(fn):
-        MODELS[name] = (fn, description)
-        return fn
 
-    return deco
+def list_models(filter: str | None = None) -> list[str]:
+    """Names of the registered models, sorted; ``filter``: a shell-style pattern such as ``"resnet*"``."""
+    return MODEL_REGISTRY.list(filter)
+
+
+def get_model(name: str) -> ModelFactory:
+    """The factory ``f(input_shape, num_classes, width)`` of a registered model (InputError if unknown)."""
+    return MODEL_REGISTRY.get(name)
+
+
+def model_info(name: str) -> dict[str, Any]:
+    """``name`` and ``description`` of a registered model."""
+    return MODEL_REGISTRY.info(name)
 
 
 def _image_shape(shape, name):
@@ -57,9 +69,7 @@ def _preact18(shape, num_classes, width=0):
 
 def build_model(name: str, input_shape, num_classes: int, width: int = 0) -> nn.Module:
     """Instantiate a registered model for samples of ``input_shape`` and ``num_classes`` outputs."""
-    if name not in MODELS:
-        raise InputError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
-    return MODELS[name][0](tuple(input_shape), num_classes, width)
+    return get_model(name)(tuple(input_shape), num_classes, width)
 
 
-__all__ = ["MODELS", "build_model", "register_model"]
+__all__ = ["MODEL_REGISTRY", "build_model", "get_model", "list_models", "model_info", "register_model"]

@@ -29,6 +29,11 @@ Distributed: when ``torch.distributed`` is initialised, each process passes its 
 ``log_kernel`` rows and ``a`` entries) and the same ``b``; column sums, errors and absorption
 decisions are all-reduced (one collective of C + 2 numbers per iteration), so the shards together
 hold the single-process solution.
+
+Reading guide: :func:`sinkhorn` is the loop; one iteration is :func:`_block_pass` (row update, row error,
+column sums), :func:`_column_update`, :meth:`_Relaxation.update` (omega) and, when the scalings leave
+the range, :func:`_absorb`. :func:`dsink.ot.sinkhorn_reference` solves the same problem in a few plain
+log-domain lines; the tests hold the two to the same plan.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..distributed import all_reduce, world_size
 from ..errors import SolverWarning
 
 
@@ -68,19 +74,6 @@ class SinkhornResult:
     converged: bool
 
 
-def _dist_world() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    import torch.distributed as dist
-
-    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
-    return t
-
-
 def _check(log_kernel: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: float, world: int) -> None:
     if log_kernel.dim() != 2:
         raise ValueError(f"log_kernel must be 2-D (N, C), got shape {tuple(log_kernel.shape)}")
@@ -92,7 +85,7 @@ def _check(log_kernel: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: floa
     for name, m in (("a", a), ("b", b)):
         if not torch.isfinite(m).all() or (m < 0).any():
             raise ValueError(f"marginal {name} must be finite and non-negative")
-    mass_a = float(a.sum()) if world == 1 else float(_all_reduce(a.sum().double().clone()))
+    mass_a = float(a.sum()) if world == 1 else float(all_reduce(a.sum().double().clone()))
     mass_b = float(b.sum())
     if abs(mass_a - mass_b) > 1e-5 * max(mass_a, mass_b, 1.0):
         raise ValueError(f"marginals have different masses (sum a = {mass_a:.6g}, sum b = {mass_b:.6g}); rescale one of them")
@@ -123,6 +116,173 @@ def _block_rows(c: int, itemsize: int) -> int:
     """Rows per block of about 2 MB (measured best here, between 1 and 4 MB): a block stays in cache
     between the products K v and K^T u of one pass."""
     return max(1, (1 << 21) // (max(c, 1) * itemsize))
+
+
+class _Relaxation:
+    """The over-relaxation omega of the scaling updates over one solve: fixed or automatic (adapted every
+    ``_WINDOW`` iterations after ``_PROBE`` plain ones), with a fall-back to plain Sinkhorn for good when the
+    error grows a thousandfold over its lowest value or makes no new lowest value for ``_STALL`` iterations.
+    ``now`` is the omega of the coming iteration: 1 (plain) in the first, which has no previous scaling."""
+
+    def __init__(self, omega: float | None) -> None:
+        if omega is not None and not (isinstance(omega, (int, float)) and 0 < omega < 2):
+            raise ValueError(f"omega must be in (0, 2) (1 = plain Sinkhorn) or None for automatic, got {omega!r}")
+        self.w = 1.0 if omega is None else float(omega)
+        self.auto = omega is None
+        self.now = 1.0
+        self.errs: list[float] = []  # row-marginal error after each column update
+        self.best_err, self.best_it = math.inf, 0
+
+    def update(self, it: int) -> None:
+        """After the column update of iteration ``it``: fall back, or adapt omega, and track the best error."""
+        errs = self.errs
+        if self.w > 1.0 and errs and (errs[-1] > 1e3 * self.best_err or it - self.best_it > _STALL):
+            self.w, self.auto = 1.0, False  # relaxation misbehaves (error blew up or stalled): plain from now on
+        elif self.auto and len(errs) >= _PROBE and (len(errs) - _PROBE) % _WINDOW == 0:
+            self.w = _adapt_omega(errs, self.w)
+        if errs and errs[-1] < self.best_err:
+            self.best_err, self.best_it = errs[-1], it
+        self.now = self.w
+
+
+@dataclass
+class _Solve:
+    """The arrays of one solve. Fixed: log-kernel ``L``, marginals ``a``, ``b`` and their positive-mass
+    masks (``a_full``: no zero in ``a``), rows per block, the absorption range ``[lo, hi]``. Updated: the
+    log potentials ``alpha``, ``beta``, the scalings ``u``, ``v`` on top of them, ``u_prev`` (the row
+    scaling of the current plan), ``u_rel`` (the relaxed row scaling, when relaxing; the three row buffers
+    are swapped, never copied) and ``K = exp(L + alpha + beta)``, the work buffer (and the plan)."""
+
+    L: torch.Tensor
+    a: torch.Tensor
+    b: torch.Tensor
+    a_pos: torch.Tensor
+    b_pos: torch.Tensor
+    a_full: bool
+    b_full: bool
+    rows: int
+    lo: float
+    hi: float
+    tiny: float
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    K: torch.Tensor
+    u: torch.Tensor
+    u_prev: torch.Tensor
+    v: torch.Tensor
+    u_rel: torch.Tensor | None = None
+    have_prev: bool = False  # u_prev holds a row scaling (after the first column update)
+    rebuild: bool = True  # K must be rebuilt from the potentials during the next pass
+
+
+def _start(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor, init_log_v, absorb: float) -> _Solve:
+    """Initial potentials: each row centred at its maximum, so that the kernel's largest entry is 1; columns
+    at 0, or at the warm start ``init_log_v``. The same pass finds NaN (amax propagates it) and +inf
+    entries, and rows with mass but an all-zero kernel."""
+    n, c = L.shape
+    dtype, dev = L.dtype, L.device
+    row_max = L.amax(1) if c else torch.zeros(n, dtype=dtype, device=dev)
+    if n and c and bool((torch.isnan(row_max) | (row_max == math.inf)).any()):
+        raise ValueError("log_kernel has NaN or +inf entries; the cost must be finite or +inf (log_kernel -inf)")
+    if ((row_max == -math.inf) & (a > 0)).any():
+        raise ValueError("a row with positive mass has an all-zero kernel (every cost infinite): the problem is infeasible")
+    alpha = torch.where(torch.isfinite(row_max), -row_max, torch.zeros_like(row_max))
+    beta = torch.zeros(c, dtype=dtype, device=dev)
+    if init_log_v is not None:
+        init = torch.as_tensor(init_log_v, device=dev).to(dtype).reshape(-1)
+        if init.shape != (c,) or not bool(torch.isfinite(init[b > 0]).all()):
+            raise ValueError(f"init_log_v must hold {c} column potentials, finite where b > 0 (got shape "
+                             f"{tuple(init.shape)}); pass log_v of an earlier SinkhornResult of the same shape")
+        beta = torch.where(b > 0, init, beta)
+    a_pos, b_pos = a > 0, b > 0  # with full support (the D-SINK case) range checks are one min/max each
+    u = torch.empty(n, dtype=dtype, device=dev)
+    return _Solve(L, a, b, a_pos, b_pos, bool(a_pos.all()), bool(b_pos.all()), _block_rows(c, L.element_size()),
+                  1.0 / absorb, absorb, torch.finfo(dtype).tiny, alpha, beta, torch.empty_like(L), u,
+                  torch.empty_like(u), torch.ones(c, dtype=dtype, device=dev))
+
+
+def _block_pass(s: _Solve, col: torch.Tensor, row_err: torch.Tensor, w: float) -> None:
+    """One pass over K, block by block (each block stays in cache between its two products): rebuild the
+    block from the potentials if asked, the row update ``u = a / (K v)`` (relaxed into ``u_rel`` when
+    ``w != 1``: ``u_prev^(1-w) u^w``, rows without mass kept at 0), the row error ``sum |u_prev K v - a|``
+    of the current plan into ``row_err`` and the column sums ``K^T u`` into ``col``."""
+    L, K, a, v, u, u_prev, u_rel, tiny = s.L, s.K, s.a, s.v, s.u, s.u_prev, s.u_rel, s.tiny
+    relax, rows = w != 1.0, s.rows
+    for i in range(0, len(K), rows):
+        blk = slice(i, i + rows)
+        Kb = K[blk]
+        if s.rebuild:
+            torch.add(L[blk], s.alpha[blk, None], out=Kb)
+            Kb.add_(s.beta).exp_()
+        kv = torch.mv(Kb, v)
+        if s.have_prev:
+            row_err += (u_prev[blk] * kv - a[blk]).abs_().sum()
+        ub = u[blk]
+        torch.div(a[blk], kv.clamp_min_(tiny), out=ub)
+        if relax:
+            rb = torch.pow(u_prev[blk], 1.0 - w, out=u_rel[blk]).mul_(ub.pow(w))
+            if not s.a_full:
+                rb.masked_fill_(~s.a_pos[blk], 0.0)
+            ub = rb
+        torch.addmv(col, Kb.t(), ub, out=col)
+    s.rebuild = False
+
+
+def _column_update(s: _Solve, col: torch.Tensor, w: float) -> None:
+    """``v = b / (K^T u)`` (relaxed: ``v^(1-w) (b / K^T u)^w``), columns without mass at 0; the pass's row
+    scaling (``u_rel`` when relaxing, else ``u``) becomes ``u_prev``, the scaling of the current plan."""
+    b, b_pos = s.b, s.b_pos
+    v_new = b / col if s.b_full else torch.where(b_pos, b / col.clamp_min(s.tiny), torch.zeros_like(b))
+    if w != 1.0:
+        s.v = s.v.pow(1.0 - w).mul_(v_new.pow(w))
+        if not s.b_full:
+            s.v.masked_fill_(~b_pos, 0.0)
+        s.u_prev, s.u_rel = s.u_rel, s.u_prev
+    else:
+        s.v = v_new
+        s.u, s.u_prev = s.u_prev, s.u
+    s.have_prev = True
+
+
+def _outside(s: _Solve, x: torch.Tensor, pos: torch.Tensor, full: bool) -> bool:
+    """Whether a scaling's entries with mass (``pos``) leave ``[lo, hi]``."""
+    if not len(x):
+        return False
+    r = torch.aminmax(x if full else torch.where(pos, x, torch.ones_like(x)))
+    return float(r.min) < s.lo or float(r.max) > s.hi
+
+
+def _absorb(s: _Solve) -> None:
+    """Absorb the scalings of the current plan into the log potentials (``alpha += log u_prev``,
+    ``beta += log v``) and reset them to 1; K is rebuilt from the potentials during the next pass."""
+    s.alpha = s.alpha + torch.where(s.a_pos, s.u_prev.log(), torch.zeros_like(s.u_prev))
+    s.beta = s.beta + torch.where(s.b_pos, s.v.log(), torch.full_like(s.v, -math.inf))
+    s.u_prev.fill_(1.0)
+    s.v = torch.ones_like(s.v)
+    s.rebuild = True
+
+
+def _final_rows(s: _Solve) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The plan ``diag(u) K diag(v)`` of the last row update, in place in the work buffer (every row carries
+    exactly its mass a_i), and its log potentials."""
+    for i in range(0, len(s.K), s.rows):
+        s.K[i : i + s.rows].mul_(s.u[i : i + s.rows, None]).mul_(s.v)
+    log_u = s.alpha + torch.where(s.a > 0, s.u.log(), torch.full_like(s.u, -math.inf))
+    log_v = s.beta + torch.where(s.v > 0, s.v.log(), torch.full_like(s.v, -math.inf))
+    return s.K, log_u, log_v
+
+
+def _default_tol(dtype: torch.dtype, mass: float) -> float:
+    """1e-6 in float64; in float32 above the summation error floor (about sqrt(N) * 6e-8)."""
+    return 1e-6 if dtype == torch.float64 else max(1e-5, 2e-7 * math.sqrt(max(mass, 1.0)))
+
+
+def _warn_unconverged(it: int, err: float, tol: float, dtype: torch.dtype, mass: float) -> None:
+    hint = ("raise max_iter or eps, or loosen tol" if dtype == torch.float64 else
+            "raise max_iter or eps, loosen tol, or solve in float64 (float32 sums have an error floor near "
+            f"{6e-8 * math.sqrt(max(mass, 1)):.1g} here)")
+    warnings.warn(f"Sinkhorn stopped after {it} iterations with marginal error {err:.3g} > tol {tol:.3g}; {hint}",
+                  SolverWarning, stacklevel=3)
 
 
 def sinkhorn(
@@ -184,130 +344,46 @@ def sinkhorn(
         Wrong shapes, NaN or negative inputs, different masses, or a row/column that cannot carry its
         mass (all its kernel entries are zero).
     """
-    world = _dist_world() if distributed is None or distributed else 1
+    world = world_size() if distributed is None or distributed else 1
     dist_on = world > 1
     dtype = torch.float64 if log_kernel.dtype == torch.float64 else torch.float32
     L = log_kernel if log_kernel.dtype == dtype else log_kernel.to(dtype)
     a = torch.as_tensor(a, device=L.device).to(dtype)
     b = torch.as_tensor(b, device=L.device).to(dtype)
     _check(L, a, b, eps, world)
-    n, c = L.shape
-    tiny = torch.finfo(dtype).tiny
-    mass = float(_all_reduce(a.sum().clone()) if dist_on else a.sum())
-    if tol is None:  # float32: stay above the summation error floor (about sqrt(N) * 6e-8)
-        tol = 1e-6 if dtype == torch.float64 else max(1e-5, 2e-7 * math.sqrt(max(mass, 1.0)))
-
-    # Initial potentials: centre each row at its maximum so that the kernel's largest entry is 1.
-    # The same pass finds NaN (amax propagates it) and +inf entries.
-    row_max = L.amax(1) if c else torch.zeros(n, dtype=dtype, device=L.device)
-    if n and c and bool((torch.isnan(row_max) | (row_max == math.inf)).any()):
-        raise ValueError("log_kernel has NaN or +inf entries; the cost must be finite or +inf (log_kernel -inf)")
-    if ((row_max == -math.inf) & (a > 0)).any():
-        raise ValueError("a row with positive mass has an all-zero kernel (every cost infinite): the problem is infeasible")
-    alpha = torch.where(torch.isfinite(row_max), -row_max, torch.zeros_like(row_max))
-    beta = torch.zeros(c, dtype=dtype, device=L.device)
-    if init_log_v is not None:
-        init = torch.as_tensor(init_log_v, device=L.device).to(dtype).reshape(-1)
-        if init.shape != (c,) or not bool(torch.isfinite(init[b > 0]).all()):
-            raise ValueError(f"init_log_v must hold {c} column potentials, finite where b > 0 (got shape "
-                             f"{tuple(init.shape)}); pass log_v of an earlier SinkhornResult of the same shape")
-        beta = torch.where(b > 0, init, beta)
-    K = torch.empty_like(L)
-    rows = _block_rows(c, L.element_size())
-
-    # Masks of positive mass, fixed for the whole solve; with full support (the D-SINK case) the range
-    # checks below are one min/max reduction per vector.
-    a_pos, b_pos = a > 0, b > 0
-    a_full, b_full = bool(a_pos.all()), bool(b_pos.all())
-    lo, hi = 1.0 / absorb, absorb
-    v = torch.ones(c, dtype=dtype, device=L.device)
-    u = torch.empty(n, dtype=dtype, device=L.device)
-    u_prev = torch.empty_like(u)
-    have_prev, rebuild = False, True
-    if omega is not None and not (isinstance(omega, (int, float)) and 0 < omega < 2):
-        raise ValueError(f"omega must be in (0, 2) (1 = plain Sinkhorn) or None for automatic, got {omega!r}")
-    w = 1.0 if omega is None else float(omega)  # over-relaxation in use
-    auto = omega is None
-    u_rel = torch.empty_like(u) if (auto or w != 1.0) else None  # the relaxed row scaling (the plan's)
-    errs: list[float] = []
-    best_err, best_it = math.inf, 0
-    relax = False  # the first iteration has no previous scaling to relax from
-    # buf = [column sums K^T u (C), processes whose u left [1/absorb, absorb], row error of the last plan]
+    mass = float(all_reduce(a.sum().clone()) if dist_on else a.sum())
+    tol = _default_tol(dtype, mass) if tol is None else tol
+    s = _start(L, a, b, init_log_v, absorb)
+    rel = _Relaxation(omega)
+    if rel.auto or rel.w != 1.0:
+        s.u_rel = torch.empty_like(s.u)
+    c = L.shape[1]
+    # buf = [column sums K^T u (C), processes whose u left [lo, hi], row error of the current plan]: one
+    # all-reduce per iteration when distributed
     buf = torch.empty(c + 2, dtype=dtype, device=L.device)
     err, it = math.inf, 0
     for it in range(max_iter + 1):
-        # One pass over K per iteration, block by block (each block stays in cache): the row update
-        # u = a / (K v), the row error of the previous plan diag(u_prev) K diag(v), and K^T u.
+        w = rel.now
         col, row_err = buf[:c].zero_(), buf[c + 1].zero_()
-        for s in range(0, n, rows):
-            Kb = K[s : s + rows]
-            if rebuild:
-                torch.add(L[s : s + rows], alpha[s : s + rows, None], out=Kb)
-                Kb.add_(beta).exp_()
-            kv = torch.mv(Kb, v)
-            if have_prev:
-                row_err += (u_prev[s : s + rows] * kv - a[s : s + rows]).abs_().sum()
-            ub = u[s : s + rows]
-            torch.div(a[s : s + rows], kv.clamp_min_(tiny), out=ub)
-            if relax:  # u_rel = u_prev^(1-w) * u^w; rows without mass stay 0
-                rb = torch.pow(u_prev[s : s + rows], 1.0 - w, out=u_rel[s : s + rows]).mul_(ub.pow(w))
-                if not a_full:
-                    rb.masked_fill_(~a_pos[s : s + rows], 0.0)
-                ub = rb
-            torch.addmv(col, Kb.t(), ub, out=col)
-        rebuild = False
-        u_used = u_rel if relax else u
-        ur = torch.aminmax(u_used if a_full else torch.where(a_pos, u_used, torch.ones_like(u_used))) if n else None
-        buf[c] = float(n > 0 and (float(ur.min) < lo or float(ur.max) > hi))
+        _block_pass(s, col, row_err, w)
+        buf[c] = float(_outside(s, s.u_rel if w != 1.0 else s.u, s.a_pos, s.a_full))
         if dist_on:
-            _all_reduce(buf)
-        if have_prev:
-            err = float(buf[c + 1]) / max(mass, tiny)
-            errs.append(err)
+            all_reduce(buf)
+        if s.have_prev:
+            err = float(buf[c + 1]) / max(mass, s.tiny)
+            rel.errs.append(err)
         if err <= tol or it == max_iter:
             break  # u, v hold the last row update: the plan below has exact rows
-        if it == 0 and ((col <= 0) & b_pos).any():  # the zero pattern of K never changes
+        if it == 0 and ((col <= 0) & s.b_pos).any():  # the zero pattern of K never changes
             raise ValueError("a class with positive mass has an all-zero kernel column: the problem is infeasible")
-        v_new = b / col if b_full else torch.where(b_pos, b / col.clamp_min(tiny), torch.zeros_like(b))
-        if relax:
-            v = v.pow(1.0 - w).mul_(v_new.pow(w))
-            if not b_full:
-                v.masked_fill_(~b_pos, 0.0)
-            u_prev, u_rel = u_rel, u_prev  # the plan's row scaling is the relaxed one
-        else:
-            v = v_new
-            u, u_prev = u_prev, u
-        have_prev = True
-        if w > 1.0 and errs and (errs[-1] > 1e3 * best_err or it - best_it > _STALL):
-            w, auto = 1.0, False  # relaxation misbehaves (error blew up or stalled): plain Sinkhorn from now on
-        elif auto and len(errs) >= _PROBE and (len(errs) - _PROBE) % _WINDOW == 0:
-            w = _adapt_omega(errs, w)
-        if errs and errs[-1] < best_err:
-            best_err, best_it = errs[-1], it
-        relax = w != 1.0  # from the second pass on there is a previous scaling to relax from
-        vr = torch.aminmax(v if b_full else torch.where(b_pos, v, torch.ones_like(v)))
-        if buf[c] > 0 or float(vr.min) < lo or float(vr.max) > hi:
-            # Absorb the scalings into the potentials; K is rebuilt during the next pass.
-            alpha = alpha + torch.where(a_pos, u_prev.log(), torch.zeros_like(u_prev))
-            beta = beta + torch.where(b_pos, v.log(), torch.full_like(v, -math.inf))
-            u_prev.fill_(1.0)
-            v = torch.ones_like(v)
-            rebuild = True
-    # Final row update, in place in the work buffer: every row of Q carries exactly its mass a_i
-    # (the column error is then of the order of the last marginal_error).
-    for s in range(0, n, rows):
-        K[s : s + rows].mul_(u[s : s + rows, None]).mul_(v)
-    log_u = alpha + torch.where(a > 0, u.log(), torch.full_like(u, -math.inf))
-    log_v = beta + torch.where(v > 0, v.log(), torch.full_like(v, -math.inf))
-    converged = err <= tol
+        _column_update(s, col, w)
+        rel.update(it)
+        v_out = _outside(s, s.v, s.b_pos, s.b_full)
+        if buf[c] > 0 or v_out:
+            _absorb(s)
+    plan, log_u, log_v = _final_rows(s)
+    converged = err <= tol  # False for a NaN error too
     if not converged:
-        hint = ("raise max_iter or eps, or loosen tol" if dtype == torch.float64 else
-                "raise max_iter or eps, loosen tol, or solve in float64 (float32 sums have an error floor near "
-                f"{6e-8 * math.sqrt(max(mass, 1)):.1g} here)")
-        warnings.warn(
-            f"Sinkhorn stopped after {it} iterations with marginal error {err:.3g} > tol {tol:.3g}; {hint}",
-            SolverWarning,
-            stacklevel=2,
-        )
+        _warn_unconverged(it, err, tol, dtype, mass)
     out_dtype = log_kernel.dtype if log_kernel.dtype.is_floating_point else dtype
-    return SinkhornResult(K.to(out_dtype), log_u, log_v, it, err, converged)
+    return SinkhornResult(plan.to(out_dtype), log_u, log_v, it, err, converged)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .sinkhorn import SinkhornResult, _all_reduce, _dist_world, sinkhorn
+from ..distributed import all_reduce, world_size
+from .sinkhorn import SinkhornResult, sinkhorn
 
 CLASS_TOTALS = ("soft", "argmax")
 
@@ -69,7 +70,7 @@ def class_totals_from(p_imbalance: torch.Tensor, how: str, num_total: float, dis
     else:
         raise InputError(f"unknown class_totals {how!r}; valid: {', '.join(CLASS_TOTALS)}, or an array of C totals")
     if distributed:
-        _all_reduce(t)
+        all_reduce(t)
     return t * (num_total / t.sum().clamp_min(1e-300))
 
 
@@ -149,9 +150,9 @@ def surrogate_labels(
         raise InputError(f"eps must be a positive number, got {eps!r}")
     if dtype is None:
         dtype = torch.float64 if pn.dtype == torch.float64 else torch.float32
-    world = _dist_world() if distributed is None or distributed else 1
+    world = world_size() if distributed is None or distributed else 1
     n, c = pn.shape
-    n_total = float(_all_reduce(torch.tensor(float(n), dtype=torch.float64, device=device)) if world > 1 else n)
+    n_total = float(all_reduce(torch.tensor(float(n), dtype=torch.float64, device=device)) if world > 1 else n)
     if isinstance(class_totals, str):
         t = class_totals_from(pl, class_totals, n_total, world > 1)
     else:

@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..data import build_data, canonical_noise_mode
+from ..data import build_data, canonical_noise_mode, get_dataset
 from ..errors import InputError, check_choice
 from ..eval.evaluate import evaluate_trainer
-from ..methods.base import METHODS, method_params_dict
-from ..models import MODELS
-from .engine import OPTIMIZERS, Trainer, resolve_device
+from ..methods.base import get_method, method_params_dict
+from ..models import get_model
+from .engine import Trainer, resolve_device
+from .optim import get_optimizer
 from .rundir import load_run_config, prepare_run_dir, run_lock, run_state, write_status
-from .schedule import SCHEDULES
+from .schedule import get_schedule
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +26,14 @@ log = logging.getLogger(__name__)
 def resolve_config(cfg: RunConfig) -> RunConfig:
     """Validate every name in ``cfg`` and fill in method defaults, before anything is written."""
     from ..data.longtail import PROFILES
-    from ..data.sources import DATASETS
 
-    check_choice(cfg.data.dataset, DATASETS, "dataset")
+    get_dataset(cfg.data.dataset)  # each registry raises an InputError listing its valid names
     canonical_noise_mode(cfg.data.noise_mode)
     check_choice(cfg.data.profile, PROFILES, "profile")
-    check_choice(cfg.model.name, MODELS, "model")
-    check_choice(cfg.method.name, METHODS, "method")
-    check_choice(cfg.optim.optimizer, OPTIMIZERS, "optimizer")
-    check_choice(cfg.optim.schedule, SCHEDULES, "schedule")
+    get_model(cfg.model.name)
+    get_method(cfg.method.name)
+    get_optimizer(cfg.optim.optimizer)
+    get_schedule(cfg.optim.schedule)
     resolve_device(cfg.train.device)
     _check_numbers(cfg)
     cfg = dataclasses.replace(cfg, method=dataclasses.replace(
@@ -85,7 +85,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, forc
     The process holds the run's lock while it works: with ``wait`` it waits for another holder (``on_wait(holder)``
     is called once), else it raises an InputError naming the holder.
     """
-    from . import distributed
+    from .. import distributed
 
     cfg = resolve_config(cfg)
     run_dir = Path(run_dir)

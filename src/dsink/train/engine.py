@@ -20,19 +20,19 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..config import RunConfig
 from ..data import DataBundle
-from ..errors import InputError, TrainingError, check_choice
+from ..errors import InputError, TrainingError
 from ..methods import MethodContext, build_method
 from ..models import build_model
 from ..fileio import append_text
 from .augment import InputPipeline
-from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
+from .optim import get_optimizer
 from .schedule import lr_at
 
 log = logging.getLogger(__name__)
-OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -135,14 +135,10 @@ class Trainer:
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
-        check_choice(o.optimizer, OPTIMIZERS, "optimizer")
+        factory = get_optimizer(o.optimizer)  # the optimiser registry (dsink.train.optim)
         if o.lr <= 0:
             raise InputError(f"optim.lr must be > 0, got {o.lr}")
-        if o.optimizer == "sgd":
-            return torch.optim.SGD(self.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                                   weight_decay=o.weight_decay)
-        cls = torch.optim.Adam if o.optimizer == "adam" else torch.optim.AdamW
-        return cls(self.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        return factory(self.parameters(), o)
 
     def autocast(self):
         """bfloat16 autocast on CUDA when ``train.amp``; a no-op elsewhere."""

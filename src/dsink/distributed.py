@@ -1,4 +1,8 @@
-"""Multi-process training with ``torch.distributed`` (launched by ``torchrun``).
+"""The ``torch.distributed`` helpers of the whole package (one process group, launched by ``torchrun``).
+
+A ground-floor module: it imports nothing from dsink, so the solver (:mod:`dsink.ot`) and the training
+engine (:mod:`dsink.train`) share one set of helpers. The queries and collectives answer for a single
+process (identity) when no process group is initialised.
 
 ``torchrun --nproc-per-node K -m dsink train ...`` starts K processes with ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK`` set; :func:`init_from_env` joins them into one process group (NCCL on CUDA, gloo on the
@@ -34,6 +38,11 @@ class DistInfo:
     @property
     def active(self) -> bool:
         return self.world > 1
+
+
+def world_size() -> int:
+    """Number of processes in the initialised process group (1 without one)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def current() -> DistInfo:
@@ -102,8 +111,15 @@ def all_gather_rows(local: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat(parts)[:n]
 
 
+def all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """In-place ``"sum"`` or ``"max"`` over processes, returning ``t`` (identity for a single process)."""
+    if op not in ("sum", "max"):
+        raise ValueError(f"all_reduce op must be 'sum' or 'max', got {op!r}")
+    if world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return t
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """In-place sum over processes (identity for a single process)."""
-    if current().active:
-        dist.all_reduce(t)
-    return t
+    return all_reduce(t, "sum")
