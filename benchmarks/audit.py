@@ -27,6 +27,7 @@ from claims import SETTINGS, base_overrides  # noqa: E402
 from dsink.eval.audit import audit_run, flag_quality  # noqa: E402
 from dsink.eval.evaluate import load_predictions  # noqa: E402
 from dsink.pipeline import load_pipeline, run_pipeline  # noqa: E402
+from dsink.runs import RunDir  # noqa: E402
 
 
 def main() -> int:
@@ -52,9 +53,9 @@ def main() -> int:
         noise = next(r for r in res["rows"] if r["role"] == "noise")["runs"]
         per: dict[str, list] = {"dsink audit (surrogate labels)": [], "cleanlab on f_N": [], "cleanlab on D-SINK": []}
         for t_run, n_run in zip(target, noise):
-            s = audit_run(t_run, Path(t_run) / "audit.csv")
+            s = audit_run(t_run, RunDir(t_run).audit_path)
             per["dsink audit (surrogate labels)"].append({k: s[k] for k in ("overall", "tail")})
-            info = json.loads((Path(t_run) / "eval.json").read_text())
+            info = RunDir(t_run).read_eval()
             counts = np.asarray(info["train_class_counts"])
             for label, run in (("cleanlab on f_N", n_run), ("cleanlab on D-SINK", t_run)):
                 p = load_predictions(run)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from dsink.pipeline import load_pipeline, results_markdown, run_pipeline
+from dsink.runs import RunDir
 
 SETTINGS = [(100, "uniform_excl_true", 0.4), (100, "semantic", 0.2), (10, "uniform_excl_true", 0.4), (10, "semantic", 0.2)]
 ALPHAS = (0.5, 2.0)
@@ -42,7 +43,7 @@ def curve(runs: list[str], key: str = "train_correction") -> list[float]:
     """Mean over seeds of a per-epoch metric."""
     per = []
     for r in runs:
-        rows = [json.loads(line) for line in (Path(r) / "metrics.jsonl").read_text().splitlines()]
+        rows = RunDir(r).read_metrics()
         per.append([row.get(key) for row in rows])
     return [float(np.mean(v)) for v in zip(*per)]
 

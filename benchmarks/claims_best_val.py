@@ -16,7 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-from dsink.pipeline import _mean_std
+from dsink.pipeline import mean_std
+from dsink.runs import RunDir
 
 HERE = Path(__file__).parent
 
@@ -31,9 +32,9 @@ def main() -> None:
     for s in claims["settings"]:
         rows = []
         for r in s["rows"]:
-            evals = [json.loads((Path(d) / "eval.json").read_text()) for d in r["runs"]]
-            last = _mean_std([e["last"]["top1"] for e in evals])
-            best = _mean_std([e["best"]["top1"] for e in evals])
+            evals = [RunDir(d).read_eval() for d in r["runs"]]
+            last = mean_std([e["last"]["top1"] for e in evals])
+            best = mean_std([e["best"]["top1"] for e in evals])
             rows.append({"method": r["method"], "top1_last": last, "top1_best_val": best,
                          "best_epochs": [e["best"]["epoch"] for e in evals]})
         settings.append({"setting": s["setting"], "rows": rows})

@@ -1,4 +1,6 @@
-"""Measure D-SINK's open knobs (SPEC §1) to choose its defaults - selected on the noisy validation split.
+"""Measure D-SINK's open knobs to choose its defaults - selected on the noisy validation split.
+
+The knobs: docs/dsink.md#knobs-methodparams-of-methodname-dsink.
 
 Setting (fast, CPU): Fashion-MNIST-LT (exp, rho in {10, 100}), uniform_excl_true 0.4, MLP 784-256-256-10,
 Adam 1e-3, 15 epochs, batch 128, no augmentation; f_L = logit-adjusted CE (tau 1), f_N = GCE (q 0.7).
@@ -23,6 +25,7 @@ import numpy as np
 from dsink.config import load_config
 from dsink.eval.evaluate import load_predictions
 from dsink.eval.metrics import classification_report
+from dsink.runs import RunDir
 from dsink.train import distill_config, train_run
 
 BASE = ["model.name=mlp", "optim.optimizer=adam", "optim.lr=0.001", "optim.weight_decay=0", "optim.epochs=15",
@@ -44,12 +47,12 @@ VARIANTS = {
 
 
 def _val_acc(run: Path) -> float:
-    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = RunDir(run).read_metrics()
     return rows[-1]["val_acc"]
 
 
 def _record(run: Path) -> dict:
-    ev = json.loads((run / "eval.json").read_text())
+    ev = RunDir(run).read_eval()
     return {"val": _val_acc(run), "top1": ev["last"]["top1"], "few": ev["last"]["few_acc"],
             "top1_best_val": ev["best"]["top1"]}
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from dsink.pipeline import load_pipeline, run_pipeline
-from dsink.train.checkpoint import load_checkpoint
+from dsink.runs import RunDir
+from recipes import RECIPES  # benchmarks/recipes.py
 
 # (name, rho, noise mode, noise rate). dev: where variants were developed; held_out: only run to confirm.
 SETTINGS = {
@@ -35,14 +36,6 @@ SETTINGS = {
     "r200-incl50": (200, "uniform_incl_true", 0.5),
 }
 GROUPS = {"dev": ["r100-unif40", "r10-unif40"], "held_out": ["r50-csp30", "r20-pair30", "r200-incl50"]}
-RECIPES = {
-    "mlp": ["model.name=mlp", "optim.optimizer=adam", "optim.lr=0.001", "optim.weight_decay=0",
-            "optim.schedule=constant", "optim.batch_size=128", "train.augment=false", "optim.epochs=15"],
-    # the paper's regime on CPU: a small CNN with augmentation, SGD + cosine, long enough to memorise
-    "cnn": ["model.name=small_cnn", "model.width=16", "optim.optimizer=sgd", "optim.lr=0.05", "optim.momentum=0.9",
-            "optim.weight_decay=5e-4", "optim.schedule=cosine", "optim.batch_size=128", "train.augment=true",
-            "train.hflip=false", "optim.epochs=30", "data.n_max=1200"],
-}
 VARIANTS = {
     "default": {},
     "base none": {"base_loss": "none"},
@@ -57,6 +50,15 @@ VARIANTS = {
         "cost": "noise+imbalance+target", "target_ema": 0.7},
     "base none, adjusted, f_L in cost": {"base_loss": "none", "distill": "adjusted",
                                          "cost": "noise+imbalance+target"},
+    "f_N totals, f_L in cost, ema, train pass": {
+        "base_loss": "none", "distill": "adjusted", "class_totals": "noise_argmax",
+        "cost": "noise+imbalance+target", "target_ema": 0.7, "target_probs": "train"},
+    "f_N totals, f_L in cost, ema, train pass, CE base": {
+        "base_loss": "ce", "distill": "adjusted", "class_totals": "noise_argmax",
+        "cost": "noise+imbalance+target", "target_ema": 0.7, "target_probs": "train"},
+    "f_N totals, f_L in cost, ema, train pass, plain": {
+        "base_loss": "none", "distill": "plain", "class_totals": "noise_argmax",
+        "cost": "noise+imbalance+target", "target_ema": 0.7, "target_probs": "train"},
 }
 # the ladder: same loss for every rung (given by --ladder-loss), only the soft target changes
 LADDER = {
@@ -68,30 +70,30 @@ LADDER = {
 
 
 def curves(run: str) -> dict[str, list]:
-    rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    rows = RunDir(run).read_metrics()
     return {k: [r.get(k) for r in rows] for k in ("test_acc", "val_acc", "val_bal_acc", "train_correction")}
 
 
 def q_accuracy(run: str) -> float | None:
     """Accuracy of argmax Q (the last soft target) against the true training labels."""
-    state = load_checkpoint(Path(run) / "checkpoints" / "last.pt")
+    state = RunDir(run).load_checkpoint("last")
     q = (state.get("method") or {}).get("Q")
     if q is None:
         return None
-    true = np.load(Path(run) / "predictions.npz")["train_true"]
+    true = RunDir(run).read_predictions()["train_true"]
     return float((q.argmax(1).numpy() == true).mean())
 
 
 def record(row: dict) -> list[dict]:
     out = []
     for run in row["runs"]:
-        ev = json.loads((Path(run) / "eval.json").read_text())
+        ev = RunDir(run).read_eval()
         rec = {"run": run, "top1": ev["last"]["top1"], "many": ev["last"]["many_acc"], "medium": ev["last"]["medium_acc"],
                "few": ev["last"]["few_acc"], "correction": (ev.get("train") or {}).get("correction_rate"),
                "top1_best_val": (ev.get("best") or {}).get("top1")}
-        if (Path(run) / "metrics.jsonl").exists():
+        if RunDir(run).read_metrics():
             rec["curves"] = curves(run)
-        if (Path(run) / "checkpoints" / "last.pt").exists():
+        if RunDir(run).has_checkpoint("last"):
             rec["q_acc"] = q_accuracy(run)
         out.append(rec)
     return out

@@ -26,7 +26,8 @@ import torch
 
 from dsink.config import MethodConfig
 from dsink.methods import METHOD_REGISTRY, method_info
-from dsink.pipeline import _cache_dir, _role_config, load_pipeline, metric_stats
+from dsink.pipeline import cache_run_dir, load_pipeline, metric_stats, role_config
+from dsink.runs import RunDir
 from dsink.train import distill_config, train_run
 
 EPOCH_SCHEDULES = {"coteaching": {"ramp_epochs": 5}, "coteaching_la": {"ramp_epochs": 5},
@@ -35,7 +36,7 @@ DEFAULT_PAIRS = ["la:gce", "la:coteaching", "la:elr", "bs:gce", "ldam_drw:gce", 
 
 
 def _train_seconds(run: Path) -> float:
-    return sum(json.loads(line)["time_s"] for line in (run / "metrics.jsonl").read_text().splitlines())
+    return sum(row["time_s"] for row in RunDir(run).read_metrics())
 
 
 def _summary(reports: list[dict], seconds: list[float]) -> dict:
@@ -66,8 +67,8 @@ def main() -> None:
     for m in methods:
         reports, seconds = [], []
         for seed in args.seeds:
-            cfg = _role_config(base, pipe, "baseline", MethodConfig(m, dict(EPOCH_SCHEDULES.get(m, {}))), seed)
-            run = _cache_dir(cfg, work)
+            cfg = role_config(base, pipe, "baseline", MethodConfig(m, dict(EPOCH_SCHEDULES.get(m, {}))), seed)
+            run = cache_run_dir(cfg, work)
             reports.append(train_run(cfg, run, resume=True))
             seconds.append(_train_seconds(run))
             runs.setdefault(m, []).append(run)
@@ -77,7 +78,7 @@ def main() -> None:
         reports, seconds = [], []
         for i, _ in enumerate(args.seeds):
             cfg = distill_config(runs[imb][i], runs[noise][i])
-            run = _cache_dir(cfg, work)
+            run = cache_run_dir(cfg, work)
             reports.append(train_run(cfg, run, resume=True))
             seconds.append(_train_seconds(run))
         record(f"D-SINK({imb}, {noise})", "target", reports, seconds)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dsink.config import load_config
-from dsink.pipeline import _role_config, load_pipeline
+from dsink.pipeline import load_pipeline, role_config
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 TRAIN_CONFIGS = ("fmnist_lt.yaml", "fmnist_lt_mlp.yaml")  # single-run configs (no pipeline section)
@@ -28,7 +28,7 @@ def test_grid_is_complete():
 def test_run_config_resolves(path):
     base, pipe = load_pipeline(path)
     for role, method in (("imbalance", pipe.imbalance), ("noise", pipe.noise)):
-        cfg = _role_config(base, pipe, role, method, pipe.seeds[0])
+        cfg = role_config(base, pipe, role, method, pipe.seeds[0])
         assert cfg.method.name == method.name
     if base.data.dataset.startswith("cifar"):
         o = base.optim

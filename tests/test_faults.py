@@ -96,7 +96,7 @@ def test_a_second_train_of_a_running_run_exits_2_and_rows_are_not_duplicated(tmp
 
 
 def test_a_writer_waits_for_the_holder_when_asked(tmp_path):
-    from dsink.train.rundir import run_lock
+    from dsink.runs import run_lock
 
     run = tmp_path / "run"
     fd = _hold_lock(run, pid=777)
@@ -143,7 +143,7 @@ def test_unwritable_out_paths_exit_2_naming_the_path(tmp_path, data, capsys):
 
 
 def test_a_full_disk_mid_run_exits_2_and_marks_the_run_crashed(tmp_path, data, capsys, monkeypatch):
-    import dsink.train.engine as engine
+    import dsink.runs.rundir as engine  # where checkpoints are written
 
     real = engine.save_checkpoint
 

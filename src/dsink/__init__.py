@@ -23,6 +23,7 @@ _REGISTRY_API = {
     "dsink.train.optim": ("list_optimizers", "get_optimizer", "optimizer_info", "register_optimizer"),
     "dsink.train.schedule": ("list_schedules", "get_schedule", "schedule_info", "register_schedule"),
     "dsink.registry": ("Registry",),
+    "dsink.runs": ("RunDir",),  # a run directory and all of its I/O
 }
 _LAZY = {name: module for module, names in _REGISTRY_API.items() for name in names}
 

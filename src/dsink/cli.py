@@ -21,37 +21,36 @@ def _add_config_args(p: argparse.ArgumentParser, base: str = "the built-in defau
                    help="override a config key, e.g. --set optim.lr=0.05 (repeatable)")
 
 
+def _add_flags(p: argparse.ArgumentParser, command: str) -> None:
+    """The shortcut flags of ``command``, from the one flag table (:data:`dsink.resolve.FLAGS`)."""
+    from .resolve import flags_for
+
+    for f in flags_for(command):
+        if f.kind == "switch":
+            p.add_argument(f.option, action="store_true", help=f.help)
+        else:
+            kind = {"str": str, "int": int, "float": float, "ints": int}[f.kind]
+            p.add_argument(f.option, type=kind, nargs="+" if f.kind == "ints" else None, help=f.help)
+
+
 def _add_run_args(p: argparse.ArgumentParser, default_out: str) -> None:
-    p.add_argument("--epochs", type=int, help="optim.epochs")
-    p.add_argument("--device", help="train.device (auto, cpu, cuda, cuda:N)")
-    p.add_argument("--seed", type=int, help="train.seed")
     p.add_argument("--out", help=f"run directory (default {default_out})")
     p.add_argument("--resume", action="store_true", help="continue an unfinished run directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def _data_shortcuts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help="data.dataset (see `dsink list datasets`)")
-    p.add_argument("--imbalance-ratio", type=float, help="data.imbalance_ratio (rho >= 1)")
-    p.add_argument("--noise-mode", help="data.noise_mode (see `dsink list noise-modes`)")
-    p.add_argument("--noise-rate", type=float, help="data.noise_rate in [0, 1)")
-    p.add_argument("--data-seed", type=int, help="data.data_seed")
-    p.add_argument("--root", help="data.root: folder (or .npz file) with the data")
+def _settings(args, command: str) -> dict:
+    """The config settings of the flags given to ``command`` (the last layer, after YAML and --set)."""
+    from .resolve import flag_settings
+
+    return flag_settings(command, vars(args))
 
 
-def _config(args) -> "RunConfig":
+def _config(args, command: str, base: dict | None = None) -> "RunConfig":
     from .config import load_config
 
-    over = list(args.overrides)
-    for flag, key in (("dataset", "data.dataset"), ("imbalance_ratio", "data.imbalance_ratio"),
-                      ("noise_mode", "data.noise_mode"), ("noise_rate", "data.noise_rate"),
-                      ("data_seed", "data.data_seed"), ("root", "data.root"), ("method", "method.name"),
-                      ("epochs", "optim.epochs"), ("device", "train.device"), ("seed", "train.seed")):
-        v = getattr(args, flag, None)
-        if v is not None:
-            over.append(f"{key}={v}")
-    return load_config(args.config, over)
+    return load_config(args.config, args.overrides, base=base, settings=_settings(args, command))
 
 
 def _fmt(v) -> str:
@@ -76,29 +75,31 @@ def print_report(report: dict, title: str = "") -> None:
 
 
 def cmd_train(args) -> int:
-    from .train.rundir import load_run_config
+    from .runs import RunDir
 
-    if args.resume and args.config is None and args.out and (Path(args.out) / "config.yaml").exists():
-        from .config import _merge, config_from_dict, parse_overrides
-
-        cfg = config_from_dict(_merge(load_run_config(args.out).to_dict(), parse_overrides(args.overrides)))
-    else:
-        cfg = _config(args)
-    return _train_and_report(cfg, args)
+    base = None
+    if args.resume and args.config is None and args.out and RunDir(args.out).has_config():
+        base = RunDir(args.out).load_config().to_dict()  # resume: the run's own config, then --set and the flags
+    return _train_and_report(_config(args, "train", base), args)
 
 
 def _train_and_report(cfg, args) -> int:
-    """Train ``cfg`` into ``--out`` (default runs/<method>-<dataset>-<config hash>) and print its report."""
-    from .train import train_run
-
-    out = args.out or f"runs/{cfg.method.name}-{cfg.data.dataset}-{cfg.fingerprint()[:8]}"
+    """Resolve ``cfg`` (every check, before anything is written), train it into ``--out`` (default
+    runs/<method>-<dataset>-<config hash>, :func:`dsink.config.run_name`) and print its report."""
+    from . import train
+    from .config import run_name
     from .distributed import current
 
-    if args.resume and not (Path(out) / "config.yaml").is_file():
-        what = "does not exist" if not Path(out).exists() else "is not a dsink run directory (no config.yaml)"
+    cfg = train.resolve_config(cfg)
+    out = args.out or f"runs/{run_name(cfg)}"
+
+    from .runs import RunDir
+
+    if args.resume and not RunDir(out).has_config():
+        what = "does not exist" if not Path(out).exists() else f"is not a dsink run directory (no {RunDir.CONFIG})"
         raise InputError(f"--resume: {out!r} {what}; check the path, or drop --resume to start a new run")
     args.run_dir = out  # for the interrupt hint
-    report = train_run(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
+    report = train.train_run(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
     if current().is_main:  # under torchrun only rank 0 reports
         print(f"run directory: {out}")
         if report is not None:
@@ -109,11 +110,8 @@ def _train_and_report(cfg, args) -> int:
 def cmd_distill(args) -> int:
     from .train import distill_config
 
-    over = list(args.overrides) + [f"{key}={getattr(args, flag)}" for flag, key in (
-        ("epochs", "optim.epochs"), ("device", "train.device"), ("seed", "train.seed")) if getattr(args, flag) is not None]
-    if args.allow_unfinished:
-        over.append("train.allow_unfinished_runs=true")
-    cfg = distill_config(args.imbalance_run, args.noise_run, args.config, over)
+    cfg = distill_config(args.imbalance_run, args.noise_run, args.config, args.overrides,
+                         settings=_settings(args, "distill"))
     return _train_and_report(cfg, args)
 
 
@@ -130,17 +128,7 @@ def cmd_average(args) -> int:
 def cmd_run(args) -> int:
     from .pipeline import load_pipeline, results_markdown, run_pipeline
 
-    over = list(args.overrides)
-    if args.out:
-        over.append(f"pipeline.out={args.out}")
-    if args.seeds:
-        over.append(f"pipeline.seeds=[{','.join(str(s) for s in args.seeds)}]")
-    if args.vary_data_seed:
-        over.append("pipeline.vary_data_seed=true")
-    for flag, key in (("epochs", "optim.epochs"), ("device", "train.device")):
-        if getattr(args, flag) is not None:
-            over.append(f"{key}={getattr(args, flag)}")
-    base, pipe = load_pipeline(args.config, over)
+    base, pipe = load_pipeline(args.config, args.overrides, settings=_settings(args, "run"))
 
     def on_job(i, total, job):
         what = "averaging" if job.cfg is None else "training"
@@ -203,8 +191,10 @@ def cmd_eval(args) -> int:
 
 def cmd_describe(args) -> int:
     from .data import describe
+    from .resolve import check_values
 
-    cfg = _config(args)
+    cfg = _config(args, "describe")
+    check_values(cfg)
     d = describe(cfg.data)
     if args.json:
         print(json.dumps(d))
@@ -261,8 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one method into a run directory, then evaluate it")
     _add_config_args(t)
-    _data_shortcuts(t)
-    t.add_argument("--method", help="method.name (see `dsink list methods`)")
+    _add_flags(t, "train")
     _add_run_args(t, "runs/<method>-<dataset>-<config hash>")
     t.set_defaults(func=cmd_train)
 
@@ -270,9 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--imbalance-run", required=True, help="run directory of f_L (e.g. made with --method la)")
     ds.add_argument("--noise-run", required=True, help="run directory of f_N; its data/model config is the starting point")
     _add_config_args(ds, base="the noise run's stored config")
+    _add_flags(ds, "distill")
     _add_run_args(ds, "runs/dsink-<dataset>-<config hash>")
-    ds.add_argument("--allow-unfinished", action="store_true",
-                    help="use auxiliary runs that did not finish training (warns; default: refuse them)")
     ds.set_defaults(func=cmd_distill)
 
     r = sub.add_parser("run", help="train f_L, f_N, baselines and the D-SINK target, then write a results table",
@@ -281,12 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "offline default (Fashion-MNIST, rho=100, 40% uniform_excl_true noise; MLP, Adam, 15 "
                                    "epochs; f_L = LA, f_N = GCE; seed 0).")
     _add_config_args(r)
-    r.add_argument("--seeds", type=int, nargs="+", help="pipeline.seeds (training seeds)")
-    r.add_argument("--vary-data-seed", action="store_true",
-                   help="pipeline.vary_data_seed: each seed is also the data seed (subsample, noise, split)")
-    r.add_argument("--epochs", type=int, help="optim.epochs for every model")
-    r.add_argument("--device", help="train.device (auto, cpu, cuda, cuda:N)")
-    r.add_argument("--out", help="pipeline.out: folder of the results (default runs/pipeline-<hash>)")
+    _add_flags(r, "run")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_run)
 
@@ -313,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--no-embedding", action="store_true", help="skip the feature embedding (the slowest figure)")
     pl.set_defaults(func=cmd_plot)
 
-    e = sub.add_parser("eval", help="evaluate a run directory (writes eval.json and predictions.npz)")
+    e = sub.add_parser("eval", help="evaluate a run directory (rewrites its evaluation report and predictions)")
     e.add_argument("run", help="run directory")
     e.add_argument("--device", help="device to evaluate on (default: the run's)")
     e.add_argument("--json", action="store_true", help="also print the report as JSON")
@@ -324,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_command", required=True)
     dd = dsub.add_parser("describe", help="class counts, realised noise rate and transition matrix")
     _add_config_args(dd)
-    _data_shortcuts(dd)
+    _add_flags(dd, "describe")
     dd.add_argument("--json", action="store_true", help="print JSON")
     dd.set_defaults(func=cmd_describe)
 

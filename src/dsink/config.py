@@ -1,12 +1,15 @@
 """Typed run configuration: the single home of defaults.
 
 A run is described by :class:`RunConfig`, built from dataclass defaults, then a YAML
-file, then ``key=value`` overrides (``--set optim.lr=0.05``). Unknown keys are errors.
-The resolved config is stored in every run directory as ``config.yaml``.
+file, then ``key=value`` overrides (``--set optim.lr=0.05``), then command-line flags
+(:func:`config_layers`). Unknown keys are errors. :mod:`dsink.resolve` maps the flags to keys and
+checks every value; the resolved config is stored in every run directory as ``config.yaml``, and
+:func:`config_hash` (execution-only keys excluded) names run directories.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -14,7 +17,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -107,11 +110,9 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def fingerprint(self, *sections: str) -> str:
-        """Short hash of the given sections (all when none), for caching and compatibility checks."""
-        d = self.to_dict()
-        if sections:
-            d = {k: d[k] for k in sections}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        """:func:`config_hash` of the given sections (all when none): what the run computes, execution-only
+        keys excluded. A run's identity is the fingerprint of its resolved config (``dsink.train.resolve_config``)."""
+        return config_hash(self, *sections)
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -166,7 +167,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def _build(cls, data: dict[str, Any], prefix: str):
+def build_dataclass(cls, data: dict[str, Any], prefix: str = ""):
+    """An instance of the dataclass ``cls`` from a (possibly partial) nested dict, every value coerced to its
+    annotated type; unknown keys and uncoercible values are InputErrors naming the key (``prefix`` + name)."""
     if not isinstance(data, dict):
         raise InputError(f"config section {prefix.rstrip('.') or 'root'!r} must be a mapping, got {data!r}")
     types_ = _field_types(cls)
@@ -181,7 +184,7 @@ def _build(cls, data: dict[str, Any], prefix: str):
         if name not in data:
             continue
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, data[name], prefix + name + ".")
+            kwargs[name] = build_dataclass(tp, data[name], prefix + name + ".")
         else:
             kwargs[name] = _coerce(data[name], tp, prefix + name)
     return cls(**kwargs)
@@ -206,11 +209,12 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _merge(base: dict, upd: dict) -> dict:
+def merge(base: dict, upd: dict) -> dict:
+    """``base`` updated by ``upd``, nested mappings merged key by key (neither input is changed)."""
     out = dict(base)
     for k, v in upd.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+            out[k] = merge(out[k], v)
         else:
             out[k] = v
     return out
@@ -218,13 +222,24 @@ def _merge(base: dict, upd: dict) -> dict:
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Build and validate a RunConfig from a (possibly partial) nested dict."""
-    return _build(RunConfig, data or {}, "")
+    return build_dataclass(RunConfig, data or {}, "")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Defaults, then the YAML file at ``path`` (if any), then ``key=value`` overrides."""
-    data = _merge(read_yaml_config(path), parse_overrides(overrides or []))
-    return config_from_dict(data)
+def config_layers(path: str | Path | None = None, overrides: list[str] | None = None, *,
+                  base: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The nested dict of a config, layer on layer: ``base`` (a starting mapping, e.g. a stored run's
+    config), the YAML file at ``path``, ``key=value`` overrides (``--set``), then ``settings`` (a nested
+    mapping of typed values: the command-line flags, :func:`dsink.resolve.flag_settings`). Later layers win."""
+    data = merge(copy.deepcopy(base or {}), read_yaml_config(path))
+    return merge(merge(data, parse_overrides(overrides or [])), settings or {})
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
+                base: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults, then ``base``, the YAML file at ``path`` (if any), ``key=value`` overrides and ``settings``
+    (see :func:`config_layers`). Values are typed here; their ranges are checked by the resolver
+    (:func:`dsink.resolve.check_values`, run by :func:`dsink.train.resolve_config`)."""
+    return config_from_dict(config_layers(path, overrides, base=base, settings=settings))
 
 
 def read_yaml_config(path: str | Path | None) -> dict[str, Any]:
@@ -248,3 +263,66 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
     from .fileio import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# ---------------------------------------------------------------------------------------------- the config hash
+# Keys that change how a run executes, not what it computes: they may differ on resume and are not hashed.
+EXECUTION_KEYS = frozenset({"train.device", "train.num_threads", "train.eval_batch_size", "data.root", "data.download",
+                            "data.cache_dir", "data.cifar_n_path", "data.csv_path", "train.allow_unfinished_runs"})
+HASH_LENGTH = 12  # hex digits of a config hash (run directory names end in it)
+# name -> fn(cfg, semantic dict) -> semantic dict: rewrites applied before hashing (see add_hash_hook)
+_HASH_HOOKS: dict[str, Callable[[RunConfig, dict[str, Any]], dict[str, Any]]] = {}
+
+
+def flat_keys(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as ``{"optim.lr": 0.1, ...}``; ``method.params`` stays one value (a mapping)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and not (prefix == "method." and k == "params"):
+            out.update(flat_keys(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def add_hash_hook(name: str, fn: Callable[[RunConfig, dict[str, Any]], dict[str, Any]] | None) -> None:
+    """Install (or with ``fn=None`` remove) the rewrite ``fn(cfg, semantic) -> semantic`` under ``name``.
+
+    :func:`semantic_dict` applies every hook, so all hashes of a config (its fingerprint, a pipeline's cache
+    folder, the default ``--out``) agree. Use: replace an auxiliary run's *path* in ``method.params`` by that
+    run's identity, so that moving the run does not change the hash of a run made from it.
+    """
+    if fn is None:
+        _HASH_HOOKS.pop(name, None)
+    else:
+        _HASH_HOOKS[name] = fn
+
+
+def semantic_dict(cfg: RunConfig, *sections: str) -> dict[str, Any]:
+    """What ``cfg`` computes, as flat keys (:func:`flat_keys`): execution-only keys (:data:`EXECUTION_KEYS`)
+    dropped, only the given sections when some are named, then the hash hooks applied (:func:`add_hash_hook`)."""
+    flat = {k: v for k, v in flat_keys(cfg.to_dict()).items() if k not in EXECUTION_KEYS}
+    if sections:
+        flat = {k: v for k, v in flat.items() if k.split(".", 1)[0] in sections}
+    for fn in _HASH_HOOKS.values():
+        flat = fn(cfg, flat)
+    return flat
+
+
+def digest(data: Any) -> str:
+    """The hash of JSON-able ``data`` (sorted keys; other values as strings): :data:`HASH_LENGTH` hex digits."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:HASH_LENGTH]
+
+
+def config_hash(cfg: RunConfig | dict[str, Any], *sections: str) -> str:
+    """The one config hash: :func:`digest` of :func:`semantic_dict` (or of such a dict given directly).
+
+    Hash a *resolved* config (``dsink.train.resolve_config``: method defaults filled in), so that a setting
+    left at its default and the same value written out give one hash.
+    """
+    return digest(cfg if isinstance(cfg, dict) else semantic_dict(cfg, *sections))
+
+
+def run_name(cfg: RunConfig) -> str:
+    """``<method>-<dataset>-<config hash>``: the folder name of a run (default ``--out``, pipeline cache)."""
+    return f"{cfg.method.name}-{cfg.data.dataset}-{config_hash(cfg)}"

@@ -24,7 +24,6 @@ table as ``results.md``, ``results.csv`` and ``results.json``.
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import io
@@ -37,7 +36,8 @@ from typing import Any, Callable
 
 import yaml
 
-from .config import MethodConfig, RunConfig, _build, _merge, config_from_dict, parse_overrides, read_yaml_config
+from .config import (MethodConfig, RunConfig, build_dataclass, config_from_dict, config_layers, digest, merge, run_name,
+                     semantic_dict)
 from .errors import InputError
 from .fileio import atomic_write_text
 
@@ -76,15 +76,15 @@ class PipelineConfig:
     cache_dir: str | None = None
 
 
-def load_pipeline(path: str | Path | None = None, overrides: list[str] | None = None) -> tuple[RunConfig, PipelineConfig]:
+def load_pipeline(path: str | Path | None = None, overrides: list[str] | None = None, *,
+                  settings: dict[str, Any] | None = None) -> tuple[RunConfig, PipelineConfig]:
     """The shared run config and the pipeline section of a ``dsink run`` config (``CPU_RECIPE`` when ``path`` is
-    None)."""
-    data = read_yaml_config(path) if path is not None else copy.deepcopy(CPU_RECIPE)
-    data = _merge(data, parse_overrides(overrides or []))
+    None), with ``overrides`` and ``settings`` (the command-line flags) on top (:func:`dsink.config.config_layers`)."""
+    data = config_layers(path, overrides, base=CPU_RECIPE if path is None else None, settings=settings)
     if "method" in data:
         raise InputError("a dsink run config names its methods under pipeline: (imbalance, noise, baselines, combined, "
                          "target), not method:; remove the method section")
-    pipe = _build(PipelineConfig, data.pop("pipeline", None) or {}, "pipeline.")
+    pipe = build_dataclass(PipelineConfig, data.pop("pipeline", None) or {}, "pipeline.")
     unknown = set(pipe.overrides) - set(ROLE_KEYS)
     if unknown:
         raise InputError(f"unknown pipeline.overrides role(s) {', '.join(sorted(unknown))}; valid: {', '.join(ROLE_KEYS)}")
@@ -105,12 +105,14 @@ class Job:
     run_dir: Path | None = None
 
 
-def _role_config(base: RunConfig, pipe: PipelineConfig, role: str, method: MethodConfig, seed: int) -> RunConfig:
+def role_config(base: RunConfig, pipe: PipelineConfig, role: str, method: MethodConfig, seed: int) -> RunConfig:
+    """The resolved config of one model of the pipeline: ``base`` with ``method``, the role's
+    ``pipeline.overrides`` and the training seed (also the data seed with ``pipeline.vary_data_seed``)."""
     from .train.api import resolve_config
 
     d = base.to_dict()
     d["method"] = {"name": method.name, "params": dict(method.params)}
-    d = _merge(d, pipe.overrides.get(role) or {})
+    d = merge(d, pipe.overrides.get(role) or {})
     d["train"]["seed"] = seed
     if pipe.vary_data_seed:
         d["data"]["data_seed"] = seed
@@ -131,30 +133,22 @@ def _from_auxiliaries(name: str, target: dict[str, Any], fl: Path, fn: Path) -> 
     return {**{k: v for k, v in target.items() if k in shared}, "imbalance_run": str(fl), "noise_run": str(fn)}
 
 
-def _cache_dir(cfg: RunConfig, cache: Path) -> Path:
-    return cache / f"{cfg.method.name}-{cfg.data.dataset}-{_semantic_hash(cfg)}"
-
-
-def _semantic_hash(cfg: RunConfig) -> str:
-    """Hash of everything that changes what a run computes (execution-only keys excluded). The config is
-    resolved first, so every method default is part of the key, as it is of the run's stored config."""
-    import hashlib
-
+def cache_run_dir(cfg: RunConfig, cache: str | Path) -> Path:
+    """``cache/<method>-<dataset>-<config hash>`` (:func:`dsink.config.run_name`): the run of ``cfg`` in a
+    pipeline cache. The config is resolved first, so every method default is part of the hash, as it is of
+    the run's stored config; ``dsink train`` without ``--out`` names its run the same way under ``runs/``."""
     from .train.api import resolve_config
-    from .train.rundir import EXECUTION_KEYS, _flat
 
-    flat = {k: v for k, v in _flat(resolve_config(cfg).to_dict()).items() if k not in EXECUTION_KEYS}
-    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Path(cache) / run_name(resolve_config(cfg))
 
 
 def pipeline_dir(base: RunConfig, pipe: PipelineConfig) -> Path:
     """The pipeline's output folder (``pipeline.out`` or ``runs/pipeline-<hash>``)."""
     if pipe.out:
         return Path(pipe.out)
-    d = {"base": base.to_dict(), "pipeline": {k: v for k, v in dataclasses.asdict(pipe).items() if k not in ("out", "cache_dir")}}
-    import hashlib
-
-    return Path("runs") / f"pipeline-{hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]}"
+    shared = {k: v for k, v in dataclasses.asdict(pipe).items() if k not in ("out", "cache_dir")}
+    d = {"base": semantic_dict(base), "pipeline": shared}  # what the table compares, not where it is written
+    return Path("runs") / f"pipeline-{digest(d)}"
 
 
 def run_pipeline(base: RunConfig, pipe: PipelineConfig, *, progress: bool = False,
@@ -180,12 +174,12 @@ def run_pipeline(base: RunConfig, pipe: PipelineConfig, *, progress: bool = Fals
     for seed in pipe.seeds:
         per_seed: dict[str, Job] = {}
         for name in pipe.baselines:
-            per_seed[f"baseline:{name}"] = Job(name, "baseline", seed, _role_config(base, pipe, "baseline", MethodConfig(name=name), seed))
+            per_seed[f"baseline:{name}"] = Job(name, "baseline", seed, role_config(base, pipe, "baseline", MethodConfig(name=name), seed))
         per_seed["imbalance"] = Job(f"f_L ({pipe.imbalance.name})", "imbalance", seed,
-                                    _role_config(base, pipe, "imbalance", pipe.imbalance, seed))
-        per_seed["noise"] = Job(f"f_N ({pipe.noise.name})", "noise", seed, _role_config(base, pipe, "noise", pipe.noise, seed))
+                                    role_config(base, pipe, "imbalance", pipe.imbalance, seed))
+        per_seed["noise"] = Job(f"f_N ({pipe.noise.name})", "noise", seed, role_config(base, pipe, "noise", pipe.noise, seed))
         for j in per_seed.values():
-            j.run_dir = _cache_dir(j.cfg, cache)
+            j.run_dir = cache_run_dir(j.cfg, cache)
         fl, fn = per_seed["imbalance"].run_dir, per_seed["noise"].run_dir
         for name in pipe.combined:
             if name == "average":
@@ -193,13 +187,10 @@ def run_pipeline(base: RunConfig, pipe: PipelineConfig, *, progress: bool = Fals
                                                    cache / f"average-{fl.name}-{fn.name}")
                 continue
             method = MethodConfig(name=name, params=_from_auxiliaries(name, pipe.target, fl, fn))
-            job = Job(name, "combined", seed, _role_config(base, pipe, "combined", method, seed))
-            job.run_dir = _cache_dir(job.cfg, cache)
-            per_seed[f"combined:{name}"] = job
+            job = Job(name, "combined", seed, role_config(base, pipe, "combined", method, seed))
+            per_seed[f"combined:{name}"] = job  # its folder is named once f_L and f_N exist (see below)
         target = MethodConfig(name="dsink", params={**pipe.target, "imbalance_run": str(fl), "noise_run": str(fn)})
-        tj = Job("D-SINK", "target", seed, _role_config(base, pipe, "target", target, seed))
-        tj.run_dir = _cache_dir(tj.cfg, cache)
-        per_seed["target"] = tj
+        per_seed["target"] = Job("D-SINK", "target", seed, role_config(base, pipe, "target", target, seed))
         jobs.extend(per_seed.values())
 
     out.mkdir(parents=True, exist_ok=True)
@@ -207,6 +198,8 @@ def run_pipeline(base: RunConfig, pipe: PipelineConfig, *, progress: bool = Fals
         {**{k: v for k, v in base.to_dict().items() if k != "method"}, "pipeline": dataclasses.asdict(pipe)}, sort_keys=False))
     reports: list[tuple[Job, dict[str, Any]]] = []
     for i, job in enumerate(jobs):
+        if job.run_dir is None:  # a distillation: its hash holds its auxiliaries' identities, read from their runs
+            job.run_dir = cache_run_dir(job.cfg, cache)  # (trained by now), not their paths: a moved cache is reused
         if on_job is not None:
             on_job(i, len(jobs), job)
         if job.cfg is None:
@@ -222,7 +215,9 @@ def run_pipeline(base: RunConfig, pipe: PipelineConfig, *, progress: bool = Fals
     return results
 
 
-def _mean_std(vals: list[float | None]) -> tuple[float | None, float | None]:
+def mean_std(vals: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (0 for one value) of the values that are not None; (None, None) when
+    none is."""
     v = [x for x in vals if x is not None]
     if not v:
         return None, None
@@ -256,7 +251,7 @@ def metric_stats(reports: list[dict[str, Any]]) -> dict[str, float | None]:
     values["top1_best_val"] = [(r.get("best") or {}).get("top1") for r in reports]
     out: dict[str, float | None] = {}
     for key, vals in values.items():
-        out[key], out[key + "_std"] = _mean_std(vals)
+        out[key], out[key + "_std"] = mean_std(vals)
     return out
 
 

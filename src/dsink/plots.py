@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .runs import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +44,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise InputError(f"cannot read {str(path)!r} ({e}); pass a run directory, a dsink run folder or a claims JSON") from None
 
 
-def _metric_rows(run: Path) -> list[dict[str, Any]]:
-    p = run / "metrics.jsonl"
-    if not p.exists():
-        return []
-    rows = []
-    for line in p.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows
-
-
 def _mean_curves(runs: list[Path], key: str) -> np.ndarray | None:
-    curves = [[r.get(key) for r in _metric_rows(run)] for run in runs]
+    curves = [[r.get(key) for r in RunDir(run).read_metrics()] for run in runs]
     curves = [c for c in curves if c and all(v is not None for v in c)]
     if not curves:
         return None
@@ -92,7 +80,7 @@ def plot_per_class(groups: dict[str, list[Path]], out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = False
     for label, runs in groups.items():
-        evals = [_read_json(r / "eval.json") for r in runs if (r / "eval.json").exists()]
+        evals = [RunDir(r).read_eval() for r in runs if RunDir(r).has_eval()]
         if not evals:
             continue
         counts = np.asarray(evals[0]["train_class_counts"], dtype=float)
@@ -139,13 +127,15 @@ def target_features(run: Path, max_samples: int = 2000, seed: int = 0) -> dict[s
 
     from .data import build_data
     from .train.engine import Trainer
-    from .train.rundir import load_run_config
+    from .train.inputs import method_inputs
 
-    cfg = load_run_config(run)
+    run = RunDir(run)
+    cfg = run.load_config()
     cfg.train.device = "cpu"
     data = build_data(cfg.data)
-    trainer = Trainer(cfg, data, run)
-    trainer.load_weights(run / "checkpoints" / "last.pt")
+    inputs = method_inputs(cfg.method, data.fingerprint, run, allow_unfinished=cfg.train.allow_unfinished_runs)
+    trainer = Trainer(cfg, data, run, inputs=inputs)
+    trainer.load_weights("last")
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(data.train_y), size=min(max_samples, len(data.train_y)), replace=False))
     net = next(iter(trainer.models.values()))
@@ -217,17 +207,19 @@ def plot_path(path: str | Path, out: str | Path | None = None, *, embedding: boo
             curves = {k: np.asarray(v) for k, v in (s.get("correction_curve") or {}).items()}
             written.append(plot_correction(curves, out, name=f"correction_{i}.png", title=f"Label correction, {s['setting']}"))
         return [p for p in written if p]
-    out = Path(out) if out else path / "plots"
+    run = RunDir(path)
+    out = Path(out) if out else run.plots_dir
     out.mkdir(parents=True, exist_ok=True)
     if (path / "results.json").exists():  # a dsink run folder
         res = _read_json(path / "results.json")
         groups = {r["method"]: [Path(d) for d in r["runs"]] for r in res["rows"]}
         target = next((Path(r["runs"][0]) for r in res["rows"] if r["role"] == "target"), None)
-    elif (path / "eval.json").exists():
+    elif run.has_eval():
         groups = {path.name: [path]}
-        target = path if (path / "config.yaml").exists() else None
+        target = path if run.has_config() else None  # an average has no network to embed
     else:
-        raise InputError(f"{str(path)!r} holds neither results.json nor eval.json; pass a finished run or dsink run folder")
+        raise InputError(f"{str(path)!r} holds neither results.json nor {RunDir.EVAL}; pass a finished run or dsink run "
+                         "folder")
     written.append(plot_per_class(groups, out))
     written.append(plot_correction({k: _mean_curves(v, "train_correction") for k, v in groups.items()}, out))
     if embedding and target is not None:

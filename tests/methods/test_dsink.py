@@ -7,7 +7,7 @@ import torch
 from dsink.config import load_config
 from dsink.errors import InputError
 from dsink.train import distill_config, train_run
-from dsink.train.checkpoint import load_checkpoint
+from dsink.runs import load_checkpoint
 
 SMALL = ["data.n_max=200", "data.imbalance_ratio=10", "data.noise_rate=0.3", "optim.batch_size=64", "model.name=mlp",
          "optim.lr=0.05", "optim.epochs=1"]
@@ -93,9 +93,9 @@ def test_distill_cli(tmp_path, aux, capsys):
     assert main(["distill", "--imbalance-run", str(runs["la"]), "--noise-run", str(runs["gce"]), "--epochs", "1",
                  "--set", "method.params.alpha=0.5", "--out", str(out), "-q"]) == 0
     assert "top1" in capsys.readouterr().out
-    from dsink.train.rundir import load_run_config
+    from dsink.runs import RunDir
 
-    cfg = load_run_config(out)
+    cfg = RunDir(out).load_config()
     assert cfg.optim.epochs == 1 and cfg.method.params["alpha"] == 0.5 and cfg.method.params["class_totals"] == "argmax"
     assert main(["distill", "--imbalance-run", str(tmp_path / "none"), "--noise-run", str(runs["gce"])]) == 2
     assert "is not a dsink run directory" in capsys.readouterr().err
@@ -106,11 +106,12 @@ def test_kd_distils_the_fixed_average_of_the_auxiliaries(tmp_path, aux):
     import dataclasses
 
     from dsink.config import MethodConfig
-    from dsink.methods import MethodContext, build_method
-    from dsink.train.rundir import read_predictions
+    from dsink.methods import MethodContext
+    from dsink.runs import RunDir
+    from dsink.train.inputs import build_method
 
     runs, _ = aux
-    pl, pn = (torch.as_tensor(read_predictions(runs[m])["train_probs"]) for m in ("la", "gce"))
+    pl, pn = (torch.as_tensor(RunDir(runs[m]).read_predictions()["train_probs"]) for m in ("la", "gce"))
     fp = json.loads((runs["gce"] / "eval.json").read_text())["data_fingerprint"]
     ctx = MethodContext(num_classes=10, class_counts=np.ones(10), num_train=len(pl), epochs=1,
                         device=torch.device("cpu"), noise_rate=0.3, fingerprint=fp)

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from dsink.config import MethodConfig
-from dsink.methods import MethodContext, build_method, list_methods
+from dsink.methods import MethodContext, list_methods
 from dsink.models import build_model
+from dsink.train.inputs import build_method
 
 C, N = 5, 64
 
@@ -57,6 +58,7 @@ def test_one_step_every_method(name, tmp_path):
         train_x = torch.randn(N, 1, 12, 12)
         device = torch.device("cpu")
         cfg = types.SimpleNamespace(train=types.SimpleNamespace(eval_batch_size=32))
+        eval_batch_size = 32  # the TrainerView protocol (dsink.methods.TrainerView)
 
         def __init__(self):
             self.models = models

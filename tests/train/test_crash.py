@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dsink.train.checkpoint import load_checkpoint
+from dsink.runs import load_checkpoint
 
 OVER = ["data.n_max=200", "data.imbalance_ratio=10", "data.noise_rate=0.3", "optim.batch_size=32",
         "optim.epochs=4", "optim.lr=0.05", "model.width=8"]
@@ -109,7 +109,7 @@ def test_random_kills_never_corrupt_and_resume_matches(tmp_path):
 
 WRITER = """
 import sys, torch
-from dsink.train.checkpoint import save_checkpoint
+from dsink.runs import save_checkpoint
 path = sys.argv[1]
 save_checkpoint({"version": 0, "w": torch.zeros(10)}, path)
 print("ready", flush=True)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dsink.cli import main
-from dsink.train.checkpoint import load_checkpoint
+from dsink.runs import load_checkpoint
 
 DATA = ["data.n_max=120", "data.imbalance_ratio=10", "data.noise_rate=0.3", "optim.batch_size=64",
         "optim.lr=0.05", "model.width=8"]

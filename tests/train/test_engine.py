@@ -7,7 +7,7 @@ import torch
 from dsink.config import load_config
 from dsink.errors import InputError
 from dsink.train import train_run
-from dsink.train.checkpoint import load_checkpoint
+from dsink.runs import load_checkpoint
 
 
 def _rows(run):

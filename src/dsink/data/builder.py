@@ -19,6 +19,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import InputError
+from ..resolve import check_data_values
 from .datasets import load_dataset
 from .longtail import longtail_counts, longtail_indices
 from .noise import canonical_noise_mode, check_labels, inject_noise, noise_report
@@ -72,14 +73,7 @@ class DataBundle:
 
 def _validate(cfg: DataConfig) -> str:
     mode = canonical_noise_mode(cfg.noise_mode)
-    if not 0.0 <= cfg.noise_rate < 1.0:
-        raise InputError(f"data.noise_rate must be in [0, 1), got {cfg.noise_rate}")
-    if not 0.0 <= cfg.val_fraction < 1.0:
-        raise InputError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
-    if cfg.imbalance_ratio < 1:
-        raise InputError(f"data.imbalance_ratio must be >= 1 (n_max / n_min), got {cfg.imbalance_ratio}")
-    if cfg.n_max is not None and cfg.n_max < 1:
-        raise InputError(f"data.n_max must be a positive integer or null, got {cfg.n_max}")
+    check_data_values(cfg)  # the resolver's checks, for data built from a bare DataConfig
     if mode == "human" and cfg.dataset not in CIFAR_N_LABEL_SETS:
         raise InputError(f"noise_mode human needs dataset cifar10 or cifar100 (CIFAR-N), got {cfg.dataset!r}")
     if mode == "human" and cfg.human_label not in CIFAR_N_LABEL_SETS[cfg.dataset]:

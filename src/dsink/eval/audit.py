@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileio import atomic_write_text
-from .evaluate import load_predictions
+from ..runs import RunDir
 from .metrics import shot_groups
 
 
@@ -52,47 +52,46 @@ def flag_quality(flagged: np.ndarray, given: np.ndarray, true: np.ndarray, train
 
 
 def surrogate_for_run(run_dir: str | Path) -> tuple[np.ndarray, str]:
-    """The audit's label distribution for a run: D-SINK surrogate labels, or the run's own predictions."""
+    """The audit's label distribution for a run: D-SINK surrogate labels (from the auxiliaries' probabilities the
+    run stores), or the run's own predictions."""
     import torch
 
     from ..ot.surrogate import surrogate_labels
-    from ..train.rundir import load_run_config
+    from ..train.inputs import method_inputs
 
-    preds = load_predictions(run_dir)
-    try:
-        cfg = load_run_config(run_dir)
-    except InputError:
-        cfg = None  # an average run: its own predictions
+    run = RunDir(run_dir)
+    preds = run.read_predictions()
+    cfg = run.load_config() if run.has_config() else None  # an average has none: its own predictions
     if cfg is None or cfg.method.name != "dsink":
         return preds["train_probs"], "predictions"
     p = cfg.method.params
-    pl = load_predictions(p["imbalance_run"])["train_probs"]
-    pn = load_predictions(p["noise_run"])["train_probs"]
+    aux = method_inputs(cfg.method, run.data_fingerprint(), run, allow_unfinished=True)["aux_probs"]
+    pl, pn = aux["imbalance"], aux["noise"]
     if pl.shape != preds["train_probs"].shape or pn.shape != preds["train_probs"].shape:
         raise InputError(f"the auxiliary runs of {str(run_dir)!r} no longer match its training set; "
                          "re-run them or audit another run")
-    q = surrogate_labels(pn, pl, preds["train_probs"], eps=p["eps"], class_totals=p["class_totals"], tol=p["tol"],
+    q = surrogate_labels(pn, pl, preds["train_probs"], eps=p["eps"] or None, cost=p.get("cost", "noise+target"),
+                         class_totals=p["class_totals"], tol=p["tol"],
                          max_iter=p["max_iter"], dtype=getattr(torch, p["solver_dtype"]))
     return np.asarray(q, dtype=np.float64), "surrogate labels"
 
 
 def audit_run(run_dir: str | Path, out_csv: str | Path | None = None) -> dict[str, Any]:
     """Write the ranked flags of ``run_dir`` as CSV (default ``RUN/audit.csv``); returns a summary."""
-    from ..train.rundir import read_eval, require_finished, run_lock
-
-    run_dir = Path(run_dir)
-    with run_lock(run_dir, shared=True):
-        require_finished(run_dir, "run", allow_unfinished=True)  # an audit of a partial run warns
-        preds = load_predictions(run_dir)
-        probs, source = surrogate_for_run(run_dir)
-        info = read_eval(run_dir)
+    run = RunDir(run_dir)
+    run_dir = run.path
+    with run.lock(shared=True):
+        run.require_finished("run", allow_unfinished=True)  # an audit of a partial run warns
+        preds = run.read_predictions()
+        probs, source = surrogate_for_run(run)
+        info = run.read_eval()
     given = preds["train_noisy"]
     s = audit_scores(probs, given)
     true = preds.get("train_true")
     names = info.get("class_names") or [str(c) for c in range(probs.shape[1])]
     counts = np.asarray(info.get("train_class_counts") or np.bincount(given, minlength=probs.shape[1]))
     if len(names) != probs.shape[1] or len(counts) != probs.shape[1]:
-        raise InputError(f"{str(run_dir / 'eval.json')!r} does not match predictions.npz ({probs.shape[1]} classes); "
+        raise InputError(f"{str(run.eval_path)!r} does not match the run's predictions ({probs.shape[1]} classes); "
                          f"evaluate the run again with `dsink eval {run_dir}`")
     order = np.flatnonzero(s["flagged"])
     order = order[np.argsort(-s["margin"][order], kind="stable")]
@@ -109,7 +108,7 @@ def audit_run(run_dir: str | Path, out_csv: str | Path | None = None) -> dict[st
         if true is not None:
             row += [int(true[i]), int(true[i] != given[i])]
         w.writerow(row)
-    out_csv = Path(out_csv) if out_csv else run_dir / "audit.csv"
+    out_csv = Path(out_csv) if out_csv else run.audit_path
     atomic_write_text(out_csv, buf.getvalue())
     summary: dict[str, Any] = {"run": str(run_dir), "source": source, "num_train": int(len(given)),
                                "flagged": int(s["flagged"].sum()), "csv": str(out_csv)}

@@ -8,20 +8,15 @@ distillation method must beat. The result is a run directory like any other for 
 
 from __future__ import annotations
 
-import json
-import shutil
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import atomic_write, atomic_write_text
-from ..train.rundir import AVERAGE_KIND, is_average_run
-from .evaluate import load_predictions
+from ..runs import AVERAGE_KIND, RunDir
 from .metrics import classification_report, label_diagnostics
-
-KIND = AVERAGE_KIND
 
 
 def average_runs(imbalance_run: str | Path, noise_run: str | Path, out: str | Path, *, weight: float = 0.5,
@@ -31,44 +26,36 @@ def average_runs(imbalance_run: str | Path, noise_run: str | Path, out: str | Pa
 
     Both runs must be finished (or ``allow_unfinished``: a warning) and made on the same data (same
     fingerprint). ``out`` is locked while it is written (``wait``: for another writer; else an error).
-    Returns the report (the same keys as a trained run's ``eval.json``; ``best`` averages the two best
+    Returns the report (the same keys as a trained run's evaluation report; ``best`` averages the two best
     checkpoints).
     """
-    import contextlib
-
-    from ..train.rundir import holds_files, read_eval, require_finished, run_lock
-
     if not 0.0 <= weight <= 1.0:
         raise InputError(f"weight must be in [0, 1] (the share of the imbalance run), got {weight}")
-    runs = {"imbalance": Path(imbalance_run), "noise": Path(noise_run)}
-    out = Path(out)
-    if out.resolve() in (runs["imbalance"].resolve(), runs["noise"].resolve()):
+    runs = {"imbalance": RunDir(imbalance_run), "noise": RunDir(noise_run)}
+    out = RunDir(out)
+    if out.path.resolve() in (runs["imbalance"].path.resolve(), runs["noise"].path.resolve()):
         raise InputError(f"--out {str(out)!r} is one of the runs being averaged; choose another folder")
     with contextlib.ExitStack() as stack:
         for role, run in runs.items():
-            stack.enter_context(run_lock(run, shared=True))
-            require_finished(run, f"{role} run", allow_unfinished=allow_unfinished, switch="--allow-unfinished")
-        info = {k: read_eval(p) for k, p in runs.items()}
+            stack.enter_context(run.lock(shared=True))
+            run.require_finished(f"{role} run", allow_unfinished=allow_unfinished, switch="--allow-unfinished")
+        info = {k: run.read_eval() for k, run in runs.items()}
         if info["imbalance"]["data_fingerprint"] != info["noise"]["data_fingerprint"]:
             raise InputError("the imbalance and noise runs were made on different data (other subsample, noise, split "
                              "or seed); average runs trained with the same data config")
-        preds = {k: load_predictions(p) for k, p in runs.items()}
-        if holds_files(out) and not is_average_run(out) and not (out / "config.yaml").exists():
+        preds = {k: run.read_predictions() for k, run in runs.items()}
+        if out.holds_files() and not out.is_run():
             raise InputError(f"{str(out)!r} exists and is not a dsink run directory; choose another --out")
-        stack.enter_context(run_lock(out, wait=wait, on_wait=on_wait))
+        stack.enter_context(out.lock(wait=wait, on_wait=on_wait))
         return _write_average(runs, info, preds, out, weight, force)
 
 
-def _write_average(runs, info, preds, out: Path, weight: float, force: bool) -> dict[str, Any]:
-    from ..train.rundir import RUN_FILES, holds_files, write_status
-
-    if holds_files(out):  # a dsink run (checked before the lock was taken)
+def _write_average(runs: dict[str, RunDir], info, preds, out: RunDir, weight: float, force: bool) -> dict[str, Any]:
+    if out.holds_files():  # a dsink run (checked before the lock was taken)
         if not force:
             raise InputError(f"run {str(out)!r} exists; pass --force to overwrite it or choose another --out")
-        for name in RUN_FILES:
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+        out.wipe()
+    out.path.mkdir(parents=True, exist_ok=True)
 
     pl, pn = preds["imbalance"], preds["noise"]
 
@@ -84,7 +71,7 @@ def _write_average(runs, info, preds, out: Path, weight: float, force: bool) -> 
     ref = info["noise"]
     counts = np.asarray(ref["train_class_counts"])
     report: dict[str, Any] = {
-        "method": KIND, "epochs": 0, "num_classes": ref["num_classes"], "class_names": ref["class_names"],
+        "method": AVERAGE_KIND, "epochs": 0, "num_classes": ref["num_classes"], "class_names": ref["class_names"],
         "train_class_counts": ref["train_class_counts"], "data_fingerprint": ref["data_fingerprint"],
         "weight": weight, "imbalance_run": str(runs["imbalance"]), "noise_run": str(runs["noise"]),
         "last": classification_report(arrays["test_probs"], arrays["test_labels"], counts),
@@ -94,20 +81,14 @@ def _write_average(runs, info, preds, out: Path, weight: float, force: bool) -> 
         report["best"] = {"epoch": 0, **classification_report(arrays["best_test_probs"], arrays["test_labels"], counts)}
     if "train_true" in arrays:
         report["train"] = label_diagnostics(arrays["train_probs"].argmax(1), arrays["train_noisy"], arrays["train_true"])
-    write_status(out, kind=KIND, status="running", imbalance_run=str(runs["imbalance"]), noise_run=str(runs["noise"]),
-                 weight=weight)
-    atomic_write(out / "predictions.npz", lambda f: np.savez_compressed(f, **arrays))
-    atomic_write_text(out / "eval.json", json.dumps(report, indent=2))
-    write_status(out, status="finished")
+    out.start_average(runs["imbalance"], runs["noise"], weight)
+    out.write_predictions(arrays)
+    out.write_eval(report)
+    out.write_status(status="finished")
     return report
 
 
 def reevaluate_average(run_dir: str | Path) -> dict[str, Any]:
     """Recompute an average run from its two source runs (``dsink eval`` on such a run)."""
-    from ..train.rundir import read_status
-
-    st = read_status(Path(run_dir))
-    if "imbalance_run" not in st or "noise_run" not in st:
-        raise InputError(f"{str(Path(run_dir) / 'run.json')!r} lacks imbalance_run/noise_run; recreate the run with "
-                         "dsink average")
-    return average_runs(st["imbalance_run"], st["noise_run"], run_dir, weight=float(st.get("weight", 0.5)), force=True)
+    imbalance_run, noise_run, weight = RunDir(run_dir).average_sources()
+    return average_runs(imbalance_run, noise_run, run_dir, weight=weight, force=True)

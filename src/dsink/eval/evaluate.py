@@ -4,26 +4,23 @@ training-set diagnostics, and the predictions later methods reuse (``predictions
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ..fileio import atomic_write, atomic_write_text
+from ..runs import RunDir
 from .metrics import classification_report, label_diagnostics
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..train.engine import Trainer
 
 
 def _np(t) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
-def evaluate_trainer(trainer: "Trainer") -> dict[str, Any]:
-    """Evaluate the trainer's current (last) weights and its ``best.pt``; write ``eval.json`` and ``predictions.npz``."""
-    data, run_dir = trainer.data, trainer.run_dir
+def evaluate_trainer(trainer: Any) -> dict[str, Any]:
+    """Evaluate a :class:`dsink.train.Trainer`'s current (last) weights and its run's best checkpoint; write the
+    run's evaluation report and predictions."""
+    data, run = trainer.data, trainer.run
     counts = data.class_counts("true")
     probs = {s: _np(trainer.predict_probs(s)) for s in ("train", "val", "test")}
     report: dict[str, Any] = {
@@ -36,12 +33,12 @@ def evaluate_trainer(trainer: "Trainer") -> dict[str, Any]:
         "last": classification_report(probs["test"], data.test_y, counts),
     }
     if data.train_true is not None:
-        report["train"] = label_diagnostics(probs["train"].argmax(1), data.train_y, data.train_true)
-    best_path = run_dir / "checkpoints" / "best.pt"
+        report["train"] = label_diagnostics(trainer.training_label_predictions(np.log(np.maximum(probs["train"], 1e-30))), data.train_y,
+                                            data.train_true)
     extra = {}
-    if best_path.exists():
+    if run.has_checkpoint("best"):
         saved = {k: copy.deepcopy(m.state_dict()) for k, m in trainer.models.items()}
-        epoch = trainer.load_weights(best_path)
+        epoch = trainer.load_weights("best")
         best_test = _np(trainer.predict_probs("test"))
         for k, m in trainer.models.items():
             m.load_state_dict(saved[k])
@@ -55,13 +52,11 @@ def evaluate_trainer(trainer: "Trainer") -> dict[str, Any]:
     if data.train_true is not None:
         arrays["train_true"] = data.train_true
         arrays["val_true"] = data.val_true
-    atomic_write(run_dir / "predictions.npz", lambda f: np.savez_compressed(f, **arrays))
-    atomic_write_text(run_dir / "eval.json", json.dumps(report, indent=2))
+    run.write_predictions(arrays)
+    run.write_eval(report)
     return report
 
 
 def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
-    """Arrays of a run's ``predictions.npz``, validated (see :func:`dsink.train.rundir.read_predictions`)."""
-    from ..train.rundir import read_predictions
-
-    return read_predictions(run_dir)
+    """Arrays of a run's saved predictions, validated (see :meth:`dsink.runs.RunDir.read_predictions`)."""
+    return RunDir(run_dir).read_predictions()

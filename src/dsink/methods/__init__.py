@@ -6,12 +6,14 @@ from .base import (
     ROLES,
     Method,
     MethodContext,
+    TrainerView,
     build_method,
     get_method,
     list_methods,
     method_info,
+    method_params,
     register_method,
 )
 
-__all__ = ["METHOD_REGISTRY", "ROLES", "Method", "MethodContext", "build_method", "get_method", "list_methods",
-           "method_info", "register_method"]
+__all__ = ["METHOD_REGISTRY", "ROLES", "Method", "MethodContext", "TrainerView", "build_method", "get_method",
+           "list_methods", "method_info", "method_params", "register_method"]

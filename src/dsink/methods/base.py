@@ -10,19 +10,32 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Protocol
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from ..config import MethodConfig, _build
+from ..config import MethodConfig, build_dataclass
 from ..registry import Registry
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..train.engine import Trainer
-
 ROLES = ("baseline", "imbalance", "noise", "combined", "target")
+
+
+class TrainerView(Protocol):
+    """What a method's epoch hooks may use of the training engine (:class:`dsink.train.Trainer` is one)."""
+
+    device: torch.device
+    models: dict[str, nn.Module]  # the method's networks (bare, never the distributed wrappers)
+    train_x: torch.Tensor  # the training inputs, on ``device`` (raw: pass them through ``pipeline``)
+    train_y: torch.Tensor  # the noisy training labels, on ``device``
+    eval_batch_size: int
+
+    def pipeline(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise raw inputs as for prediction (no augmentation)."""
+
+    def predict_logits(self, split: str = "test", x: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of the method's prediction for a split (``train``, ``val``, ``test``) or for raw inputs ``x``."""
 
 
 @dataclass
@@ -37,7 +50,11 @@ class MethodContext:
     noise_rate: float  # configured noise rate (co-teaching's forget rate default)
     fingerprint: str = ""  # data fingerprint: auxiliary runs must share it
     seed: int = 0  # training seed, for methods that draw their own random numbers
-    allow_unfinished_runs: bool = False  # methods that read other runs may use unfinished ones (with a warning)
+    # The inputs a method declares (Method.auxiliaries, Method.init_from), resolved by the caller
+    # (dsink.train.inputs): methods never read other runs themselves.
+    aux_probs: dict[str, np.ndarray] | None = None  # training-set probabilities (N, C) of each auxiliary, by role
+    init_weights: dict[str, torch.Tensor] | None = None  # state dict to start the first network from; None when
+    #                                                      the weights come from a checkpoint (resume, evaluation)
 
 
 @dataclass
@@ -53,7 +70,8 @@ class Method:
     description: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
     views: ClassVar[int] = 1  # augmented views per batch: >1 makes ``x`` a list of that many views
-
+    # role of each auxiliary run the method distils -> the Params field naming its run directory
+    auxiliaries: ClassVar[dict[str, str]] = {}
 
     def __init__(self, params: Any, ctx: MethodContext):
         self.p = params
@@ -66,15 +84,21 @@ class Method:
 
         return log_prior(self.ctx.class_counts, self.ctx.device)
 
+    @classmethod
+    def init_from(cls, params: Any) -> str | None:
+        """Role of the auxiliary run whose weights start the first network (``ctx.init_weights``); None: a fresh
+        initialisation."""
+        return None
+
     def build_models(self, make_model: Callable[[], nn.Module]) -> dict[str, nn.Module]:
         """The networks to train, by name (one by default)."""
         return {"net": make_model()}
 
-    def on_epoch_start(self, epoch: int, trainer: "Trainer") -> dict[str, float]:
+    def on_epoch_start(self, epoch: int, trainer: TrainerView) -> dict[str, float]:
         """Hook before each epoch; returns scalars to log."""
         return {}
 
-    def on_epoch_end(self, epoch: int, trainer: "Trainer") -> None:
+    def on_epoch_end(self, epoch: int, trainer: TrainerView) -> None:
         """Hook after each epoch's steps (e.g. to merge per-sample state across processes)."""
 
     def sample_indices(self, epoch: int, labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
@@ -91,6 +115,13 @@ class Method:
     def predict_logits(self, models: dict[str, nn.Module], x: torch.Tensor) -> torch.Tensor:
         """Logits of the method's saved prediction (two-network methods average)."""
         return models["net"](x)
+
+    def label_log_prior(self) -> torch.Tensor | None:
+        """What to add to the prediction's logits to predict the label of a *training* sample: for a method
+        whose prediction is the balanced posterior (logit-adjusted training), the log of the training
+        prior it divided out; None for a method whose prediction already follows the training distribution.
+        The label-correction rate and the label audit use it; the saved probabilities stay as predicted."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """Method state to checkpoint (beyond model and optimiser)."""
@@ -125,14 +156,19 @@ def method_info(name: str) -> dict[str, Any]:
     return METHOD_REGISTRY.info(name)
 
 
+def method_params(cfg: MethodConfig) -> Any:
+    """``cfg.params`` validated into the method's ``Params`` dataclass."""
+    return build_dataclass(get_method(cfg.name).Params, cfg.params, "method.params.")
+
+
 def build_method(cfg: MethodConfig, ctx: MethodContext) -> Method:
-    """Instantiate a registered method, validating ``cfg.params`` against its ``Params`` dataclass."""
-    cls = get_method(cfg.name)
-    params = _build(cls.Params, cfg.params, "method.params.")
-    return cls(params, ctx)
+    """Instantiate a registered method, validating ``cfg.params`` against its ``Params`` dataclass.
+
+    ``ctx`` carries the inputs the method declares (see :mod:`dsink.train.inputs`, which resolves them)."""
+    return get_method(cfg.name)(method_params(cfg), ctx)
 
 
 def method_params_dict(name: str, params: dict) -> dict:
     """Method params with defaults filled in (for the stored config)."""
     cls = get_method(name)
-    return dataclasses.asdict(_build(cls.Params, params, "method.params."))
+    return dataclasses.asdict(build_dataclass(cls.Params, params, "method.params."))

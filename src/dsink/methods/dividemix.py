@@ -112,7 +112,7 @@ class DivideMix(Method):
     def _per_sample_loss(self, net, trainer) -> torch.Tensor:
         net.eval()
         out = []
-        bs = trainer.cfg.train.eval_batch_size
+        bs = trainer.eval_batch_size
         x, y = trainer.train_x, trainer.train_y
         try:
             for i in range(0, len(y), bs):

@@ -2,34 +2,28 @@
 (and ``kd``, the same distillation from the plain average of f_L and f_N, without the transport step).
 
 Each refresh (outer step) solves, over the whole training set,
-``min_Q sum_i KL(q_i || f_N(x_i)) + KL(q_i || f(x_i))`` with class totals from f_L (SPEC §1);
-each batch (inner step) minimises ``L_Base(f) + alpha * CE_soft(q_i, f(x_i))``.
-f_L's and f_N's training-set probabilities are read from their run directories (``predictions.npz``).
+``min_Q sum_i KL(q_i || f_N(x_i)) + KL(q_i || f(x_i))`` with class totals from f_L
+(docs/dsink.md#what-is-computed); each batch (inner step) minimises ``L_Base(f) + alpha * CE_soft(q_i, f(x_i))``.
+f_L's and f_N's training-set probabilities come in through the context (``ctx.aux_probs``, resolved from their
+run directories by :mod:`dsink.train.inputs`); the methods read no files.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import InputError, TrainingError, check_choice
 from ..losses import gce, logit_adjusted_ce, soft_ce
-from ..ot.surrogate import class_totals_from, surrogate_labels
+from ..ot.surrogate import CLASS_TOTALS, COSTS, class_totals_from, surrogate_labels
 from .base import Method, register_method
 
 log = logging.getLogger(__name__)
 BASE_LOSSES = ("none", "ce", "la", "gce")
 DISTILL_LOSSES = ("plain", "adjusted")
-# where the class totals come from: (model, how)
-TOTALS = {"soft": ("imbalance", "soft"), "argmax": ("imbalance", "argmax"),
-          "noise_soft": ("noise", "soft"), "noise_argmax": ("noise", "argmax")}
-COSTS = ("noise+target", "noise", "noise+imbalance+target")
 
 
 @dataclass
@@ -49,7 +43,8 @@ class DistillParams:
 
 @dataclass
 class DSinkParams(DistillParams):
-    """D-SINK knobs; every choice SPEC §1 leaves open. Defaults and their evidence: docs/dsink.md."""
+    """D-SINK knobs: every choice the method (docs/dsink.md#what-is-computed) leaves open. Defaults and their
+    evidence: docs/dsink.md#how-the-defaults-were-chosen."""
 
     class_totals: str = "argmax"  # class totals: soft | argmax (f_L's probability sums | predicted-class counts),
     #                               noise_soft | noise_argmax (the same from f_N)
@@ -59,7 +54,7 @@ class DSinkParams(DistillParams):
     refresh_every: int = 1  # epochs between Sinkhorn refreshes of Q
     target_probs: str = "eval"  # f's probabilities for Q: eval (separate pass) | train (last training pass)
     init: str = "scratch"  # scratch | noise (start f from f_N's weights; same model needed)
-    eps: float = 2.0  # entropic regularisation (2 = the paper's objective)
+    eps: float = 0.0  # entropic regularisation; 0 = one KL term per model in the cost (the paper's 2 for f_N and f)
     tol: float = 1e-6  # Sinkhorn tolerance on the relative marginal error
     max_iter: int = 1000  # Sinkhorn iteration cap
     omega: float = 0.0  # Sinkhorn over-relaxation: 0 = adaptive (default), 1 = plain Sinkhorn, (1, 2) fixed
@@ -67,43 +62,11 @@ class DSinkParams(DistillParams):
     solver_dtype: str = "float64"  # float64 | float32 (float32 halves memory; its error floor is ~sqrt(N)*6e-8)
 
 
-def load_aux_probs(imbalance_run: str, noise_run: str, fingerprint: str, *,
-                   allow_unfinished: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Training-set probabilities of f_L and f_N, read from their finished run directories and checked
-    to belong to the target's data (the message names the run whose data differs)."""
-    from ..train.rundir import read_eval, read_predictions, require_finished, run_lock
-
-    runs = {"imbalance": imbalance_run, "noise": noise_run}
-    for role, run in runs.items():
-        if not run:
-            raise InputError(f"D-SINK needs method.params.{role}_run: a finished run directory "
-                             f"(dsink distill --{role}-run RUN)")
-    with contextlib.ExitStack() as stack:
-        for run in runs.values():
-            stack.enter_context(run_lock(run, shared=True))  # nobody rewrites them while they are read
-        fps = {}
-        for role, run in runs.items():
-            require_finished(run, f"{role} run", allow_unfinished=allow_unfinished,
-                             switch="--allow-unfinished (train.allow_unfinished_runs=true)")
-            fps[role] = read_eval(run)["data_fingerprint"]
-        differ = [role for role, fp in fps.items() if fp != fingerprint]
-        if differ == ["imbalance"] or differ == ["noise"]:
-            role = differ[0]
-            raise InputError(
-                f"{role} run {runs[role]!r} was trained on different data (other subsample, noise, split or seed) "
-                f"than the target and the other auxiliary; train it again with the same data config")
-        if differ:
-            same = "share their data" if fps["imbalance"] == fps["noise"] else "differ from each other too"
-            raise InputError(
-                f"the target's data config differs from both auxiliaries' ({imbalance_run!r} and {noise_run!r} {same}); "
-                "drop the data overrides of the target, or train the auxiliaries with the target's data config")
-        probs = {role: read_predictions(run)["train_probs"] for role, run in runs.items()}
-    return probs["imbalance"], probs["noise"]
-
-
 class _Distill(Method):
     """A target trained with ``L_Base + alpha * CE_soft(Q, f)`` from f_L's and f_N's saved training-set
-    probabilities; subclasses say how Q is made."""
+    probabilities (``ctx.aux_probs``); subclasses say how Q is made."""
+
+    auxiliaries = {"imbalance": "imbalance_run", "noise": "noise_run"}
 
     def __init__(self, params: DistillParams, ctx):
         super().__init__(params, ctx)
@@ -112,8 +75,10 @@ class _Distill(Method):
         check_choice(p.distill, DISTILL_LOSSES, "distill")
         if p.alpha < 0:
             raise InputError(f"method.params.alpha must be >= 0, got {p.alpha}")
-        p_imb, p_noise = load_aux_probs(p.imbalance_run, p.noise_run, ctx.fingerprint,
-                                        allow_unfinished=ctx.allow_unfinished_runs)
+        if ctx.aux_probs is None:
+            raise InputError(f"method {self.name!r} needs the training-set probabilities of its auxiliary runs in its "
+                             "context (MethodContext.aux_probs; dsink.train.inputs.method_inputs resolves them)")
+        p_imb, p_noise = ctx.aux_probs["imbalance"], ctx.aux_probs["noise"]
         if p_imb.shape != (ctx.num_train, ctx.num_classes) or p_noise.shape != p_imb.shape:
             raise InputError(f"auxiliary predictions have shapes {p_imb.shape} and {p_noise.shape}, the target's training "
                              f"set needs ({ctx.num_train}, {ctx.num_classes}); evaluate the auxiliaries again (dsink eval)")
@@ -127,6 +92,9 @@ class _Distill(Method):
         self.Q = q.float()
         pi = self.Q.double().mean(0).clamp_min(1e-12)
         self.log_pi = (pi / pi.sum()).log().float()
+
+    def label_log_prior(self):
+        return self.log_pi if self.p.distill == "adjusted" else None
 
     def base_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """L_Base on the noisy labels."""
@@ -186,35 +154,34 @@ class DSink(_Distill):
 
     def __init__(self, params: DSinkParams, ctx):
         p = params
-        check_choice(p.class_totals, tuple(TOTALS), "class_totals")
+        check_choice(p.class_totals, CLASS_TOTALS, "class_totals")
         check_choice(p.cost, COSTS, "cost")
         if not 0.0 <= p.target_ema < 1.0:
             raise InputError(f"method.params.target_ema must be in [0, 1), got {p.target_ema}")
         check_choice(p.target_probs, ("eval", "train"), "target_probs")
         check_choice(p.init, ("scratch", "noise"), "init")
         check_choice(p.solver_dtype, ("float64", "float32"), "solver_dtype")
-        if p.alpha < 0 or p.refresh_every < 1 or p.eps <= 0:
-            raise InputError("D-SINK needs alpha >= 0, refresh_every >= 1 and eps > 0")
+        if p.alpha < 0 or p.refresh_every < 1 or p.eps < 0:
+            raise InputError("D-SINK needs alpha >= 0, refresh_every >= 1 and eps >= 0 (0: one per model in the cost)")
         if not 0 <= p.omega < 2 or 0 < p.omega < 1:
             raise InputError(f"method.params.omega must be 0 (adaptive), 1 (plain Sinkhorn) or in (1, 2), got {p.omega}")
         super().__init__(params, ctx)
         self.log_v: torch.Tensor | None = None  # class potentials of the last refresh (warm start)
-        source, how = TOTALS[p.class_totals]
         # class totals over the whole training set (every process holds all rows of f_L and f_N)
-        self.totals = class_totals_from(self.p_imb if source == "imbalance" else self.p_noise, how,
-                                        float(ctx.num_train), False)
+        self.totals = class_totals_from(self.p_imb, p.class_totals, float(ctx.num_train), False, p_noise=self.p_noise)
         self.target_avg: torch.Tensor | None = None  # EMA of f's probabilities (target_ema > 0)
         self.train_pass = torch.full((ctx.num_train, ctx.num_classes), 1.0 / ctx.num_classes, device=ctx.device)
+        self.seen = torch.zeros(ctx.num_train, dtype=torch.bool, device=ctx.device)  # rows of this epoch's pass
+
+    @classmethod
+    def init_from(cls, params):
+        return "noise" if params.init == "noise" else None
 
     def build_models(self, make_model):
         models = super().build_models(make_model)
-        if self.p.init == "noise":
-            from ..train.checkpoint import load_checkpoint
-
-            state = load_checkpoint(Path(self.p.noise_run) / "checkpoints" / "last.pt")
-            first = next(iter(state["models"].values()))
+        if self.p.init == "noise" and self.ctx.init_weights is not None:  # None: a checkpoint restores the weights
             try:
-                models["net"].load_state_dict(first)
+                models["net"].load_state_dict(self.ctx.init_weights)
             except RuntimeError:
                 raise InputError("init=noise needs the target to use the same model as the noise run (model.name/width)") from None
         return models
@@ -227,9 +194,7 @@ class DSink(_Distill):
         info = distributed.current()
         lo, hi = distributed.row_block(self.ctx.num_train, info)  # this process's rows (all of them alone)
         if self.p.target_probs == "train" and epoch > 0:
-            if info.active:
-                raise InputError("D-SINK with target_probs=train is single-process; use target_probs=eval under torchrun")
-            pf = self.train_pass
+            pf = self.train_pass[lo:hi]  # merged across processes at the end of each epoch
         elif epoch == 0 and self.p.init == "scratch":
             pf = None  # an untrained f carries no information: the paper's uniform first step
         else:
@@ -238,9 +203,8 @@ class DSink(_Distill):
             d = self.p.target_ema
             self.target_avg = pf if self.target_avg is None else d * self.target_avg + (1 - d) * pf
             pf = self.target_avg
-        p_first, p_second, eps = self._kernel_inputs(lo, hi, pf)
-        q, res = surrogate_labels(p_first, self.p_imb[lo:hi], p_second, eps=eps,
-                                  class_totals=self.totals, tol=self.p.tol, max_iter=self.p.max_iter,
+        q, res = surrogate_labels(self.p_noise[lo:hi], self.p_imb[lo:hi], pf, eps=self.p.eps or None,
+                                  cost=self.p.cost, class_totals=self.totals, tol=self.p.tol, max_iter=self.p.max_iter,
                                   dtype=getattr(torch, self.p.solver_dtype), distributed=info.active,
                                   return_result=True, init_log_v=self.log_v if self.p.warm_start else None,
                                   omega=self.p.omega or None)
@@ -253,29 +217,25 @@ class DSink(_Distill):
         disagree = float((self.Q.argmax(1) != trainer.train_y).float().mean())
         return {"sinkhorn_iters": res.iterations, "sinkhorn_error": res.marginal_error, "q_disagree": disagree}
 
-    def _kernel_inputs(self, lo: int, hi: int, pf: torch.Tensor | None):
-        """The two probability arrays and eps handed to the solver, whose kernel is ``(a * b) ** (1 / eps)``.
-
-        ``noise+target`` is the paper's cost (f_N and f). Other costs are folded into the first array as the
-        normalised weighted geometric mean of their models (each with weight ``2 / (eps * models)``, so that
-        eps = 2 is a plain geometric mean as in the paper) and handed over with eps = 1."""
-        if self.p.cost == "noise+target":
-            return self.p_noise[lo:hi], pf, self.p.eps
-        logs = [self.p_noise[lo:hi].double().log()]
-        if self.p.cost == "noise+imbalance+target":
-            pi = self.totals / self.totals.sum()
-            logs.append(F.log_softmax(self.p_imb[lo:hi].double().log() + pi.log().to(logs[0].device), dim=1))
-        if pf is not None and self.p.cost.endswith("+target"):
-            logs.append(pf.double().log())
-        w = 2.0 / (self.p.eps * len(logs))
-        kernel = torch.softmax(sum(logs) * w, dim=1)
-        return kernel.nan_to_num(0.0), None, 1.0
-
     def training_step(self, models, x, y, idx, epoch):
         out = super().training_step(models, x, y, idx, epoch)
         if self.p.target_probs == "train":
             self.train_pass[idx] = out["logits"].detach().float().softmax(1)
+            self.seen[idx] = True
         return out
+
+    def on_epoch_end(self, epoch, trainer):
+        """Under torchrun each process saw its own share of the training pass: merge the rows."""
+        from .. import distributed
+
+        if self.p.target_probs != "train":
+            return
+        if distributed.current().active:
+            seen = self.seen.float()[:, None]
+            merged = distributed.all_reduce_sum(self.train_pass * seen)
+            count = distributed.all_reduce_sum(seen.clone())
+            self.train_pass = torch.where(count > 0, merged / count.clamp_min(1), self.train_pass)
+        self.seen.zero_()
 
     def state_dict(self):
         return {"Q": self.Q, "train_pass": self.train_pass, "log_v": self.log_v, "target_avg": self.target_avg}

@@ -14,7 +14,7 @@ from .base import Method, NoParams, register_method
 
 @dataclass
 class LAParams:
-    """Logit adjustment (Menon et al., ICLR 2021): canonical tau = 1 (SPEC §2)."""
+    """Logit adjustment (Menon et al., ICLR 2021): canonical tau = 1 (README.md#models-and-methods)."""
 
     tau: float = 1.0
 
@@ -35,6 +35,9 @@ class LogitAdjusted(Method):
     def training_step(self, models, x, y, idx, epoch):
         logits = models["net"](x)
         return {"loss": logit_adjusted_ce(logits, y, self.log_prior, self.tau), "logits": logits}
+
+    def label_log_prior(self):
+        return self.tau * self.log_prior
 
     @property
     def tau(self) -> float:
@@ -71,6 +74,9 @@ class PostHocLA(Method):
 
     def predict_logits(self, models, x):
         return models["net"](x).float() - self.p.tau * self.log_prior
+
+    def label_log_prior(self):
+        return self.p.tau * self.log_prior
 
 
 @dataclass

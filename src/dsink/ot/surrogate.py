@@ -1,5 +1,7 @@
 r"""D-SINK surrogate labels from any three probability arrays (numpy or torch).
 
+The paper's problem (``cost="noise+target"``; other costs and class totals: :func:`surrogate_labels`):
+
 .. math::
 
     \min_Q \sum_i \mathrm{KL}(q_i \| p^N_i) + \mathrm{KL}(q_i \| p^f_i)
@@ -22,7 +24,8 @@ from ..errors import InputError
 from ..distributed import all_reduce, world_size
 from .sinkhorn import SinkhornResult, sinkhorn
 
-CLASS_TOTALS = ("soft", "argmax")
+CLASS_TOTALS = ("soft", "argmax", "noise_soft", "noise_argmax")
+COSTS = ("noise+target", "noise", "noise+imbalance+target", "noise+imbalance")
 
 
 def _as_tensor(x, name: str, device=None) -> torch.Tensor:
@@ -57,12 +60,19 @@ def _check_probs(p: torch.Tensor, name: str, shape=None, atol: float = 1e-3) -> 
         )
 
 
-def class_totals_from(p_imbalance: torch.Tensor, how: str, num_total: float, distributed: bool) -> torch.Tensor:
-    """Class totals ``t`` (summing to ``num_total``) from the imbalance-robust model's probabilities.
+def class_totals_from(p_imbalance: torch.Tensor, how: str, num_total: float, distributed: bool,
+                      p_noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Class totals ``t`` (summing to ``num_total``) from one model's probabilities.
 
     ``soft``: ``sum_i p_imbalance[i]`` (the paper's literal constraint). ``argmax``: counts of its
     predicted classes - closer to the true class sizes when the model's probabilities carry a noise floor.
+    ``noise_soft`` / ``noise_argmax``: the same from ``p_noise`` (the noise-robust model's prediction follows the
+    training distribution; an imbalance-robust model's prediction is balanced and over-counts the tail).
     """
+    if how.startswith("noise_"):
+        if p_noise is None:
+            raise InputError(f"class_totals={how!r} needs the noise-robust model's probabilities")
+        p_imbalance, how = p_noise, how[len("noise_"):]
     if how == "soft":
         t = p_imbalance.double().sum(0)
     elif how == "argmax":
@@ -79,8 +89,9 @@ def surrogate_labels(
     p_imbalance,
     p_target=None,
     *,
-    eps: float = 2.0,
+    eps: float | None = None,
     class_totals: Any = "soft",
+    cost: str = "noise+target",
     tol: float | None = None,
     max_iter: int = 1000,
     dtype=None,
@@ -100,11 +111,18 @@ def surrogate_labels(
         are the class totals (``class_totals="soft"``).
     p_target : array (N, C), optional
         Probabilities of the target model :math:`f`; ``None`` means uniform (the first outer step).
-    eps : float
-        Entropic regularisation; 2 is the paper's objective (two KL terms). The kernel is
-        :math:`(p^N p^f)^{1/\varepsilon}`.
-    class_totals : "soft", "argmax" or array (C,)
-        How the class totals are taken from ``p_imbalance`` (see :func:`class_totals_from`), or the totals.
+    eps : float, optional
+        Entropic regularisation; default: the number of models in the cost (the objective with one KL term
+        per model: 2 for the paper's f_N and f). The kernel is the product of the cost models'
+        probabilities to the power :math:`1/\varepsilon`.
+    class_totals : "soft", "argmax", "noise_soft", "noise_argmax" or array (C,)
+        How the class totals are taken from ``p_imbalance`` or ``p_noise`` (see :func:`class_totals_from`),
+        or the totals.
+    cost : str
+        The models whose KL terms make the cost: ``noise+target`` (the paper: f_N and f), ``noise`` (f_N
+        alone), ``noise+imbalance+target`` or ``noise+imbalance`` (also f_L's probabilities moved to the
+        class totals' prior, ``softmax(log p_imbalance + log(t / N))``: an imbalance-robust model predicts
+        the balanced posterior, and this is its estimate of the training posterior).
     tol, max_iter : float, int
         Solver tolerance on the relative marginal error (default 1e-6 in float64, max(1e-5, 2e-7 sqrt(N)) in float32) and
         iteration cap (see :func:`dsink.ot.sinkhorn`).
@@ -146,6 +164,10 @@ def surrogate_labels(
     if p_target is not None:
         pf = _as_tensor(p_target, "p_target", device)
         _check_probs(pf, "p_target", pn.shape)
+    if cost not in COSTS:
+        raise InputError(f"unknown cost {cost!r}; valid: {', '.join(COSTS)}")
+    if eps is None:
+        eps = float(cost.count("+") + 1)  # one KL term per model: the paper's eps = 2 for f_N and f
     if not (isinstance(eps, (int, float)) and eps > 0):
         raise InputError(f"eps must be a positive number, got {eps!r}")
     if dtype is None:
@@ -154,17 +176,20 @@ def surrogate_labels(
     n, c = pn.shape
     n_total = float(all_reduce(torch.tensor(float(n), dtype=torch.float64, device=device)) if world > 1 else n)
     if isinstance(class_totals, str):
-        t = class_totals_from(pl, class_totals, n_total, world > 1)
+        t = class_totals_from(pl, class_totals, n_total, world > 1, p_noise=pn)
     else:
         t = _as_tensor(np.asarray(class_totals) if not torch.is_tensor(class_totals) else class_totals,
                        "class_totals", device).double().reshape(-1)
         if t.shape != (c,) or not torch.isfinite(t).all() or (t < 0).any() or t.sum() <= 0:
             raise InputError(f"class_totals must be {c} non-negative finite numbers with a positive sum")
         t = t * (n_total / t.sum())
-    # log-kernel (log p_N + log p_f) / eps; zeros give -inf (no mass), which the solver handles.
+    # log-kernel (sum of the cost models' log-probabilities) / eps; zeros give -inf (no mass), which the
+    # solver handles.
     with torch.no_grad():
         L = pn.to(dtype).log()
-        if pf is not None:
+        if "imbalance" in cost:  # f_L's balanced posterior moved to the totals' prior: its training posterior
+            L.add_(torch.log_softmax(pl.to(dtype).log() + (t / n_total).clamp_min(1e-300).log().to(dtype), dim=1))
+        if pf is not None and cost.endswith("target"):
             L.add_(pf.to(dtype).log())
         L.div_(eps)
         res = sinkhorn(L, torch.ones(n, dtype=dtype, device=device), t.to(dtype), eps=eps, tol=tol,

@@ -8,7 +8,6 @@ hot path has no per-sample Python and no DataLoader.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -26,9 +25,8 @@ from ..data import DataBundle
 from ..errors import InputError, TrainingError
 from ..methods import MethodContext, build_method
 from ..models import build_model
-from ..fileio import append_text
+from ..runs import RunDir
 from .augment import InputPipeline
-from .checkpoint import load_checkpoint, save_checkpoint
 from .optim import get_optimizer
 from .schedule import lr_at
 
@@ -59,14 +57,20 @@ class Trainer:
     ----------
     cfg : RunConfig
     data : DataBundle
-    run_dir : path
-        ``metrics.jsonl`` and ``checkpoints/{last,best}.pt`` are written here.
+    run_dir : path or RunDir
+        The run directory its metrics rows and checkpoints are written to.
     progress : bool
         Show a progress bar per epoch (the CLI turns it on).
+    inputs : dict, optional
+        The inputs the method declares (:class:`MethodContext` fields, resolved by
+        :func:`dsink.train.inputs.method_inputs`).
     """
 
-    def __init__(self, cfg: RunConfig, data: DataBundle, run_dir: str | Path, *, progress: bool = False):
-        self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
+    def __init__(self, cfg: RunConfig, data: DataBundle, run_dir: str | Path | RunDir, *, progress: bool = False,
+                 inputs: dict[str, Any] | None = None):
+        self.cfg, self.data, self.run = cfg, data, RunDir(run_dir)
+        self.run_dir = self.run.path
+        self.eval_batch_size = cfg.train.eval_batch_size
         self.dist = distributed.current()
         self.progress = progress and self.dist.is_main
         self.device = resolve_device(cfg.train.device)
@@ -81,8 +85,7 @@ class Trainer:
         ctx = MethodContext(
             num_classes=data.num_classes, class_counts=np.bincount(data.train_y, minlength=data.num_classes),
             num_train=len(data.train_y), epochs=cfg.optim.epochs, device=self.device, noise_rate=cfg.data.noise_rate,
-            fingerprint=data.fingerprint, seed=cfg.train.seed,
-            allow_unfinished_runs=cfg.train.allow_unfinished_runs,
+            fingerprint=data.fingerprint, seed=cfg.train.seed, **(inputs or {}),
         )
         self.method = build_method(cfg.method, ctx)
         self.models = self._build_models()
@@ -136,9 +139,7 @@ class Trainer:
     def _build_optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
         factory = get_optimizer(o.optimizer)  # the optimiser registry (dsink.train.optim)
-        if o.lr <= 0:
-            raise InputError(f"optim.lr must be > 0, got {o.lr}")
-        return factory(self.parameters(), o)
+        return factory(self.parameters(), o)  # values were checked by the resolver (dsink.resolve.check_values)
 
     def autocast(self):
         """bfloat16 autocast on CUDA when ``train.amp``; a no-op elsewhere."""
@@ -157,7 +158,7 @@ class Trainer:
         for m in self.models.values():
             m.eval()
         out = []
-        bs = self.cfg.train.eval_batch_size
+        bs = self.eval_batch_size
         try:
             with self.autocast():
                 for i in range(0, len(x), bs):
@@ -203,11 +204,12 @@ class Trainer:
             self.best = dict(state.get("best", self.best))
         self.epoch = int(state["epoch"])
 
-    def load_weights(self, path: Path) -> int:
-        """Load only the network weights of a checkpoint; returns its epoch."""
-        state = load_checkpoint(path, map_location=self.device)
+    def load_weights(self, which: str = "last") -> int:
+        """Load only the network weights of the run's ``last`` or ``best`` checkpoint; returns its epoch."""
+        state = self.run.load_checkpoint(which, map_location=self.device)
         if state.get("data_fingerprint") != self.data.fingerprint:
-            raise InputError(f"checkpoint {str(path)!r} was made on different data; re-run training for this config")
+            raise InputError(f"checkpoint {str(self.run.checkpoint_path(which))!r} was made on different data; "
+                             "re-run training for this config")
         for k, m in self.models.items():
             m.load_state_dict(state["models"][k])
         return int(state["epoch"])
@@ -283,9 +285,18 @@ class Trainer:
             out["val_acc_true"] = float((pred == true).float().mean())
         return out
 
+    def training_label_predictions(self, log_scores) -> np.ndarray:
+        """The method's predicted labels for the training samples from its logits or log-probabilities (numpy
+        or torch): the argmax after adding the method's :meth:`~dsink.methods.Method.label_log_prior`."""
+        s = torch.as_tensor(log_scores, device=self.device).float()
+        prior = self.method.label_log_prior()
+        if prior is not None:
+            s = s + prior.to(s.device)
+        return s.argmax(1).cpu().numpy()
+
     def _correction_metrics(self) -> dict[str, float]:
         """Share of noisy-labelled training samples predicted as their true label, and training accuracy on the true labels."""
-        pred = self.predict_logits("train").argmax(1).cpu().numpy()
+        pred = self.training_label_predictions(self.predict_logits("train"))
         true, given = self.data.train_true, self.data.train_y
         noisy = given != true
         return {"train_correction": float((pred[noisy] == true[noisy]).mean()) if noisy.any() else None,
@@ -294,23 +305,19 @@ class Trainer:
     def fit(self, *, resume: bool = False, stop_after: int | None = None) -> list[dict[str, Any]]:
         """Train to ``optim.epochs`` (or stop after ``stop_after`` epochs in total); returns the metrics rows.
 
-        With ``resume``, continue from ``checkpoints/last.pt`` and drop metrics rows written after it.
+        With ``resume``, continue from the run's last checkpoint and drop metrics rows written after it.
         """
-        ck = self.run_dir / "checkpoints"
-        metrics_path = self.run_dir / "metrics.jsonl"
+        run = self.run
         if self.dist.is_main:  # a process killed while writing leaves a temporary file: drop it
-            from ..fileio import remove_stale_temporaries
-
-            for folder in (self.run_dir, ck):
-                for p in remove_stale_temporaries(folder):
-                    log.info("removed %s left by an interrupted write", p)
-        if resume and (ck / "last.pt").exists():
-            self.load_state_dict(load_checkpoint(ck / "last.pt", map_location=self.device))
-            log.info("resuming %s after epoch %d", self.run_dir, self.epoch)
+            for p in run.remove_stale_temporaries():
+                log.info("removed %s left by an interrupted write", p)
+        if resume and run.has_checkpoint("last"):
+            self.load_state_dict(run.load_checkpoint("last", map_location=self.device))
+            log.info("resuming %s after epoch %d", run, self.epoch)
         main = self.dist.is_main
-        rows = _read_rows(metrics_path, upto=self.epoch)
+        rows = run.read_metrics(upto=self.epoch)
         if main:
-            _write_rows(metrics_path, rows)
+            run.write_metrics(rows)
         end = self.cfg.optim.epochs if stop_after is None else min(stop_after, self.cfg.optim.epochs)
         for epoch in range(self.epoch, end):
             t0 = time.perf_counter()
@@ -330,31 +337,12 @@ class Trainer:
                 self.best = {"val_acc": row["val_acc"], "epoch": self.epoch}
             rows.append(row)
             if main:
-                append_text(metrics_path, json.dumps(row) + "\n")
+                run.append_metrics(row)
                 state = self.state_dict()
                 if improved:
-                    save_checkpoint({k: state[k] for k in ("epoch", "models", "config", "data_fingerprint")}, ck / "best.pt")
-                save_checkpoint(state, ck / "last.pt")
+                    run.save_checkpoint({k: state[k] for k in ("epoch", "models", "config", "data_fingerprint")}, "best")
+                run.save_checkpoint(state, "last")
             distributed.barrier()
             log.info("epoch %d: %s", self.epoch, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
         return rows
 
-
-def _read_rows(path: Path, upto: int) -> list[dict[str, Any]]:
-    """Metrics rows with epoch <= ``upto`` (a torn last line from a crash is dropped)."""
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if r.get("epoch", 0) <= upto:
-                rows.append(r)
-    return rows
-
-
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    from ..fileio import atomic_write_text
-
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -1,4 +1,4 @@
-"""Checkpoints, written atomically (see :mod:`dsink.fileio`)."""
+"""Checkpoints, written atomically (see :mod:`dsink.fileio`); :class:`dsink.runs.RunDir` says where they live."""
 
 from __future__ import annotations
 

@@ -1,0 +1,349 @@
+"""A run directory and all of its I/O: the only code that knows the layout.
+
+::
+
+    RUN/config.yaml              resolved config (trained runs; an average has none)
+    RUN/run.json                 status: running | finished | crashed | interrupted; kind, epochs, error...
+    RUN/metrics.jsonl            one JSON row per epoch
+    RUN/checkpoints/{last,best}.pt
+    RUN/eval.json                evaluation report
+    RUN/predictions.npz          probabilities of every split and the labels they were scored against
+    RUN/inputs.npz               what a distillation was given (the auxiliaries' training-set probabilities)
+    RUN/plots/                   figures of ``dsink plot``
+    RUN/audit.csv                flagged training labels of ``dsink audit``
+    RUN/.lock                    the single-writer lock (:mod:`.lock`)
+
+Enough to resume, evaluate and report from the folder alone. An *average* run (``dsink average``) is a run
+directory of kind ``average``: status, report and predictions, no config or checkpoints (nothing trained).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, ContextManager
+
+import numpy as np
+
+from .. import __version__
+from ..config import EXECUTION_KEYS, RunConfig, flat_keys, load_config, save_config
+from ..errors import InputError
+from ..fileio import append_text, atomic_write, atomic_write_text, read_json, read_npz, remove_stale_temporaries
+from .checkpoint import load_checkpoint, save_checkpoint
+from .lock import LOCK_NAME, is_locked, run_lock
+
+log = logging.getLogger(__name__)
+AVERAGE_KIND = "average"  # run.json "kind" of an average run (dsink average)
+CHECKPOINTS = ("last", "best")
+
+
+def config_diff(a: RunConfig, b: RunConfig, ignore_params: tuple[str, ...] = ()) -> list[str]:
+    """Dotted keys whose values differ between two configs (execution-only keys and the method params
+    named in ``ignore_params`` excluded)."""
+    fa, fb = flat_keys(a.to_dict()), flat_keys(b.to_dict())
+    for f in (fa, fb):
+        f["method.params"] = {k: v for k, v in (f.get("method.params") or {}).items() if k not in ignore_params}
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k) and k not in EXECUTION_KEYS)
+
+
+class RunDir:
+    """One run directory (see the module docstring for its layout); a path-like wrapper, so ``Path(run)`` and
+    ``str(run)`` give the folder."""
+
+    CONFIG = "config.yaml"
+    STATUS = "run.json"
+    METRICS = "metrics.jsonl"
+    CHECKPOINT_DIR = "checkpoints"
+    EVAL = "eval.json"
+    PREDICTIONS = "predictions.npz"
+    INPUTS = "inputs.npz"
+    PLOTS = "plots"
+    AUDIT = "audit.csv"
+    FILES = (CONFIG, STATUS, METRICS, CHECKPOINT_DIR, EVAL, PREDICTIONS, INPUTS, PLOTS)  # what a wipe removes
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def eval_path(self) -> Path:
+        return self.path / self.EVAL
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.path / self.PREDICTIONS
+
+    @property
+    def plots_dir(self) -> Path:
+        """Default folder of ``dsink plot``'s figures."""
+        return self.path / self.PLOTS
+
+    @property
+    def audit_path(self) -> Path:
+        """Default CSV of ``dsink audit``."""
+        return self.path / self.AUDIT
+
+    def checkpoint_path(self, which: str = "last") -> Path:
+        """``checkpoints/last.pt`` (the end of the last epoch) or ``checkpoints/best.pt`` (best noisy validation)."""
+        if which not in CHECKPOINTS:
+            raise ValueError(f"checkpoint {which!r}: use one of {CHECKPOINTS}")
+        return self.path / self.CHECKPOINT_DIR / f"{which}.pt"
+
+    def has_config(self) -> bool:
+        """A trained run (it stores its config)."""
+        return (self.path / self.CONFIG).is_file()
+
+    def has_eval(self) -> bool:
+        return self.eval_path.exists()
+
+    def has_checkpoint(self, which: str = "last") -> bool:
+        return self.checkpoint_path(which).exists()
+
+    def has_inputs(self) -> bool:
+        return (self.path / self.INPUTS).is_file()
+
+    def is_run(self) -> bool:
+        """A dsink run directory: a trained run or an average."""
+        return self.has_config() or self.is_average
+
+    def holds_files(self) -> bool:
+        """True when the folder holds anything besides its lock file."""
+        return self.path.is_dir() and any(p.name != LOCK_NAME for p in self.path.iterdir())
+
+    # ------------------------------------------------------------------ lock
+    def lock(self, *, shared: bool = False, wait: bool = False, poll_s: float = 1.0,
+             on_wait: Callable[[str], None] | None = None) -> ContextManager[None]:
+        """The run's lock (:func:`dsink.runs.lock.run_lock`): exclusive for the writer, ``shared`` for readers."""
+        return run_lock(self.path, shared=shared, wait=wait, poll_s=poll_s, on_wait=on_wait)
+
+    def is_locked(self) -> bool:
+        """True when a process (this one included) holds the exclusive lock."""
+        return is_locked(self.path)
+
+    # ------------------------------------------------------------------ status
+    def read_status(self) -> dict[str, Any]:
+        """Contents of ``run.json`` (empty when absent or unreadable)."""
+        try:
+            return json.loads((self.path / self.STATUS).read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def write_status(self, **fields) -> None:
+        """Update ``run.json`` atomically."""
+        st = self.read_status()
+        st.update(fields, dsink_version=__version__, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        atomic_write_text(self.path / self.STATUS, json.dumps(st, indent=2))
+
+    @property
+    def is_average(self) -> bool:
+        """A run written by :func:`dsink.eval.combine.average_runs` (nothing trained, no config)."""
+        return self.read_status().get("kind") == AVERAGE_KIND
+
+    def state(self) -> str:
+        """``finished``, ``running`` (a live process holds the run), ``stopped`` (marked running, but its process
+        is gone: killed), ``crashed``, ``interrupted`` or ``unknown``."""
+        status = self.read_status().get("status", "unknown")
+        if status == "running" and not self.is_locked():
+            return "stopped"
+        return status
+
+    def require_finished(self, what: str, *, allow_unfinished: bool = False, switch: str = "") -> None:
+        """Refuse (InputError) a run that has not finished training, unless ``allow_unfinished``: then warn."""
+        if self.is_average:
+            state = self.read_status().get("status", "unknown")
+        else:
+            self.load_config()  # a run directory at all?
+            state = self.state()
+        if state == "finished":
+            return
+        done = self.epochs_done()
+        done = f" after epoch {done}" if done is not None else ""
+        msg = f"{what} {str(self)!r} is {state}{done}, not finished"
+        if allow_unfinished:
+            log.warning("%s; using it as it is", msg)
+            return
+        hint = "wait for it to finish" if state == "running" else f"finish it with `dsink train --resume --out {self}`"
+        raise InputError(f"{msg}; {hint}" + (f", or pass {switch} to use it as it is" if switch else ""))
+
+    def start_average(self, imbalance_run: str | Path, noise_run: str | Path, weight: float) -> None:
+        """Mark the folder as an average run being written, naming its sources."""
+        self.write_status(kind=AVERAGE_KIND, status="running", imbalance_run=str(imbalance_run),
+                          noise_run=str(noise_run), weight=weight)
+
+    def average_sources(self) -> tuple[str, str, float]:
+        """The imbalance run, the noise run and the weight of an average run."""
+        st = self.read_status()
+        if "imbalance_run" not in st or "noise_run" not in st:
+            raise InputError(f"{str(self.path / self.STATUS)!r} lacks imbalance_run/noise_run; recreate the run with "
+                             "dsink average")
+        return st["imbalance_run"], st["noise_run"], float(st.get("weight", 0.5))
+
+    # ------------------------------------------------------------------ config
+    def load_config(self) -> RunConfig:
+        """The resolved config stored in the run."""
+        path = self.path / self.CONFIG
+        if not path.is_file():
+            raise InputError(f"{str(self)!r} is not a dsink run directory (no {self.CONFIG}); pass a folder made by "
+                             "dsink train")
+        return load_config(path)
+
+    def save_config(self, cfg: RunConfig) -> None:
+        save_config(cfg, self.path / self.CONFIG)
+
+    # ------------------------------------------------------------------ metrics
+    def read_metrics(self, upto: int | None = None) -> list[dict[str, Any]]:
+        """The per-epoch rows (those with epoch <= ``upto`` when given); a torn last line from a crash is dropped."""
+        path = self.path / self.METRICS
+        rows = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(r, dict) and (upto is None or r.get("epoch", 0) <= upto):
+                    rows.append(r)
+        return rows
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Replace the rows (atomically)."""
+        atomic_write_text(self.path / self.METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        append_text(self.path / self.METRICS, json.dumps(row) + "\n")
+
+    def epochs_done(self) -> int | None:
+        """The last epoch logged (None when there is none)."""
+        for row in reversed(self.read_metrics()):
+            try:
+                return int(row["epoch"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return None
+
+    # ------------------------------------------------------------------ evaluation and predictions
+    def read_eval(self) -> dict[str, Any]:
+        """The evaluation report, validated."""
+        fix = f"evaluate the run again with `dsink eval {self}`"
+        info = read_json(self.eval_path, fix)
+        for key, kind in (("last", dict), ("data_fingerprint", str), ("num_classes", int)):
+            if not isinstance(info.get(key), kind):
+                raise InputError(f"{str(self.eval_path)!r} lacks a valid {key!r}; {fix}")
+        return info
+
+    def data_fingerprint(self) -> str:
+        """The fingerprint of the data the run was evaluated on (runs made from it must share it)."""
+        return self.read_eval()["data_fingerprint"]
+
+    def write_eval(self, report: dict[str, Any]) -> None:
+        atomic_write_text(self.eval_path, json.dumps(report, indent=2))
+
+    def read_predictions(self) -> dict[str, np.ndarray]:
+        """The saved predictions, validated: probabilities 2-D, finite and one row per sample."""
+        path = self.predictions_path
+        fix = f"regenerate it with `dsink eval {self}`"
+        arrays = read_npz(path, fix, required=("train_probs", "test_probs", "train_noisy"))
+        k = arrays["train_probs"].shape[1] if arrays["train_probs"].ndim == 2 else -1
+        for name, a in arrays.items():
+            if name.endswith("_probs"):
+                _check_probs(a, k, f"{str(path)!r}: {name}", fix)
+            elif a.dtype.kind not in "iu" or a.ndim != 1:
+                raise InputError(f"{str(path)!r}: {name} is not a 1-D integer array; {fix}")
+        if len(arrays["train_probs"]) != len(arrays["train_noisy"]):
+            raise InputError(f"{str(path)!r}: train_probs and train_noisy have different lengths; {fix}")
+        return arrays
+
+    def write_predictions(self, arrays: dict[str, np.ndarray]) -> None:
+        atomic_write(self.predictions_path, lambda f: np.savez_compressed(f, **arrays))
+
+    # ------------------------------------------------------------------ inputs of a distillation
+    def read_inputs(self) -> tuple[dict[str, np.ndarray], str]:
+        """The auxiliaries' training-set probabilities the run was given, by role, and their data fingerprint."""
+        path = self.path / self.INPUTS
+        fix = f"train the run again with --force, or restore its auxiliary runs and remove {str(path)!r}"
+        arrays = read_npz(path, fix, required=("data_fingerprint",))
+        fingerprint = str(arrays.pop("data_fingerprint"))
+        probs = {k[: -len("_train_probs")]: a for k, a in arrays.items() if k.endswith("_train_probs")}
+        for role, a in probs.items():
+            _check_probs(a, -1, f"{str(path)!r}: {role}_train_probs", fix)
+        return probs, fingerprint
+
+    def write_inputs(self, probs: dict[str, np.ndarray], fingerprint: str) -> None:
+        """Store the auxiliaries' training-set probabilities (by role), so that the run is evaluated, resumed
+        and plotted without them."""
+        arrays = {f"{role}_train_probs": np.asarray(a, dtype=np.float32) for role, a in probs.items()}
+        arrays["data_fingerprint"] = np.asarray(fingerprint)
+        atomic_write(self.path / self.INPUTS, lambda f: np.savez_compressed(f, **arrays))
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, state: dict[str, Any], which: str = "last") -> None:
+        save_checkpoint(state, self.checkpoint_path(which))
+
+    def load_checkpoint(self, which: str = "last", map_location="cpu") -> dict[str, Any]:
+        return load_checkpoint(self.checkpoint_path(which), map_location=map_location)
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the temporary files a process killed mid-write left in the run and its checkpoint folder."""
+        return [p for folder in (self.path, self.path / self.CHECKPOINT_DIR) for p in remove_stale_temporaries(folder)]
+
+    # ------------------------------------------------------------------ life cycle
+    def wipe(self) -> None:
+        """Remove every run file (the folder and its lock stay)."""
+        for name in self.FILES:
+            p = self.path / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+    def prepare(self, cfg: RunConfig, *, resume: bool, force: bool, ignore_params: tuple[str, ...] = ()) -> bool:
+        """Create or check the run for training ``cfg``; returns True when there is training left to do.
+
+        A finished run is never overwritten without ``force``; an unfinished one is continued only with
+        ``resume`` (its config must match ``cfg``, but for the method params in ``ignore_params``); a folder
+        holding other files is refused.
+        """
+        if self.has_config():
+            status = self.read_status().get("status", "unknown")
+            if force:
+                self.wipe()
+            elif resume:
+                diff = config_diff(self.load_config(), cfg, ignore_params)
+                if diff:
+                    raise InputError(
+                        f"run {str(self)!r} was made by a different config (differs in {', '.join(diff)}); "
+                        "resume with the run's own config, or pass --force to start over")
+                if status == "finished":
+                    return False
+            elif status == "finished":
+                raise InputError(f"run {str(self)!r} is finished; pass --force to overwrite it or choose another --out")
+            else:
+                raise InputError(f"run {str(self)!r} exists and is unfinished; pass --resume to continue it or --force "
+                                 "to restart it")
+        elif self.path.exists() and (not self.path.is_dir() or self.holds_files()):
+            raise InputError(f"{str(self)!r} exists and is not a dsink run directory; choose another --out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.save_config(cfg)
+        self.write_status(status="running")
+        return True
+
+
+def _check_probs(a: np.ndarray, k: int, what: str, fix: str) -> None:
+    """Refuse an array that is not a finite (N, k) float array (any k when ``k`` < 0)."""
+    ok = a.ndim == 2 and (k < 0 or a.shape[1] == k) and a.dtype.kind == "f" and bool(np.isfinite(a).all())
+    if not ok:
+        raise InputError(f"{what} is not a finite (N, {k if k >= 0 else 'C'}) probability array; {fix}")

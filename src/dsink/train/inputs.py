@@ -1,0 +1,142 @@
+"""What a method is given: the inputs it declares (:attr:`Method.auxiliaries`, :meth:`Method.init_from`),
+resolved from run directories here so that methods never read other runs.
+
+A distillation (D-SINK, ``kd``) reads f_L's and f_N's training-set probabilities from their finished run
+directories (under a shared lock, checked to belong to the target's data) and stores them in its own run
+directory, so that it is resumed, evaluated, audited and plotted without its auxiliaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ..config import MethodConfig, RunConfig, add_hash_hook, run_name
+from ..errors import InputError
+from ..methods import MethodContext, build_method as _build_method, get_method, method_params
+from ..runs import RunDir
+
+UNFINISHED_SWITCH = "--allow-unfinished (train.allow_unfinished_runs=true)"
+
+
+def auxiliary_runs(cfg: MethodConfig) -> dict[str, str]:
+    """The run directories ``cfg``'s method distils, by role (empty for a method that distils nothing)."""
+    cls = get_method(cfg.name)
+    params = method_params(cfg)
+    return {role: getattr(params, field) for role, field in cls.auxiliaries.items()}
+
+
+def read_auxiliaries(runs: dict[str, str], fingerprint: str, *, allow_unfinished: bool = False) -> dict[str, np.ndarray]:
+    """Training-set probabilities of the auxiliary runs (by role), read from their finished run directories and
+    checked to belong to the target's data (the message names the run whose data differs)."""
+    for role, run in runs.items():
+        if not run:
+            raise InputError(f"D-SINK needs method.params.{role}_run: a finished run directory "
+                             f"(dsink distill --{role}-run RUN)")
+    dirs = {role: RunDir(run) for role, run in runs.items()}
+    with contextlib.ExitStack() as stack:
+        for run in dirs.values():
+            stack.enter_context(run.lock(shared=True))  # nobody rewrites them while they are read
+        fps = {}
+        for role, run in dirs.items():
+            run.require_finished(f"{role} run", allow_unfinished=allow_unfinished, switch=UNFINISHED_SWITCH)
+            fps[role] = run.data_fingerprint()
+        _check_fingerprints(runs, fps, fingerprint)
+        return {role: run.read_predictions()["train_probs"] for role, run in dirs.items()}
+
+
+def _check_fingerprints(runs: dict[str, str], fps: dict[str, str], fingerprint: str) -> None:
+    differ = [role for role, fp in fps.items() if fp != fingerprint]
+    if len(differ) == 1 and len(fps) > 1:
+        role = differ[0]
+        raise InputError(
+            f"{role} run {runs[role]!r} was trained on different data (other subsample, noise, split or seed) "
+            f"than the target and the other auxiliary; train it again with the same data config")
+    if differ:
+        same = "share their data" if len(set(fps.values())) == 1 else "differ from each other too"
+        names = " and ".join(repr(r) for r in runs.values())
+        raise InputError(
+            f"the target's data config differs from both auxiliaries' ({names} {same}); "
+            "drop the data overrides of the target, or train the auxiliaries with the target's data config")
+
+
+def _stored_probs(run: RunDir, roles: set[str], fingerprint: str) -> dict[str, np.ndarray] | None:
+    """The auxiliaries' probabilities ``run`` stored when it was trained; None when it stores none or stores them
+    for other data (a config that differs from the run's, which :meth:`RunDir.prepare` then refuses by name)."""
+    if not run.has_inputs():
+        return None
+    probs, fp = run.read_inputs()
+    return probs if fp == fingerprint and set(probs) == roles else None
+
+
+def resumable_params(method: MethodConfig, run: RunDir) -> tuple[str, ...]:
+    """The method params a resume of ``run`` may change: the auxiliaries' run directories, once the run stores
+    their probabilities (the run goes on with those, wherever the auxiliaries are now)."""
+    return tuple(get_method(method.name).auxiliaries.values()) if run.has_inputs() else ()
+
+
+def method_inputs(method: MethodConfig, fingerprint: str, run: RunDir | None = None, *, stored: bool = True,
+                  fresh_start: bool = False, allow_unfinished: bool = False) -> dict[str, Any]:
+    """The :class:`MethodContext` fields the method of ``method`` declares.
+
+    ``aux_probs``: the probabilities ``run`` stores (when ``stored`` and it holds them: what it was trained
+    with), else read from the auxiliary runs (unfinished ones only with ``allow_unfinished``, warning).
+    ``init_weights`` (a method starting from an auxiliary's weights): only when training starts from scratch
+    (``fresh_start``); otherwise a checkpoint restores the weights.
+    """
+    aux = auxiliary_runs(method)
+    out: dict[str, Any] = {}
+    if aux:
+        probs = _stored_probs(run, set(aux), fingerprint) if (stored and run is not None) else None
+        if probs is None:
+            probs = read_auxiliaries(aux, fingerprint, allow_unfinished=allow_unfinished)
+        out["aux_probs"] = probs
+    role = get_method(method.name).init_from(method_params(method))
+    if role is not None and fresh_start:
+        state = RunDir(aux[role]).load_checkpoint("last")
+        out["init_weights"] = next(iter(state["models"].values()))
+    return out
+
+
+def auxiliary_identity(path: str) -> str:
+    """What a config hash records of an auxiliary run: ``<method>-<dataset>-<config hash>`` of the config the run
+    stores, so that moving the run (or the cache holding it) changes no hash; the path itself when no run is
+    there to read."""
+    run = RunDir(path)
+    try:
+        return run_name(run.load_config()) if run.has_config() else str(path)
+    except InputError:  # an unreadable config: the path is all there is
+        return str(path)
+
+
+def _hash_auxiliaries(cfg: RunConfig, flat: dict[str, Any]) -> dict[str, Any]:
+    """Hash hook (:func:`dsink.config.add_hash_hook`): the auxiliary run paths in ``method.params`` replaced by
+    :func:`auxiliary_identity`."""
+    try:
+        fields = get_method(cfg.method.name).auxiliaries.values()
+    except InputError:
+        return flat
+    params = flat.get("method.params")
+    if not isinstance(params, dict) or not any(params.get(f) for f in fields):
+        return flat
+    params = {k: ({"run": auxiliary_identity(v)} if k in fields and v else v) for k, v in params.items()}
+    return {**flat, "method.params": params}
+
+
+add_hash_hook("auxiliary runs", _hash_auxiliaries)
+
+
+def store_inputs(run: RunDir, inputs: dict[str, Any], fingerprint: str) -> None:
+    """Keep the auxiliaries' probabilities in the run (once), so that it no longer needs its auxiliaries."""
+    if inputs.get("aux_probs") is not None and not run.has_inputs():
+        run.write_inputs(inputs["aux_probs"], fingerprint)
+
+
+def build_method(cfg: MethodConfig, ctx: MethodContext, run: RunDir | None = None):
+    """:func:`dsink.methods.build_method` with the method's inputs resolved first (from the auxiliary runs named
+    in its params, or those ``run`` stores), as training does."""
+    inputs = method_inputs(cfg, ctx.fingerprint, run, fresh_start=True)
+    return _build_method(cfg, dataclasses.replace(ctx, **inputs))
