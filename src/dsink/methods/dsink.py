@@ -34,10 +34,10 @@ class DistillParams:
     imbalance_run: str = ""  # run directory of f_L
     noise_run: str = ""  # run directory of f_N
     alpha: float = 1.0  # weight of the distillation term
-    base_loss: str = "ce"  # L_Base: none | ce | la (logit-adjusted CE) | gce (on the noisy labels)
+    base_loss: str = "none"  # L_Base: none | ce | la (logit-adjusted CE) | gce (on the noisy labels)
     tau: float = 1.0  # logit-adjustment strength for base_loss=la
     gce_q: float = 0.7  # q for base_loss=gce
-    distill: str = "plain"  # plain: CE_soft(Q, f) | adjusted: CE_soft(Q, f + log pi), pi = Q's class shares,
+    distill: str = "adjusted"  # plain: CE_soft(Q, f) | adjusted: CE_soft(Q, f + log pi), pi = Q's class shares,
     #                         so f's own output is the balanced posterior (logit-adjusted distillation)
 
 
@@ -46,13 +46,13 @@ class DSinkParams(DistillParams):
     """D-SINK knobs: every choice the method (docs/dsink.md#what-is-computed) leaves open. Defaults and their
     evidence: docs/dsink.md#how-the-defaults-were-chosen."""
 
-    class_totals: str = "argmax"  # class totals: soft | argmax (f_L's probability sums | predicted-class counts),
+    class_totals: str = "noise_argmax"  # class totals: soft | argmax (f_L's probability sums | predicted-class counts),
     #                               noise_soft | noise_argmax (the same from f_N)
-    cost: str = "noise+target"  # models in the transport cost: noise+target (the paper) | noise |
+    cost: str = "noise+imbalance+target"  # models in the transport cost: noise+target (the paper) | noise |
     #                             noise+imbalance+target (f_L shifted to the totals' prior joins the kernel)
-    target_ema: float = 0.0  # f's probabilities in the cost: EMA over refreshes with this decay (0 = the live f)
+    target_ema: float = 0.7  # f's probabilities in the cost: EMA over refreshes with this decay (0 = the live f)
     refresh_every: int = 1  # epochs between Sinkhorn refreshes of Q
-    target_probs: str = "eval"  # f's probabilities for Q: eval (separate pass) | train (last training pass)
+    target_probs: str = "train"  # f's probabilities for Q: eval (separate pass) | train (last training pass)
     init: str = "scratch"  # scratch | noise (start f from f_N's weights; same model needed)
     eps: float = 0.0  # entropic regularisation; 0 = one KL term per model in the cost (the paper's 2 for f_N and f)
     tol: float = 1e-6  # Sinkhorn tolerance on the relative marginal error
