@@ -38,8 +38,8 @@ def test_dsink_smoke_run_logs_the_solver(tmp_path, aux):
     Q = load_checkpoint(tmp_path / "d" / "checkpoints" / "last.pt")["method"]["Q"]
     n = len(np.load(tmp_path / "d" / "predictions.npz")["train_noisy"])
     assert Q.shape == (n, 10) and torch.allclose(Q.sum(1), torch.ones(n), atol=1e-5)
-    p_l = np.load(runs["la"] / "predictions.npz")["train_probs"]
-    totals = np.bincount(p_l.argmax(1), minlength=10)  # default class_totals = argmax counts of f_L
+    p_n = np.load(runs["gce"] / "predictions.npz")["train_probs"]
+    totals = np.bincount(p_n.argmax(1), minlength=10)  # default class_totals = argmax counts of f_N
     assert np.allclose(Q.sum(0).numpy(), totals, atol=0.05)
 
 
@@ -96,7 +96,7 @@ def test_distill_cli(tmp_path, aux, capsys):
     from dsink.runs import RunDir
 
     cfg = RunDir(out).load_config()
-    assert cfg.optim.epochs == 1 and cfg.method.params["alpha"] == 0.5 and cfg.method.params["class_totals"] == "argmax"
+    assert cfg.optim.epochs == 1 and cfg.method.params["alpha"] == 0.5 and cfg.method.params["class_totals"] == "noise_argmax"
     assert main(["distill", "--imbalance-run", str(tmp_path / "none"), "--noise-run", str(runs["gce"])]) == 2
     assert "is not a dsink run directory" in capsys.readouterr().err
 
@@ -122,8 +122,15 @@ def test_kd_distils_the_fixed_average_of_the_auxiliaries(tmp_path, aux):
     net = torch.nn.Linear(4, 10)
     x, idx = torch.randn(6, 4), torch.arange(6)
     out = kd.training_step({"net": net}, x, torch.zeros(6, dtype=torch.long), idx, 0)
-    want = -(kd.Q[idx] * torch.log_softmax(net(x), 1)).sum(1).mean() * 2.0
+    # default distill=adjusted: the logits are shifted by the log of Q's class shares (f's output is balanced)
+    log_pi = (kd.Q.double().mean(0) / kd.Q.double().mean(0).sum()).log().float()
+    want = -(kd.Q[idx] * torch.log_softmax(net(x) + log_pi, 1)).sum(1).mean() * 2.0
     assert torch.allclose(out["loss"], want)
+    assert torch.allclose(kd.label_log_prior(), log_pi)  # training labels are predicted under Q's prior
+    plain = build_method(MethodConfig(name="kd", params={**params, "distill": "plain"}), ctx)
+    out = plain.training_step({"net": net}, x, torch.zeros(6, dtype=torch.long), idx, 0)
+    assert torch.allclose(out["loss"], -(kd.Q[idx] * torch.log_softmax(net(x), 1)).sum(1).mean() * 2.0)
+    assert plain.label_log_prior() is None
     with pytest.raises(InputError, match="weight must be in"):
         build_method(MethodConfig(name="kd", params={**params, "weight": 1.5}), ctx)
     with pytest.raises(InputError, match="differs from both auxiliaries"):

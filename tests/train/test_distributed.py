@@ -42,10 +42,15 @@ def test_two_processes_match_one(tmp_path, capsys):
     from dsink import surrogate_labels
 
     with np.load(tmp_path / "gce" / "predictions.npz") as a, np.load(tmp_path / "la" / "predictions.npz") as b:
-        q0 = torch.as_tensor(np.asarray(surrogate_labels(a["train_probs"], b["train_probs"], class_totals="argmax")))
+        q0 = torch.as_tensor(np.asarray(surrogate_labels(a["train_probs"], b["train_probs"], class_totals="noise_argmax",
+                                                       cost="noise+imbalance+target")))  # D-SINK's defaults
     assert one["method"]["Q"].shape == two["method"]["Q"].shape == q0.shape
     assert torch.allclose(one["method"]["Q"], q0.float(), atol=1e-5)
     assert torch.allclose(two["method"]["Q"], q0.float(), atol=1e-5)
+    # f's training-pass probabilities (target_probs=train) are merged across the processes after each epoch:
+    # every row was seen by one of them (at most one left over by the even split)
+    untouched = (two["method"]["train_pass"] == 0.1).all(1)
+    assert int(untouched.sum()) <= 1 and torch.allclose(two["method"]["train_pass"].sum(1), torch.ones(len(q0)))
     rows_one = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     rows_two = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows_two] == [1]  # written once, not once per process
