@@ -244,8 +244,8 @@ def summarise(reports: list[tuple[Job, dict[str, Any]]]) -> dict[str, Any]:
 
 def metric_stats(reports: list[dict[str, Any]]) -> dict[str, float | None]:
     """Mean and std (``<metric>_std``) over runs' evaluation reports: the last epoch's METRICS, the
-    label-correction rate, and ``top1_best_val`` - the top-1 of the checkpoint with the best noisy-validation
-    accuracy (early stopping without the test split)."""
+    label-correction rate, and ``top1_best_val`` - the top-1 of the selected checkpoint: the best class-balanced
+    accuracy on the noisy validation split (``dsink.train.engine.SELECTION_RULE``; no test labels)."""
     values = {m: [r["last"].get(m) for r in reports] for m in METRICS}
     values["correction_rate"] = [(r.get("train") or {}).get("correction_rate") for r in reports]
     values["top1_best_val"] = [(r.get("best") or {}).get("top1") for r in reports]
