@@ -114,7 +114,11 @@ def main() -> int:
     ap.add_argument("--recipe", choices=list(RECIPES), default="mlp")
     ap.add_argument("--work", default="runs/study")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--report", metavar="RESULTS", help="print the markdown tables of a results file and exit")
     args = ap.parse_args()
+    if args.report:
+        print(markdown(json.loads(Path(args.report).read_text())["results"]))
+        return 0
     names = [n for s in args.settings for n in GROUPS.get(s, [s])]
     out = Path(args.out or Path(__file__).parent / "results" / f"dsink_study_{args.recipe}.json")
     report = json.loads(out.read_text()) if out.exists() else {"results": {}}
@@ -160,6 +164,32 @@ def main() -> int:
         print(summary(res, name), flush=True)
     print(f"total {time.time() - t0:.0f} s; {out}")
     return 0
+
+
+def selected_top1(rec: dict, rule: str = "val_bal_acc") -> float | None:
+    """Test top-1 at the epoch the selection rule picks (the engine's rule by default), from the curves; for a
+    run without curves (the average) its ``top1_best_val``."""
+    c = rec.get("curves") or {}
+    if c.get(rule) and c.get("test_acc") and None not in c[rule] and None not in c["test_acc"]:
+        return c["test_acc"][int(np.argmax(c[rule]))]
+    return rec.get("top1_best_val")
+
+
+def markdown(results: dict) -> str:
+    """Per setting: mean +- std over seeds of top-1 (last epoch), top-1 at the selected checkpoint, few-shot,
+    label correction and argmax-Q accuracy, in percent."""
+    out = []
+    for setting, res in results.items():
+        out += [f"\n**{setting}** ({len(next(iter(res.values())))} seeds)\n",
+                "| method | top-1 | top-1 @selected | few | label correction | Q acc |", "|---|---|---|---|---|---|"]
+        for label, recs in res.items():
+            cells = []
+            for get in (lambda r: r["top1"], selected_top1, lambda r: r["few"], lambda r: r["correction"],
+                        lambda r: r.get("q_acc")):
+                v = [100 * x for x in map(get, recs) if x is not None]
+                cells.append(f"{np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2f}" if v else "-")
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
 
 
 def summary(res: dict, name: str) -> str:

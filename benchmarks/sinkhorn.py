@@ -11,7 +11,17 @@ error <= 10 x tol, and within 1e-4 of ours) is reported. The bandwidth bound of 
 reads of the N x C kernel at the copy bandwidth measured here; our iteration time is measured without
 the set-up (kernel build, final scaling) as (t(21 iterations) - t(1 iteration)) / 20.
 
+With ``--real RUN ...`` it times real D-SINK refreshes instead: for each finished D-SINK run directory,
+the refresh its last epoch would make next (the auxiliaries' stored training probabilities, the target's
+final training probabilities, the run's cost, class totals, eps and solver dtype, built by
+dsink.ot.surrogate_problem), solved to the run's tol by our solver (adaptive over-relaxation, and
+omega = 1: plain Sinkhorn) and by POT's sinkhorn and sinkhorn_log (numpy and torch inputs) at the
+equivalent stopping threshold, given M = -log_kernel and reg = 1 (kernel exp(-M / reg) = exp(log_kernel)
+exactly). Times are medians of --repeats interleaved solves; the errors are each plan's relative L1
+marginal error (rows and columns).
+
 Usage: python benchmarks/sinkhorn.py [--quick] [--sizes 50000x100 ...] [--repeats 5] [--out FILE]
+       python benchmarks/sinkhorn.py --real RUN [RUN ...] [--repeats 5] [--out FILE]
 """
 
 from __future__ import annotations
@@ -78,42 +88,55 @@ def iteration_time(L, a, b, k=21):
     return (times[k] - times[1]) / (k - 1)
 
 
-def run_ours(L, a, b, tol):
+def run_ours(L, a, b, tol, omega=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sinkhorn(L, a, b, tol=tol, max_iter=5)  # warm-up
+        sinkhorn(L, a, b, tol=tol, max_iter=5, omega=omega)  # warm-up
     t = time.perf_counter()
-    res = sinkhorn(L, a, b, tol=tol, max_iter=10000)
+    res = sinkhorn(L, a, b, tol=tol, max_iter=10000, omega=omega)
     total = time.perf_counter() - t
     return res, total
 
 
-def pot_time(L, a, b, tol, variant):
-    """Seconds of one POT solve with ``variant`` = "method/backend"."""
+def pot_threshold(tol, n, c):
+    """POT's stopThr for our tol: POT stops on the L2 norm of the column-marginal error (absolute, checked
+    every 10 iterations); this threshold bounds its relative L1 error (sum / N) by tol (L1 <= sqrt(C) L2)."""
+    return tol * n / math.sqrt(c)
+
+
+def pot_solve(L, a, b, thr, variant, reg=2.0, log=False):
+    """One POT solve with ``variant`` = "method/backend" of the problem with log-kernel L, given to POT as
+    M = -reg * L with regularisation reg (its kernel exp(-M / reg) is exp(L)): (plan, seconds, POT's log)."""
     import ot
 
     method, backend = variant.split("/")
-    n, c = L.shape
-    M = (-2.0 * L).double()
+    M = (-reg * L).double()
     args = (a.double(), b.double(), M) if backend == "torch" else (a.double().numpy(), b.double().numpy(), M.numpy())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time.perf_counter()
-        ot.sinkhorn(*args, 2.0, method=method, stopThr=tol * n / math.sqrt(c), numItermax=10000)
-        return time.perf_counter() - t
+        out = ot.sinkhorn(*args, reg, method=method, stopThr=thr, numItermax=10000, log=log)
+        dt = time.perf_counter() - t
+    Q, info = out if log else (out, None)
+    return torch.as_tensor(Q), dt, info
+
+
+def pot_correct(Q, a, b, tol, ours_plan):
+    """A POT plan is correct when finite, within 10 x tol of the marginals and within 1e-4 of ours."""
+    return bool(torch.isfinite(Q).all()) and rel_error(Q, a, b) <= 10 * tol and \
+        float((Q - ours_plan.double()).abs().max()) < 1e-4
+
+
+def pot_time(L, a, b, tol, variant):
+    """Seconds of one POT solve with ``variant`` = "method/backend"."""
+    return pot_solve(L, a, b, pot_threshold(tol, *L.shape), variant)[1]
 
 
 def run_pot(L, a, b, tol, ours_plan):
-    import ot
-
     n, c = L.shape
     best = None
-    # POT stops on the L2 norm of the column-marginal error, every 10 iterations; this threshold
-    # bounds its relative L1 error by tol (L1 <= sqrt(C) L2).
-    thr = tol * n / math.sqrt(c)
-    M = (-2.0 * L).double()
+    thr = pot_threshold(tol, n, c)
     for backend in ("numpy", "torch"):
-        args = (a.double(), b.double(), M) if backend == "torch" else (a.double().numpy(), b.double().numpy(), M.numpy())
         for method in ("sinkhorn", "sinkhorn_log", "sinkhorn_stabilized"):
             # Slower variants are tried only where they can matter: log-domain above 1M entries only if
             # plain failed; stabilised (177 s at 10k x 100 here) only if neither plain nor log is correct.
@@ -121,30 +144,121 @@ def run_pot(L, a, b, tol, ours_plan):
                 continue
             if method == "sinkhorn_stabilized" and (best is not None or n * c > 1_000_000):
                 continue
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                t = time.perf_counter()
-                try:
-                    Q = ot.sinkhorn(*args, 2.0, method=method, stopThr=thr, numItermax=10000)
-                except Exception as e:  # a variant that fails is not correct
-                    print(f"  POT {method}/{backend} failed: {type(e).__name__}")
-                    continue
-                dt = time.perf_counter() - t
-            Q = torch.as_tensor(Q)
-            ok = bool(torch.isfinite(Q).all()) and rel_error(Q, a, b) <= 10 * tol and \
-                float((Q - ours_plan.double()).abs().max()) < 1e-4
+            try:
+                Q, dt, _ = pot_solve(L, a, b, thr, f"{method}/{backend}")
+            except Exception as e:  # a variant that fails is not correct
+                print(f"  POT {method}/{backend} failed: {type(e).__name__}")
+                continue
+            ok = pot_correct(Q, a, b, tol, ours_plan)
             if ok and (best is None or dt < best[0]):
                 best = (dt, f"{method}/{backend}")
     return best
+
+
+POT_VARIANTS = ("sinkhorn/numpy", "sinkhorn/torch", "sinkhorn_log/numpy", "sinkhorn_log/torch")
+
+
+def real_refresh(run):
+    """The D-SINK refresh of a finished run: (log_kernel, a, b, eps, tol, info) from the auxiliaries'
+    stored training probabilities, the target's final training probabilities and the run's params."""
+    from dsink.ot import surrogate_problem
+    from dsink.runs import RunDir
+
+    rd = RunDir(run)
+    cfg = rd.load_config()
+    if cfg.method.name != "dsink":
+        raise SystemExit(f"{run}: not a D-SINK run (method {cfg.method.name!r})")
+    p = cfg.method.params
+    aux, _ = rd.read_inputs()
+    pf = rd.read_predictions()["train_probs"]
+    cost, totals = p.get("cost", "noise+target"), p.get("class_totals", "soft")
+    dtype = getattr(torch, p.get("solver_dtype", "float64"))
+    L, a, b, eps = surrogate_problem(aux["noise"], aux["imbalance"], pf, eps=p.get("eps") or None, cost=cost,
+                                     class_totals=totals, dtype=dtype)
+    info = {"run": str(run), "N": L.shape[0], "C": L.shape[1], "dtype": str(dtype).replace("torch.", ""),
+            "cost": cost, "class_totals": totals, "eps": eps}
+    return L, a, b, eps, p.get("tol", 1e-6), info
+
+
+def run_real(runs, repeats):
+    """Rows (one per run and solver) timing our solver and POT's on each run's refresh."""
+    rows = []
+    for run in runs:
+        L, a, b, eps, tol, info = real_refresh(run)
+        n, c = L.shape
+        thr = pot_threshold(tol, n, c)
+        ours = {"ours adaptive": None, "ours omega=1": 1.0}
+        times = {k: [] for k in (*ours, *POT_VARIANTS)}
+        last = {}
+        for _ in range(max(1, repeats)):  # interleaved, medians kept
+            for name, omega in ours.items():
+                res, dt = run_ours(L, a, b, tol, omega)
+                times[name].append(dt)
+                last[name] = (res.plan, res.iterations, res.converged)
+            for variant in POT_VARIANTS:
+                if variant in last and last[variant] is None:
+                    continue  # failed before
+                try:  # reg = 1: M = -L reproduces the kernel exp(L) exactly (same plan as M = -eps L, reg = eps)
+                    Q, dt, log = pot_solve(L, a, b, thr, variant, reg=1.0, log=True)
+                except Exception as e:
+                    print(f"  POT {variant} failed: {type(e).__name__}: {e}")
+                    last[variant] = None
+                    continue
+                times[variant].append(dt)
+                last[variant] = (Q, log["niter"] + 1, pot_correct(Q, a, b, tol, last["ours adaptive"][0]))
+        base = float(np.median(times["ours adaptive"]))
+        run_rows = []
+        for name in times:
+            if last.get(name) is None:
+                run_rows.append({**info, "tol": tol, "solver": name, "iterations": None, "ok": False, "seconds": None,
+                                 "error": None, "x_ours": None})
+                continue
+            plan, iters, ok = last[name]
+            sec = float(np.median(times[name]))
+            run_rows.append({**info, "tol": tol, "solver": name, "iterations": iters, "ok": ok, "seconds": sec,
+                             "error": rel_error(plan, a, b), "x_ours": sec / base})
+        pot_ok = [r for r in run_rows if r["solver"] in POT_VARIANTS and r["ok"]]
+        best = min(pot_ok, key=lambda r: r["seconds"]) if pot_ok else None
+        run_rows[0].update(pot_best=best["solver"] if best else "none correct",
+                           speedup_vs_pot=best["seconds"] / base if best else None)
+        for r in run_rows:
+            print(json.dumps({k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
+        rows += run_rows
+        del L
+    print(f"\n{'run':<28}{'N':>8}{'C':>6}{'dtype':>9}{'eps':>5}  {'solver':<20}{'iters':>7}{'seconds':>10}"
+          f"{'error':>10}{'ok':>4}{'x ours':>8}")
+    for r in rows:
+        name = r["run"] if len(r["run"]) <= 27 else "..." + r["run"][-24:]
+        sec = f"{r['seconds']:.4f}" if r["seconds"] is not None else "-"
+        err = f"{r['error']:.2e}" if r["error"] is not None else "-"
+        x = f"{r['x_ours']:.2f}" if r["x_ours"] is not None else "-"
+        print(f"{name:<28}{r['N']:>8}{r['C']:>6}{r['dtype']:>9}{r['eps']:>5g}  {r['solver']:<20}"
+              f"{r['iterations'] or '-':>7}"
+              f"{sec:>10}{err:>10}{'y' if r['ok'] else 'n':>4}{x:>8}")
+    for r in rows:
+        if "speedup_vs_pot" in r:
+            sp = f"{r['speedup_vs_pot']:.1f}x" if r["speedup_vs_pot"] else "-"
+            print(f"{r['run']}: ours adaptive vs fastest correct POT ({r['pot_best']}): {sp}")
+    return rows
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="skip N = 1M")
     ap.add_argument("--sizes", nargs="+", metavar="NxC", help="only these sizes, e.g. 50000x100")
+    ap.add_argument("--real", nargs="+", metavar="RUN", help="time the refreshes of these finished D-SINK runs instead")
     ap.add_argument("--repeats", type=int, default=1, help="interleaved timings of ours and POT (medians kept)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sinkhorn.json"))
+    ap.add_argument("--out", help="JSON results (default benchmarks/results/sinkhorn.json, with --real "
+                                  "benchmarks/results/sinkhorn_real.json)")
     args = ap.parse_args()
+    results = Path(__file__).parent / "results"
+    if args.real:
+        rows = run_real(args.real, args.repeats)
+        meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+                "command": "python benchmarks/sinkhorn.py " + " ".join(sys.argv[1:])}
+        Path(args.out or results / "sinkhorn_real.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+        return
+    args.out = args.out or str(results / "sinkhorn.json")
     bw = copy_bandwidth()
     rows = []
     sizes = [(n, c) for n in (10_000, 50_000, 1_000_000) for c in (10, 100, 1000)]

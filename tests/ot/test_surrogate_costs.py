@@ -6,7 +6,7 @@ import torch
 
 from dsink import surrogate_labels
 from dsink.errors import InputError
-from dsink.ot import sinkhorn_reference
+from dsink.ot import sinkhorn, sinkhorn_reference, surrogate_problem
 
 
 def _probs(rng, n, c, sharp=3.0):
@@ -69,3 +69,17 @@ def test_explicit_eps_and_unknown_cost(probs):
         surrogate_labels(pn, pl, pf, cost="imbalance")
     with pytest.raises(InputError, match="unknown class_totals"):
         surrogate_labels(pn, pl, pf, class_totals="noise_median")
+
+
+@pytest.mark.parametrize("cost,totals,eps", [("noise+target", "soft", None),
+                                              ("noise+imbalance+target", "noise_argmax", 1.5)])
+def test_problem_then_solver_is_surrogate_labels(probs, cost, totals, eps):
+    """surrogate_problem + sinkhorn is surrogate_labels, bit for bit (the benchmark times this split)."""
+    pn, pl, pf = probs
+    q, res = surrogate_labels(pn, pl, pf, cost=cost, class_totals=totals, eps=eps, return_result=True)
+    L, a, b, e = surrogate_problem(pn, pl, pf, cost=cost, class_totals=totals, eps=eps)
+    assert e == (eps or float(cost.count("+") + 1)) and L.dtype == torch.float64 and L.shape == (400, 5)
+    assert torch.equal(a, torch.ones(400, dtype=torch.float64)) and float(b.sum()) == pytest.approx(400)
+    r = sinkhorn(L, a, b, eps=e)
+    assert np.array_equal(r.plan.numpy(), q) and r.iterations == res.iterations
+    assert torch.equal(r.log_v, res.log_v)

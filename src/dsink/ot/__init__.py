@@ -2,6 +2,6 @@
 
 from .reference import sinkhorn_reference
 from .sinkhorn import SinkhornResult, sinkhorn
-from .surrogate import surrogate_labels
+from .surrogate import surrogate_labels, surrogate_problem
 
-__all__ = ["SinkhornResult", "sinkhorn", "sinkhorn_reference", "surrogate_labels"]
+__all__ = ["SinkhornResult", "sinkhorn", "sinkhorn_reference", "surrogate_labels", "surrogate_problem"]

@@ -84,6 +84,89 @@ def class_totals_from(p_imbalance: torch.Tensor, how: str, num_total: float, dis
     return t * (num_total / t.sum().clamp_min(1e-300))
 
 
+def _world(distributed: bool | None) -> int:
+    return world_size() if distributed is None or distributed else 1
+
+
+def surrogate_problem(
+    p_noise,
+    p_imbalance,
+    p_target=None,
+    *,
+    eps: float | None = None,
+    class_totals: Any = "soft",
+    cost: str = "noise+target",
+    dtype=None,
+    distributed: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    r"""The entropic OT problem behind :func:`surrogate_labels`, ready for :func:`dsink.ot.sinkhorn`.
+
+    Parameters are those of :func:`surrogate_labels` (same meaning and defaults).
+
+    Returns
+    -------
+    log_kernel : tensor (N, C)
+        Sum of the cost models' log-probabilities divided by ``eps`` (``-inf`` where a probability is 0), in
+        ``dtype``, on the device of ``p_noise``. The kernel is ``exp(log_kernel)``; as a cost matrix for
+        solvers with kernel ``exp(-M / reg)``: ``M = -eps * log_kernel``, ``reg = eps``.
+    a : tensor (N,)
+        Row (sample) marginal: ones.
+    b : tensor (C,)
+        Column (class) marginal: the class totals, scaled to sum to N (over all processes when distributed).
+    eps : float
+        The regularisation used (the default resolved from ``cost``).
+
+    ``surrogate_labels(...)`` is ``sinkhorn(log_kernel, a, b, eps=eps, ...).plan``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dsink.ot import surrogate_problem
+    >>> rng = np.random.default_rng(0)
+    >>> L, a, b, eps = surrogate_problem(rng.dirichlet(np.ones(3), 5), rng.dirichlet(np.ones(3), 5))
+    >>> tuple(L.shape), float(a.sum()), round(float(b.sum()), 6), eps
+    ((5, 3), 5.0, 5.0, 2.0)
+    """
+    pn = _as_tensor(p_noise, "p_noise")
+    device = pn.device
+    pl = _as_tensor(p_imbalance, "p_imbalance", device)
+    _check_probs(pn, "p_noise")
+    _check_probs(pl, "p_imbalance", pn.shape)
+    pf = None
+    if p_target is not None:
+        pf = _as_tensor(p_target, "p_target", device)
+        _check_probs(pf, "p_target", pn.shape)
+    if cost not in COSTS:
+        raise InputError(f"unknown cost {cost!r}; valid: {', '.join(COSTS)}")
+    if eps is None:
+        eps = float(cost.count("+") + 1)  # one KL term per model: the paper's eps = 2 for f_N and f
+    if not (isinstance(eps, (int, float)) and eps > 0):
+        raise InputError(f"eps must be a positive number, got {eps!r}")
+    if dtype is None:
+        dtype = torch.float64 if pn.dtype == torch.float64 else torch.float32
+    world = _world(distributed)
+    n, c = pn.shape
+    n_total = float(all_reduce(torch.tensor(float(n), dtype=torch.float64, device=device)) if world > 1 else n)
+    if isinstance(class_totals, str):
+        t = class_totals_from(pl, class_totals, n_total, world > 1, p_noise=pn)
+    else:
+        t = _as_tensor(np.asarray(class_totals) if not torch.is_tensor(class_totals) else class_totals,
+                       "class_totals", device).double().reshape(-1)
+        if t.shape != (c,) or not torch.isfinite(t).all() or (t < 0).any() or t.sum() <= 0:
+            raise InputError(f"class_totals must be {c} non-negative finite numbers with a positive sum")
+        t = t * (n_total / t.sum())
+    # log-kernel (sum of the cost models' log-probabilities) / eps; zeros give -inf (no mass), which the
+    # solver handles.
+    with torch.no_grad():
+        L = pn.to(dtype).log()
+        if "imbalance" in cost:  # f_L's balanced posterior moved to the totals' prior: its training posterior
+            L.add_(torch.log_softmax(pl.to(dtype).log() + (t / n_total).clamp_min(1e-300).log().to(dtype), dim=1))
+        if pf is not None and cost.endswith("target"):
+            L.add_(pf.to(dtype).log())
+        L.div_(eps)
+    return L, torch.ones(n, dtype=dtype, device=device), t.to(dtype), eps
+
+
 def surrogate_labels(
     p_noise,
     p_imbalance,
@@ -155,50 +238,15 @@ def surrogate_labels(
     True
     """
     is_numpy = isinstance(p_noise, np.ndarray)
-    pn = _as_tensor(p_noise, "p_noise")
-    device = pn.device
-    pl = _as_tensor(p_imbalance, "p_imbalance", device)
-    _check_probs(pn, "p_noise")
-    _check_probs(pl, "p_imbalance", pn.shape)
-    pf = None
-    if p_target is not None:
-        pf = _as_tensor(p_target, "p_target", device)
-        _check_probs(pf, "p_target", pn.shape)
-    if cost not in COSTS:
-        raise InputError(f"unknown cost {cost!r}; valid: {', '.join(COSTS)}")
-    if eps is None:
-        eps = float(cost.count("+") + 1)  # one KL term per model: the paper's eps = 2 for f_N and f
-    if not (isinstance(eps, (int, float)) and eps > 0):
-        raise InputError(f"eps must be a positive number, got {eps!r}")
-    if dtype is None:
-        dtype = torch.float64 if pn.dtype == torch.float64 else torch.float32
-    world = world_size() if distributed is None or distributed else 1
-    n, c = pn.shape
-    n_total = float(all_reduce(torch.tensor(float(n), dtype=torch.float64, device=device)) if world > 1 else n)
-    if isinstance(class_totals, str):
-        t = class_totals_from(pl, class_totals, n_total, world > 1, p_noise=pn)
-    else:
-        t = _as_tensor(np.asarray(class_totals) if not torch.is_tensor(class_totals) else class_totals,
-                       "class_totals", device).double().reshape(-1)
-        if t.shape != (c,) or not torch.isfinite(t).all() or (t < 0).any() or t.sum() <= 0:
-            raise InputError(f"class_totals must be {c} non-negative finite numbers with a positive sum")
-        t = t * (n_total / t.sum())
-    # log-kernel (sum of the cost models' log-probabilities) / eps; zeros give -inf (no mass), which the
-    # solver handles.
+    L, a, b, eps = surrogate_problem(p_noise, p_imbalance, p_target, eps=eps, class_totals=class_totals, cost=cost,
+                                     dtype=dtype, distributed=distributed)
     with torch.no_grad():
-        L = pn.to(dtype).log()
-        if "imbalance" in cost:  # f_L's balanced posterior moved to the totals' prior: its training posterior
-            L.add_(torch.log_softmax(pl.to(dtype).log() + (t / n_total).clamp_min(1e-300).log().to(dtype), dim=1))
-        if pf is not None and cost.endswith("target"):
-            L.add_(pf.to(dtype).log())
-        L.div_(eps)
-        res = sinkhorn(L, torch.ones(n, dtype=dtype, device=device), t.to(dtype), eps=eps, tol=tol,
-                       max_iter=max_iter, distributed=world > 1, init_log_v=init_log_v,
-                       omega=omega)
+        res = sinkhorn(L, a, b, eps=eps, tol=tol, max_iter=max_iter, distributed=_world(distributed) > 1,
+                       init_log_v=init_log_v, omega=omega)
     del L
     q = res.plan
     out = q.cpu().numpy() if is_numpy else q
     return (out, res) if return_result else out
 
 
-__all__ = ["CLASS_TOTALS", "SinkhornResult", "class_totals_from", "surrogate_labels"]
+__all__ = ["CLASS_TOTALS", "SinkhornResult", "class_totals_from", "surrogate_labels", "surrogate_problem"]
