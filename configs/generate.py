@@ -27,7 +27,7 @@ CIFAR_RECIPE = {
     "pipeline": {"imbalance": {"name": "la"}, "noise": {"name": "coteaching"}, "baselines": ["ce"],
                  "combined": ["average", "kd", "coteaching_la"], "seeds": [0]},
 }
-CPU_RECIPE = {**pipeline.CPU_RECIPE, "pipeline": {**pipeline.CPU_RECIPE["pipeline"], "seeds": [0, 1, 2]}}
+CPU_RECIPE = {**pipeline.CPU_RECIPE, "pipeline": {**pipeline.CPU_RECIPE["pipeline"], "seeds": [0, 1, 2], "vary_data_seed": True}}
 
 
 OUT = HERE
