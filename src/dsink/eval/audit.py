@@ -57,7 +57,6 @@ def surrogate_for_run(run_dir: str | Path) -> tuple[np.ndarray, str]:
     import torch
 
     from ..ot.surrogate import surrogate_labels
-    from ..train.inputs import method_inputs
 
     run = RunDir(run_dir)
     preds = run.read_predictions()
@@ -65,7 +64,10 @@ def surrogate_for_run(run_dir: str | Path) -> tuple[np.ndarray, str]:
     if cfg is None or cfg.method.name != "dsink":
         return preds["train_probs"], "predictions"
     p = cfg.method.params
-    aux = method_inputs(cfg.method, run.data_fingerprint(), run, allow_unfinished=True)["aux_probs"]
+    if not run.has_inputs():  # a run from before distillation runs stored their inputs
+        raise InputError(f"{str(run_dir)!r} does not store its auxiliaries' probabilities; run `dsink eval "
+                         f"{run_dir}` once (it stores them while the auxiliary runs are still in place), then audit it")
+    aux, _ = run.read_inputs()
     pl, pn = aux["imbalance"], aux["noise"]
     if pl.shape != preds["train_probs"].shape or pn.shape != preds["train_probs"].shape:
         raise InputError(f"the auxiliary runs of {str(run_dir)!r} no longer match its training set; "
