@@ -108,3 +108,14 @@ def test_pipeline_config_errors(tmp_path, capsys):
     assert "use average or one of" in capsys.readouterr().err
     assert main(["run", "--set", "pipeline.noise.name=nope", "--out", str(tmp_path / "r")]) == 2
     assert "unknown method 'nope'; valid methods: bs" in capsys.readouterr().err
+
+
+def test_vary_data_seed_makes_each_seed_the_data_seed():
+    from dsink.config import MethodConfig
+    from dsink.pipeline import load_pipeline, role_config
+
+    base, pipe = load_pipeline(None, ["pipeline.seeds=[3,4]", "data.data_seed=7"])
+    assert role_config(base, pipe, "noise", MethodConfig(name="gce"), 4).data.data_seed == 7  # fixed by default
+    base, pipe = load_pipeline(None, ["pipeline.seeds=[3,4]", "pipeline.vary_data_seed=true"])
+    cfgs = [role_config(base, pipe, "noise", MethodConfig(name="gce"), s) for s in pipe.seeds]
+    assert [(c.train.seed, c.data.data_seed) for c in cfgs] == [(3, 3), (4, 4)]
