@@ -25,6 +25,7 @@ import numpy as np
 from dsink.pipeline import load_pipeline, run_pipeline
 from dsink.runs import RunDir
 from recipes import RECIPES  # benchmarks/recipes.py
+from selection import RULES  # benchmarks/selection.py
 
 # (name, rho, noise mode, noise rate). dev: where variants were developed; held_out: only run to confirm.
 SETTINGS = {
@@ -161,17 +162,17 @@ def main() -> int:
                                "pipeline.combined=[]"], lambda r: r["role"] == "target")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1))
-        print(summary(res, name), flush=True)
+        print(markdown({f"{args.recipe}:{name}": res}), flush=True)
     print(f"total {time.time() - t0:.0f} s; {out}")
     return 0
 
 
-def selected_top1(rec: dict, rule: str = "val_bal_acc") -> float | None:
-    """Test top-1 at the epoch the selection rule picks (the engine's rule by default), from the curves; for a
-    run without curves (the average) its ``top1_best_val``."""
+def selected_top1(rec: dict) -> float | None:
+    """Test top-1 at the epoch the engine's selection rule picks (``selection.RULES["val_bal"]``), from the
+    curves; for a run without curves (the average) its ``top1_best_val``."""
     c = rec.get("curves") or {}
-    if c.get(rule) and c.get("test_acc") and None not in c[rule] and None not in c["test_acc"]:
-        return c["test_acc"][int(np.argmax(c[rule]))]
+    if c.get("val_bal_acc") and c.get("test_acc") and None not in c["val_bal_acc"] and None not in c["test_acc"]:
+        return c["test_acc"][RULES["val_bal"](c)]
     return rec.get("top1_best_val")
 
 
@@ -190,17 +191,6 @@ def markdown(results: dict) -> str:
                 cells.append(f"{np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2f}" if v else "-")
             out.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
-
-
-def summary(res: dict, name: str) -> str:
-    lines = [f"\n## {name}", f"{'method':<55}{'top1':>8}{'@val':>8}{'few':>8}{'corr':>8}{'Q acc':>8}"]
-    for label, recs in res.items():
-        if not recs:
-            continue
-        m = {k: np.mean([r[k] for r in recs if r.get(k) is not None] or [np.nan]) * 100
-             for k in ("top1", "top1_best_val", "few", "correction", "q_acc")}
-        lines.append(f"{label:<55}" + "".join(f"{m[k]:>8.2f}" for k in ("top1", "top1_best_val", "few", "correction", "q_acc")))
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

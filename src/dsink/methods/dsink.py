@@ -1,9 +1,11 @@
 """D-SINK: distil an imbalance-robust f_L and a noise-robust f_N into the target f via Sinkhorn surrogate labels
 (and ``kd``, the same distillation from the plain average of f_L and f_N, without the transport step).
 
-Each refresh (outer step) solves, over the whole training set,
-``min_Q sum_i KL(q_i || f_N(x_i)) + KL(q_i || f(x_i))`` with class totals from f_L
-(docs/dsink.md#what-is-computed); each batch (inner step) minimises ``L_Base(f) + alpha * CE_soft(q_i, f(x_i))``.
+Each refresh (outer step) solves, over the whole training set, ``min_Q sum_i sum_m KL(q_i || p_m(x_i))`` with
+fixed class totals ``t``: by default the models ``m`` are f_N, f_L moved to the totals' prior and f, and ``t`` the
+counts of f_N's predicted classes (the paper: f_N and f, ``t`` from f_L; docs/dsink.md#what-is-computed). Each
+batch (inner step) minimises ``L_Base(f) + alpha * CE_soft(q_i, f(x_i) + log pi)``, ``pi = t / N`` (by default
+without ``L_Base``; ``distill=plain`` drops ``log pi``).
 f_L's and f_N's training-set probabilities come in through the context (``ctx.aux_probs``, resolved from their
 run directories by :mod:`dsink.train.inputs`); the methods read no files.
 """
