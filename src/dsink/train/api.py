@@ -73,7 +73,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, forc
     stored = resume and not force  # a resumed run keeps the inputs it stores (what it was started with)
     inputs = method_inputs(cfg.method, data.fingerprint, run, stored=stored,
                            fresh_start=not (stored and run.has_checkpoint("last")),
-                           allow_unfinished=cfg.train.allow_unfinished_runs)
+                           allow_unfinished=cfg.train.allow_unfinished_runs, wait=wait, on_wait=on_wait)
     trainer = Trainer(cfg, data, run, progress=progress, inputs=inputs)  # builds (and so checks) the method
     with contextlib.ExitStack() as stack:
         todo, err = False, None

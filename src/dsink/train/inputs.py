@@ -29,9 +29,11 @@ def auxiliary_runs(cfg: MethodConfig) -> dict[str, str]:
     return {role: getattr(params, field) for role, field in cls.auxiliaries.items()}
 
 
-def read_auxiliaries(runs: dict[str, str], fingerprint: str, *, allow_unfinished: bool = False) -> dict[str, np.ndarray]:
+def read_auxiliaries(runs: dict[str, str], fingerprint: str, *, allow_unfinished: bool = False, wait: bool = False,
+                     on_wait=None) -> dict[str, np.ndarray]:
     """Training-set probabilities of the auxiliary runs (by role), read from their finished run directories and
-    checked to belong to the target's data (the message names the run whose data differs)."""
+    checked to belong to the target's data (the message names the run whose data differs). A run another process
+    holds for writing is waited for (``wait``; ``on_wait(holder)``) or refused, naming the holder."""
     for role, run in runs.items():
         if not run:
             raise InputError(f"D-SINK needs method.params.{role}_run: a finished run directory "
@@ -39,7 +41,7 @@ def read_auxiliaries(runs: dict[str, str], fingerprint: str, *, allow_unfinished
     dirs = {role: RunDir(run) for role, run in runs.items()}
     with contextlib.ExitStack() as stack:
         for run in dirs.values():
-            stack.enter_context(run.lock(shared=True))  # nobody rewrites them while they are read
+            stack.enter_context(run.lock(shared=True, wait=wait, on_wait=on_wait))  # nobody rewrites them meanwhile
         fps = {}
         for role, run in dirs.items():
             run.require_finished(f"{role} run", allow_unfinished=allow_unfinished, switch=UNFINISHED_SWITCH)
@@ -79,20 +81,22 @@ def resumable_params(method: MethodConfig, run: RunDir) -> tuple[str, ...]:
 
 
 def method_inputs(method: MethodConfig, fingerprint: str, run: RunDir | None = None, *, stored: bool = True,
-                  fresh_start: bool = False, allow_unfinished: bool = False) -> dict[str, Any]:
+                  fresh_start: bool = False, allow_unfinished: bool = False, wait: bool = False,
+                  on_wait=None) -> dict[str, Any]:
     """The :class:`MethodContext` fields the method of ``method`` declares.
 
     ``aux_probs``: the probabilities ``run`` stores (when ``stored`` and it holds them: what it was trained
     with), else read from the auxiliary runs (unfinished ones only with ``allow_unfinished``, warning).
     ``init_weights`` (a method starting from an auxiliary's weights): only when training starts from scratch
-    (``fresh_start``); otherwise a checkpoint restores the weights.
+    (``fresh_start``); otherwise a checkpoint restores the weights. ``wait``/``on_wait``: as in
+    :func:`read_auxiliaries` (a ``dsink run`` sharing its cache with another waits for it).
     """
     aux = auxiliary_runs(method)
     out: dict[str, Any] = {}
     if aux:
         probs = _stored_probs(run, set(aux), fingerprint) if (stored and run is not None) else None
         if probs is None:
-            probs = read_auxiliaries(aux, fingerprint, allow_unfinished=allow_unfinished)
+            probs = read_auxiliaries(aux, fingerprint, allow_unfinished=allow_unfinished, wait=wait, on_wait=on_wait)
         out["aux_probs"] = probs
     role = get_method(method.name).init_from(method_params(method))
     if role is not None and fresh_start:
