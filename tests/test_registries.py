@@ -78,7 +78,7 @@ def test_methods_keep_name_role_description_and_filter_by_role():
     assert "gce" in noise and "la" not in noise
     cls = dsink.get_method("la")
     assert (cls.name, cls.role) == ("la", "imbalance") and dsink.method_info("la")["description"] == cls.description
-    assert dsink.list_models("resnet*") == ["resnet20", "resnet32", "resnet8"]
+    assert dsink.list_models("resnet*") == ["resnet18", "resnet20", "resnet32", "resnet50", "resnet8"]
 
 
 def test_noise_mode_aliases_and_errors_are_unchanged():

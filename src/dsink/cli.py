@@ -68,6 +68,8 @@ def print_report(report: dict, title: str = "") -> None:
             label = key if key == "last" else f"best@{r['epoch']}"
             print(f"{label:<12}{_fmt(r['top1']):>8}{_fmt(r['macro_f1']):>9}{_fmt(r['many_acc']):>8}"
                   f"{_fmt(r['medium_acc']):>8}{_fmt(r['few_acc']):>8}")
+    if report.get("note"):
+        print(f"note: {report['note']}")
     t = report.get("train")
     if t:
         print(f"train: realised noise {_fmt(t['noise_rate'])} %, labels corrected {_fmt(t['correction_rate'])} %, "
@@ -144,6 +146,20 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from .train.predict import predict_files
+
+    summary = predict_files(args.run, args.data, args.out, checkpoint=args.checkpoint, device=args.device,
+                            progress=not args.quiet)
+    top = sorted(summary["predicted_counts"].items(), key=lambda kv: -kv[1])[:10]
+    print(f"labelled {summary['samples']} samples with {args.run} ({summary['checkpoint']} checkpoint, epoch "
+          f"{summary['epoch']}): {summary['csv']}")
+    print("predicted: " + ", ".join(f"{c} {n}" for c, n in top))
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
 def cmd_audit(args) -> int:
     import csv
 
@@ -202,7 +218,21 @@ def cmd_describe(args) -> int:
     print(f"{d['dataset']}: {d['num_samples']} samples ({d['num_train']} train / {d['num_val']} val), "
           f"{d['num_test']} test, {d['num_classes']} classes")
     print(f"long tail: profile {d['profile']}, ratio {d['imbalance_ratio']}; noise: {d['noise_mode']} "
-          f"requested {d['noise_rate_requested']}, realised {100 * d.get('noise_rate', float('nan')):.2f} %")
+          f"requested {d['noise_rate_requested']}, "
+          + (f"realised {100 * d['noise_rate']:.2f} %" if "noise_rate" in d else "realised: unknown (no true labels)"))
+    if d.get("given_imbalance_ratio"):
+        print(f"imbalance of the given labels (largest / smallest class): {d['given_imbalance_ratio']:.1f}")
+    print(f"validation: {d['validation']}" + (f"; test: {d['test']}" if "test" in d else ""))
+    if "images" in d:
+        im = d["images"]
+        side = im.get("shorter_side", {})
+        print(f"images: {im['num_files']} files ({im['files_checked']} headers read), "
+              f"{im.get('distinct_sizes', 0)} distinct sizes, shorter side {side.get('min', '-')}..{side.get('max', '-')}"
+              f" (median {side.get('median', '-')}), resized to {im['image_size']}")
+        print("  modes: " + ", ".join(f"{k} {v}" for k, v in im["modes"].items())
+              + "; formats: " + ", ".join(f"{k} {v}" for k, v in im["formats"].items()))
+        if im["num_unreadable"]:
+            print(f"  {im['num_unreadable']} unreadable: " + "; ".join(im["unreadable"][:10]))
     names = d["class_names"]
     print(f"{'class':<14}{'true':>7}{'noisy':>7}")
     for c, name in enumerate(names):
@@ -289,6 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--top", type=int, default=10, help="flags to print (default 10)")
     au.add_argument("--json", action="store_true", help="also print the summary as JSON")
     au.set_defaults(func=cmd_audit)
+
+    pr = sub.add_parser("predict", help="label new images (a folder or a CSV of paths) or features (.npz) with a run")
+    pr.add_argument("run", help="run directory of a trained model")
+    pr.add_argument("--data", required=True, help="folder of images (searched recursively), CSV with a path column "
+                    "(paths relative to the CSV), or .npz with X for feature runs")
+    pr.add_argument("--out", required=True, help="CSV to write: path, predicted label, confidence, p_<class>")
+    pr.add_argument("--checkpoint", default="last", choices=("last", "best"),
+                    help="last epoch (default) or the selected checkpoint")
+    pr.add_argument("--device", help="device (default: the run's)")
+    pr.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_predict)
 
     pl = sub.add_parser("plot", help="PNG figures of a run, a dsink run folder or a claims benchmark JSON")
     pl.add_argument("path", help="run directory, dsink run folder (results.json) or benchmarks/results/claims.json")

@@ -38,7 +38,11 @@ class DataConfig:
     noise_rate: float = 0.4
     human_label: str = "worse_label"  # CIFAR-N label set for noise_mode=human
     cifar_n_path: str | None = None  # CIFAR-N .pt file; None = $DSINK_CIFAR_N_DIR, then $DSINK_CACHE/cifar-n
-    csv_path: str | None = None  # image_folder: CSV of (path,label)
+    csv_path: str | None = None  # image_folder: CSV of (path,label[,split,true_label]) instead of class subfolders
+    image_size: int = 0  # image files: shorter side resized to this, then centre-cropped square; 0 = keep each size
+    skip_unreadable: bool = False  # image files: list and skip files that cannot be decoded (default: refuse them)
+    stream: bool | None = None  # decode image files per batch in DataLoader workers; None = the size rule (docs/data.md)
+    workers: int = -1  # DataLoader decode processes for image files; -1 = min(8, CPUs); 0 = the main process
     data_seed: int = 0  # subsampling and noise injection
     val_fraction: float = 0.1  # share of the noisy training set held out for model selection
     cache_dir: str | None = None  # generated index/label files; None = $DSINK_CACHE or ~/.cache/dsink
@@ -50,6 +54,9 @@ class ModelConfig:
 
     name: str = "small_cnn"
     width: int = 0  # architecture-specific width multiplier/hidden size; 0 = the model's default
+    pretrained: str | None = None  # torchvision backbones: a state-dict file, or true = torchvision's weights (hub cache)
+    freeze_backbone: bool = False  # pretrained backbones: train only the new classifier head
+    backbone_lr_scale: float = 0.1  # pretrained backbones: the backbone's learning rate = optim.lr * this
 
 
 @dataclass
@@ -268,7 +275,8 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 # ---------------------------------------------------------------------------------------------- the config hash
 # Keys that change how a run executes, not what it computes: they may differ on resume and are not hashed.
 EXECUTION_KEYS = frozenset({"train.device", "train.num_threads", "train.eval_batch_size", "data.root", "data.download",
-                            "data.cache_dir", "data.cifar_n_path", "data.csv_path", "train.allow_unfinished_runs"})
+                            "data.cache_dir", "data.cifar_n_path", "data.csv_path", "train.allow_unfinished_runs",
+                            "data.stream", "data.workers"})
 HASH_LENGTH = 12  # hex digits of a config hash (run directory names end in it)
 # name -> fn(cfg, semantic dict) -> semantic dict: rewrites applied before hashing (see add_hash_hook)
 _HASH_HOOKS: dict[str, Callable[[RunConfig, dict[str, Any]], dict[str, Any]]] = {}

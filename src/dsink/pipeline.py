@@ -239,7 +239,12 @@ def summarise(reports: list[tuple[Job, dict[str, Any]]]) -> dict[str, Any]:
         items = by[label]
         rows.append({"method": label, "role": items[0][0].role, "seeds": [j.seed for j, _ in items],
                      "runs": [str(j.run_dir) for j, _ in items], **metric_stats([r for _, r in items])})
-    return {"rows": rows, "metrics": list(METRICS) + ["correction_rate", "top1_best_val"]}
+    out = {"rows": rows, "metrics": list(METRICS) + ["correction_rate", "top1_best_val"]}
+    notes = sorted({rep["note"] for _, rep in reports if rep.get("note")})
+    if notes:
+        out["notes"] = notes
+    out["evaluated_on"] = sorted({rep.get("evaluated_on", "test") for _, rep in reports})
+    return out
 
 
 def metric_stats(reports: list[dict[str, Any]]) -> dict[str, float | None]:
@@ -273,6 +278,7 @@ def results_markdown(results: dict[str, Any]) -> str:
              "|---|---|" + "---|" * len(keys)]
     for r in results["rows"]:
         lines.append(f"| {r['method']} | {r['role']} | " + " | ".join(_cell(r, k) for k in keys) + " |")
+    lines += [f"\nNote: {n}" for n in results.get("notes", [])]
     return "\n".join(lines) + "\n"
 
 

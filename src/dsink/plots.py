@@ -141,8 +141,8 @@ def target_features(run: Path, max_samples: int = 2000, seed: int = 0) -> dict[s
     net = next(iter(trainer.models.values()))
     net.eval()
     with torch.inference_mode():
-        x = trainer.pipeline(trainer.train_x[torch.as_tensor(idx)])
-        feats = torch.cat([net.features(x[i : i + 512]).float().flatten(1) for i in range(0, len(x), 512)]).numpy()
+        feats = torch.cat([net.features(trainer.pipeline(raw)).float().flatten(1).cpu()
+                           for _, raw in trainer.batches("train", torch.as_tensor(idx), 512)]).numpy()
     out = {"features": feats, "given": data.train_y[idx], "index": idx}
     if data.train_true is not None:
         out["true"] = data.train_true[idx]

@@ -11,7 +11,7 @@ from dsink.cli import main
 from dsink.config import DataConfig
 from dsink.data import build_data, load_npz
 from dsink.data.noise import check_labels
-from dsink.data.sources import load_image_folder
+from dsink.data.images import load_image_folder
 from dsink.errors import InputError
 
 from ..conftest import write_fake_cifar_n

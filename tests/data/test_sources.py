@@ -9,7 +9,8 @@ import pytest
 from dsink.config import DataConfig
 from dsink.data import build_data, describe, load_cifar, load_cifar_n, load_npz, make_labels, read_idx
 from dsink.data.noise import noise_report
-from dsink.data.sources import find_cifar_n, load_image_folder
+from dsink.data.images import load_image_folder
+from dsink.data.sources import find_cifar_n
 from dsink.errors import InputError
 
 from ..conftest import CIFAR_N_DIR, write_fake_cifar_n

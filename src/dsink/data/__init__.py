@@ -27,10 +27,11 @@ from .noise import (
     noise_report,
     register_noise_mode,
 )
+from .images import ImageFiles, load_image_folder
 from .sources import Source, load_cifar, load_cifar_n, load_fashion_mnist, load_npz, read_idx
 
 __all__ = [
-    "DATASET_REGISTRY", "DataBundle", "LabelSet", "NOISE_MODE_REGISTRY", "NoiseReport", "PROFILES",
+    "DATASET_REGISTRY", "DataBundle", "ImageFiles", "load_image_folder", "LabelSet", "NOISE_MODE_REGISTRY", "NoiseReport", "PROFILES",
     "SEMANTIC_MAPS", "Source", "build_data", "cached_labels", "canonical_noise_mode", "dataset_info", "describe",
     "get_dataset", "get_noise_mode", "inject_noise", "list_datasets", "list_noise_modes", "load_cifar",
     "load_cifar_n", "load_dataset", "load_fashion_mnist", "load_npz", "load_source", "longtail_counts",

@@ -21,6 +21,7 @@ from ..config import DataConfig
 from ..errors import InputError
 from ..resolve import check_data_values
 from .datasets import load_dataset
+from .images import ImageFiles, folder_summary
 from .longtail import longtail_counts, longtail_indices
 from .noise import canonical_noise_mode, check_labels, inject_noise, noise_report
 from .sources import CIFAR_N_LABEL_SETS, Source, default_cache_dir, few, find_cifar_n, load_cifar_n
@@ -105,8 +106,11 @@ def make_labels(
     *,
     human_labels: np.ndarray | None = None,
     class_map=None,
+    fixed_val: np.ndarray | None = None,
 ) -> LabelSet:
-    """Subsample long-tailed by true label, inject noise and choose the validation split (no caching)."""
+    """Subsample long-tailed by true label, inject noise and choose the validation split (no caching).
+
+    ``fixed_val`` (bool per source sample): the data's own validation split, kept instead of holding one out."""
     mode = _validate(cfg)
     y = check_labels(true_labels, num_classes, "source labels")
     have = np.bincount(y, minlength=num_classes)
@@ -121,7 +125,9 @@ def make_labels(
     human = human_labels[idx] if human_labels is not None else None
     noisy = inject_noise(true, mode, cfg.noise_rate, num_classes, [cfg.data_seed, 1], class_map=class_map, human_labels=human)
     is_val = np.zeros(len(idx), dtype=bool)
-    if cfg.val_fraction > 0:
+    if fixed_val is not None:
+        is_val = np.asarray(fixed_val, dtype=bool)[idx]
+    elif cfg.val_fraction > 0:
         rng = np.random.default_rng([cfg.data_seed, 2])
         for c in range(num_classes):
             pool = np.flatnonzero(noisy == c)
@@ -149,6 +155,8 @@ def cached_labels(cfg: DataConfig, source: Source) -> LabelSet:
     human = human_labels_for(cfg, base) if mode == "human" else None
     class_map = source.semantic_map if mode == "semantic" else None
     extra = b"" if human is None else human.tobytes()
+    if source.val_mask is not None:
+        extra += b"val" + np.packbits(source.val_mask).tobytes()
     cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
     path = cache_root / "labels" / f"{cfg.dataset}-{_cache_key(cfg, base, extra)}.npz"
     if path.exists():
@@ -161,7 +169,8 @@ def cached_labels(cfg: DataConfig, source: Source) -> LabelSet:
     else:
         ls = None
     if ls is None:
-        ls = make_labels(base, source.num_classes, cfg, human_labels=human, class_map=class_map)
+        ls = make_labels(base, source.num_classes, cfg, human_labels=human, class_map=class_map,
+                         fixed_val=source.val_mask)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
@@ -176,7 +185,9 @@ def cached_labels(cfg: DataConfig, source: Source) -> LabelSet:
     return ls
 
 
-def _norm_stats(x: np.ndarray, kind: str) -> tuple[list[float], list[float]]:
+def _norm_stats(x, kind: str) -> tuple[list[float], list[float]]:
+    if isinstance(x, ImageFiles):  # image files: the statistics of (at most) 256 evenly spaced images
+        x = np.stack([x[int(i)] for i in np.unique(np.linspace(0, len(x) - 1, min(256, len(x))).astype(int))])
     if kind == "image":
         flat = x.reshape(x.shape[0], x.shape[1], -1)
         mean = [float(flat[:, c].mean()) / 255.0 for c in range(x.shape[1])]
@@ -202,6 +213,10 @@ def build_data(cfg: DataConfig) -> DataBundle:
             UserWarning,
             stacklevel=2,
         )
+    if not src.has_test and not va.any():
+        raise InputError("the data has no clean test split and no validation split, so nothing can evaluate a model; "
+                         "set data.val_fraction > 0 (e.g. 0.1), add DIR/val/ or DIR/test/, or CSV rows with "
+                         "split=val or split=test")
     mean, std = _norm_stats(src.train_x, src.kind)
     h = hashlib.sha256(idx.tobytes() + ls.noisy.tobytes() + ls.is_val.tobytes()).hexdigest()[:16]
     true = ls.true
@@ -238,4 +253,15 @@ def describe(cfg: DataConfig) -> dict:
         out.update(noise_report(ls.true, ls.noisy, src.num_classes).to_dict())
     else:
         out["noisy_counts"] = np.bincount(ls.noisy, minlength=src.num_classes).tolist()
+    given = np.bincount(ls.noisy, minlength=src.num_classes)
+    out["given_counts"] = given.tolist()  # the class histogram of the labels the learner sees (train + val)
+    out["given_imbalance_ratio"] = float(given.max() / given[given > 0].min()) if given.any() else None
+    out["validation"] = "the data's own split" if src.val_mask is not None else f"held out ({cfg.val_fraction:g})"
+    if not src.has_test:
+        out["test"] = ("none: the data has no clean test split; runs are evaluated on the noisy validation split "
+                       "and say so")
+    if isinstance(src.train_x, ImageFiles):
+        paths = np.concatenate([src.train_x.paths, src.test_x.paths])
+        out["images"] = {"num_files": int(len(paths)), "image_size": cfg.image_size or "own size",
+                         **folder_summary(paths)}
     return out

@@ -17,7 +17,8 @@ from typing import Any, Callable
 from ..config import DataConfig
 from ..errors import InputError
 from ..registry import Registry
-from .sources import Source, load_cifar, load_fashion_mnist, load_image_folder, load_npz
+from .images import load_image_folder
+from .sources import Source, load_cifar, load_fashion_mnist, load_npz
 
 DatasetLoader = Callable[[DataConfig], Source]
 DATASET_REGISTRY: Registry[DatasetLoader] = Registry("dataset")
@@ -84,10 +85,9 @@ def _npz(cfg: DataConfig) -> Source:
     return load_npz(_root(cfg))
 
 
-@register_dataset("image_folder", description="your images: data.root plus data.csv_path, a CSV with columns "
-                  "path,label[,split,true_label]")
+@register_dataset("image_folder", description="your images: data.root = a folder of class subfolders (or of "
+                  "train/, val/, test/ in that layout), or data.root plus data.csv_path, a CSV with columns "
+                  "path,label[,split,true_label]; mixed sizes need data.image_size")
 def _image_folder(cfg: DataConfig) -> Source:
-    root = _root(cfg)
-    if cfg.csv_path is None:
-        raise InputError("dataset image_folder needs data.csv_path (CSV with columns path,label[,split,true_label])")
-    return load_image_folder(root, cfg.csv_path)
+    return load_image_folder(_root(cfg), cfg.csv_path, image_size=cfg.image_size,
+                             skip_unreadable=cfg.skip_unreadable, workers=cfg.workers)

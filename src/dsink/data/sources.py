@@ -6,7 +6,6 @@ Images are held as ``uint8`` arrays of shape (N, C, H, W); feature data as ``flo
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
 import logging
@@ -60,6 +59,12 @@ class Source:
     class_names: list[str]
     train_true: np.ndarray | None = None
     semantic_map: str | None = None
+    val_mask: np.ndarray | None = None  # (N_train,) bool: the data's own validation split (None: held out by the builder)
+
+    @property
+    def has_test(self) -> bool:
+        """Whether the data has a clean test split (user image folders may not)."""
+        return len(self.test_labels) > 0
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -74,13 +79,14 @@ def few(values, limit: int = 8) -> str:
     return head + (f", ... ({len(values) - limit} more)" if len(values) > limit else "")
 
 
-def check_source(src: Source, where: str, *, index_labels: bool = True) -> Source:
+def check_source(src: Source, where: str, *, index_labels: bool = True, require_test: bool = True) -> Source:
     """Refuse degenerate data; return ``src`` unchanged.
 
     Refused: an empty training or test split, fewer than 2 classes among the training labels,
     and classes in ``0..num_classes-1`` without any training sample (a test class the training set
     lacks, or gaps left by labels that are not contiguous indices). ``where`` names the data in the
-    messages; ``index_labels`` says the labels were given as integer indices (not class names).
+    messages; ``index_labels`` says the labels were given as integer indices (not class names);
+    ``require_test=False`` accepts data without a test split (evaluation then uses the noisy validation split).
     """
     from .noise import check_labels
 
@@ -89,7 +95,7 @@ def check_source(src: Source, where: str, *, index_labels: bool = True) -> Sourc
     yt = check_labels(src.test_labels, k, f"{where} test labels")
     if len(y) == 0:
         raise InputError(f"{where} has no training samples; add labelled training data")
-    if len(yt) == 0:
+    if len(yt) == 0 and require_test:
         raise InputError(f"{where}: the test split is empty; add a clean labelled test set")
 
     def names(idx) -> str:
@@ -418,61 +424,3 @@ def load_npz(path: str | Path) -> Source:
         [str(i) for i in range(num_classes)], train_true=true,
     )
     return check_source(src, where)
-
-
-def load_image_folder(root: str | Path, csv_path: str | Path) -> Source:
-    """Images listed in a CSV with columns ``path,label`` and optional ``split`` (train/test) and ``true_label``.
-
-    Paths are relative to ``root``. Labels are integers or class names (sorted to indices).
-    All images must share one size and mode.
-    """
-    from PIL import Image
-
-    root = Path(root)
-    try:
-        with open(csv_path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise InputError(f"label CSV {str(csv_path)!r} not found; set data.csv_path") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise InputError(f"label CSV {str(csv_path)!r} cannot be read ({e})") from None
-    if not rows or not {"path", "label"} <= set(rows[0]):
-        raise InputError(f"label CSV {str(csv_path)!r} needs a header with columns path,label (optional: split,true_label)")
-    names = sorted({r["label"] for r in rows} | {r["true_label"] for r in rows if r.get("true_label")})
-    index_labels = all(n.lstrip("-").isdigit() for n in names)
-    if index_labels:
-        to_idx = {n: int(n) for n in names}
-        num_classes = max(to_idx.values()) + 1
-        class_names = [str(i) for i in range(num_classes)]
-    else:
-        to_idx = {n: i for i, n in enumerate(names)}
-        num_classes, class_names = len(names), names
-    if min(to_idx.values()) < 0:
-        raise InputError(f"label CSV {str(csv_path)!r} has negative labels; labels must be class indices >= 0 or names")
-    images, shape = [], None
-    for i, r in enumerate(rows):
-        try:
-            with Image.open(root / r["path"]) as im:
-                a = np.asarray(im)
-        except (OSError, ValueError) as e:
-            raise InputError(f"image {r['path']!r} (CSV row {i + 2}) cannot be read ({e})") from None
-        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-        if shape is None:
-            shape = a.shape
-        elif a.shape != shape:
-            raise InputError(f"image {r['path']!r} has shape {a.shape}, others {shape}; resize all images to one size")
-        images.append(a)
-    x = np.stack(images).astype(np.uint8)
-    split = np.array([(r.get("split") or "train").strip().lower() for r in rows])
-    if not set(split) <= {"train", "test"}:
-        raise InputError(f"label CSV split column must be train or test, found {sorted(set(split))}")
-    if not (split == "test").any():
-        raise InputError(f"label CSV {str(csv_path)!r} has no rows with split=test; mark a clean test set")
-    y = np.array([to_idx[r["label"]] for r in rows], dtype=np.int64)
-    true = None
-    if all(r.get("true_label") for r in rows):
-        true = np.array([to_idx[r["true_label"]] for r in rows], dtype=np.int64)[split == "train"]
-    tr, te = split == "train", split == "test"
-    src = Source(root.name, "image", x[tr], y[tr], x[te], y[te], num_classes, class_names, train_true=true)
-    return check_source(src, f"label CSV {str(csv_path)!r}", index_labels=index_labels)
-

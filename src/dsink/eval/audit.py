@@ -87,6 +87,7 @@ def audit_run(run_dir: str | Path, out_csv: str | Path | None = None) -> dict[st
         preds = run.read_predictions()
         probs, source = surrogate_for_run(run)
         info = run.read_eval()
+        paths = run.read_sample_paths(len(preds["train_noisy"]))  # image data: each sample's file
     given = preds["train_noisy"]
     s = audit_scores(probs, given)
     true = preds.get("train_true")
@@ -103,12 +104,16 @@ def audit_run(run_dir: str | Path, out_csv: str | Path | None = None) -> dict[st
               "suggested_name", "confidence", "given_prob", "margin"]
     if true is not None:
         header += ["true_label", "truly_mislabelled"]
+    if paths is not None:
+        header.insert(1, "path")
     w.writerow(header)
     for rank, i in enumerate(order, 1):
         row = [rank, int(i), int(preds["train_index"][i]), int(given[i]), names[given[i]], int(s["suggested"][i]),
                names[s["suggested"][i]], f"{s['confidence'][i]:.6f}", f"{s['given_prob'][i]:.6f}", f"{s['margin'][i]:.6f}"]
         if true is not None:
             row += [int(true[i]), int(true[i] != given[i])]
+        if paths is not None:
+            row.insert(1, paths[i])
         w.writerow(row)
     out_csv = Path(out_csv) if out_csv else run.audit_path
     atomic_write_text(out_csv, buf.getvalue())

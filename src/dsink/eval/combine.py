@@ -70,15 +70,22 @@ def _write_average(runs: dict[str, RunDir], info, preds, out: RunDir, weight: fl
         arrays[key] = mix(key)
     ref = info["noise"]
     counts = np.asarray(ref["train_class_counts"])
+    # the split the runs were evaluated on: the clean test split, or the noisy validation split without one
+    split = ref.get("evaluated_on", "test")
+    labels = arrays["test_labels"] if split == "test" else arrays["val_noisy"]
     report: dict[str, Any] = {
         "method": AVERAGE_KIND, "epochs": 0, "num_classes": ref["num_classes"], "class_names": ref["class_names"],
         "train_class_counts": ref["train_class_counts"], "data_fingerprint": ref["data_fingerprint"],
         "weight": weight, "imbalance_run": str(runs["imbalance"]), "noise_run": str(runs["noise"]),
-        "last": classification_report(arrays["test_probs"], arrays["test_labels"], counts),
+        "evaluated_on": split, "last": classification_report(arrays[f"{split}_probs"], labels, counts),
     }
-    if "best_test_probs" in pl and "best_test_probs" in pn:
-        arrays["best_test_probs"] = mix("best_test_probs")
-        report["best"] = {"epoch": 0, **classification_report(arrays["best_test_probs"], arrays["test_labels"], counts)}
+    if "note" in ref:
+        report["note"] = ref["note"]
+    for key in ("best_test_probs", "best_val_probs"):
+        if key in pl and key in pn:
+            arrays[key] = mix(key)
+    if f"best_{split}_probs" in arrays:
+        report["best"] = {"epoch": 0, **classification_report(arrays[f"best_{split}_probs"], labels, counts)}
     if "train_true" in arrays:
         report["train"] = label_diagnostics(arrays["train_probs"].argmax(1), arrays["train_noisy"], arrays["train_true"])
     out.start_average(runs["imbalance"], runs["noise"], weight)

@@ -17,12 +17,19 @@ def _np(t) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
+NO_TEST_NOTE = ("the data has no clean test split: these figures are on the noisy validation split (given labels, "
+                "which hold label noise) and the selected checkpoint was chosen on the same split; add a clean test set "
+                "(DIR/test/ or CSV rows with split=test) for unbiased figures")
+
+
 def evaluate_trainer(trainer: Any) -> dict[str, Any]:
     """Evaluate a :class:`dsink.train.Trainer`'s current (last) weights and its run's best checkpoint; write the
     run's evaluation report and predictions."""
     data, run = trainer.data, trainer.run
     counts = data.class_counts("true")
     probs = {s: _np(trainer.predict_probs(s)) for s in ("train", "val", "test")}
+    # without a clean test split (a user's image folder), the figures are those of the noisy validation split
+    split, labels = ("test", data.test_y) if len(data.test_y) else ("val", data.val_y)
     report: dict[str, Any] = {
         "method": trainer.cfg.method.name,
         "epochs": trainer.epoch,
@@ -30,8 +37,11 @@ def evaluate_trainer(trainer: Any) -> dict[str, Any]:
         "class_names": data.class_names,
         "train_class_counts": counts.tolist(),
         "data_fingerprint": data.fingerprint,
-        "last": classification_report(probs["test"], data.test_y, counts),
+        "evaluated_on": split,
+        "last": classification_report(probs[split], labels, counts),
     }
+    if split != "test":
+        report["note"] = NO_TEST_NOTE
     if data.train_true is not None:
         report["train"] = label_diagnostics(trainer.training_label_predictions(np.log(np.maximum(probs["train"], 1e-30))), data.train_y,
                                             data.train_true)
@@ -40,10 +50,13 @@ def evaluate_trainer(trainer: Any) -> dict[str, Any]:
         saved = {k: copy.deepcopy(m.state_dict()) for k, m in trainer.models.items()}
         epoch = trainer.load_weights("best")
         best_test = _np(trainer.predict_probs("test"))
+        best_split = best_test if split == "test" else _np(trainer.predict_probs(split))
         for k, m in trainer.models.items():
             m.load_state_dict(saved[k])
-        report["best"] = {"epoch": epoch, **classification_report(best_test, data.test_y, counts)}
+        report["best"] = {"epoch": epoch, **classification_report(best_split, labels, counts)}
         extra["best_test_probs"] = best_test.astype(np.float32)
+        if split != "test":
+            extra["best_val_probs"] = best_split.astype(np.float32)
     arrays = {
         "train_probs": probs["train"], "val_probs": probs["val"], "test_probs": probs["test"],
         "train_noisy": data.train_y, "train_index": data.train_index, "val_noisy": data.val_y,
@@ -53,6 +66,9 @@ def evaluate_trainer(trainer: Any) -> dict[str, Any]:
         arrays["train_true"] = data.train_true
         arrays["val_true"] = data.val_true
     run.write_predictions(arrays)
+    paths = getattr(data.train_x, "paths", None)  # image files: the audit names them
+    if paths is not None:
+        run.write_sample_paths(paths)
     run.write_eval(report)
     return report
 

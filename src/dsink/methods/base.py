@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -27,15 +27,19 @@ class TrainerView(Protocol):
 
     device: torch.device
     models: dict[str, nn.Module]  # the method's networks (bare, never the distributed wrappers)
-    train_x: torch.Tensor  # the training inputs, on ``device`` (raw: pass them through ``pipeline``)
     train_y: torch.Tensor  # the noisy training labels, on ``device``
     eval_batch_size: int
 
     def pipeline(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise raw inputs as for prediction (no augmentation)."""
 
-    def predict_logits(self, split: str = "test", x: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits of the method's prediction for a split (``train``, ``val``, ``test``) or for raw inputs ``x``."""
+    def batches(self, split: str, rows: torch.Tensor | None = None,
+                batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(row indices, raw inputs)`` on ``device`` of a split's rows (all, in order, by default), a batch at a
+        time, from the data's backend (in memory or streamed); pass the raw inputs through ``pipeline``."""
+
+    def predict_logits(self, split: str = "test", rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of the method's prediction for a split (``train``, ``val``, ``test``), or for its ``rows``."""
 
 
 @dataclass

@@ -112,12 +112,10 @@ class DivideMix(Method):
     def _per_sample_loss(self, net, trainer) -> torch.Tensor:
         net.eval()
         out = []
-        bs = trainer.eval_batch_size
-        x, y = trainer.train_x, trainer.train_y
         try:
-            for i in range(0, len(y), bs):
-                logits = net(trainer.pipeline(x[i : i + bs])).float()
-                out.append(F.cross_entropy(logits, y[i : i + bs], reduction="none"))
+            for idx, raw in trainer.batches("train"):
+                logits = net(trainer.pipeline(raw)).float()
+                out.append(F.cross_entropy(logits, trainer.train_y[idx], reduction="none"))
         finally:
             net.train()
         return torch.cat(out)

@@ -200,7 +200,7 @@ class DSink(_Distill):
         elif epoch == 0 and self.p.init == "scratch":
             pf = None  # an untrained f carries no information: the paper's uniform first step
         else:
-            pf = trainer.predict_logits(x=trainer.train_x[lo:hi]).softmax(1)
+            pf = trainer.predict_logits("train", rows=torch.arange(lo, hi)).softmax(1)
         if pf is not None and self.p.target_ema > 0:
             d = self.p.target_ema
             self.target_avg = pf if self.target_avg is None else d * self.target_avg + (1 - d) * pf

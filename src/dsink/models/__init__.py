@@ -1,7 +1,11 @@
-"""Model registry: ``list_models()``, ``get_model(name)`` and ``build_model(name, input_shape, num_classes, width=0)``.
+"""Model registry: ``list_models()``, ``get_model(name)`` and
+``build_model(name, input_shape, num_classes, width=0, *, pretrained=None, freeze_backbone=False)``.
 
 Every model exposes ``features(x) -> (B, D)`` and ``fc`` (the final linear layer), so
 methods can replace the head (LDAM's normalised classifier) and reports can embed features.
+The torchvision ImageNet backbones (``resnet18``, ``resnet50``, ``convnext_tiny``, ``efficientnet_b0``,
+``vit_b_16``) and, when timm is installed, ``timm:NAME`` also hold ``backbone`` and take weights
+(``pretrained``); see :mod:`dsink.models.backbones`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import torch.nn as nn
 
 from ..errors import InputError
 from ..registry import Registry
+from . import backbones as _bb
+from .backbones import IMAGENET_MEAN, IMAGENET_STD, has_backbone
 from .nets import MLP, CifarResNet, PreActResNet18, SmallCNN
 
 ModelFactory = Callable[..., nn.Module]  # f(input_shape, num_classes, width) -> nn.Module
@@ -29,12 +35,19 @@ def list_models(filter: str | None = None) -> list[str]:
 
 
 def get_model(name: str) -> ModelFactory:
-    """The factory ``f(input_shape, num_classes, width)`` of a registered model (InputError if unknown)."""
+    """The factory ``f(input_shape, num_classes, width)`` of a registered model (InputError if unknown).
+
+    ``timm:NAME`` (not registered, not listed) builds timm's ``NAME`` as a backbone; it needs timm.
+    """
+    if isinstance(name, str) and name.startswith(_bb.TIMM_PREFIX):
+        return _bb.timm_factory(name)
     return MODEL_REGISTRY.get(name)
 
 
 def model_info(name: str) -> dict[str, Any]:
-    """``name`` and ``description`` of a registered model."""
+    """``name`` and ``description`` of a registered model (or of ``timm:NAME``); backbones have ``backbone=True``."""
+    if isinstance(name, str) and name.startswith(_bb.TIMM_PREFIX):
+        return _bb.timm_info(name)
     return MODEL_REGISTRY.info(name)
 
 
@@ -67,9 +80,38 @@ def _preact18(shape, num_classes, width=0):
     return PreActResNet18(_image_shape(shape, "preact_resnet18")[0], num_classes, width=width or 64)
 
 
-def build_model(name: str, input_shape, num_classes: int, width: int = 0) -> nn.Module:
-    """Instantiate a registered model for samples of ``input_shape`` and ``num_classes`` outputs."""
-    return get_model(name)(tuple(input_shape), num_classes, width)
+for _name, (_heads, _what) in _bb.TORCHVISION_BACKBONES.items():
+
+    def _make_tv(shape, num_classes, width=0, _n=_name):  # width is ignored
+        return _bb.build_torchvision(_n, tuple(shape), num_classes)
+
+    register_model(_name, f"torchvision {_what} (ImageNet backbone; model.pretrained=FILE|true)", backbone=True)(_make_tv)
 
 
-__all__ = ["MODEL_REGISTRY", "build_model", "get_model", "list_models", "model_info", "register_model"]
+def build_model(name: str, input_shape, num_classes: int, width: int = 0, *,
+                pretrained: str | bool | None = None, freeze_backbone: bool = False) -> nn.Module:
+    """Instantiate a registered model for samples of ``input_shape`` and ``num_classes`` outputs.
+
+    For the backbone models only: ``pretrained`` is a state-dict file (a plain torchvision state dict,
+    or one under ``"state_dict"``/``"model"``; ``module.`` prefixes and the library's own classifier
+    head are ignored) or ``True``/``"true"`` for torchvision's default ImageNet weights, read from the
+    local torch hub cache only (never downloaded). ``freeze_backbone`` sets ``requires_grad=False`` on
+    the backbone's parameters, so only ``fc`` trains (BatchNorm statistics still update in train mode).
+    """
+    factory = get_model(name)
+    source = _bb.parse_pretrained(pretrained)
+    if (source is not None or freeze_backbone) and not model_info(name).get("backbone", False):
+        option = "model.pretrained" if source is not None else "model.freeze_backbone"
+        valid = ", ".join(MODEL_REGISTRY.list(backbone=True))
+        raise InputError(f"{option} works with the torchvision backbones ({valid}) and timm:NAME models, "
+                         f"not with model {name}")
+    model = factory(tuple(input_shape), num_classes, width)
+    if source is not None:
+        _bb.load_backbone_weights(model, source)
+    if freeze_backbone:
+        _bb.freeze_backbone(model)
+    return model
+
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MODEL_REGISTRY", "build_model", "get_model", "has_backbone",
+           "list_models", "model_info", "register_model"]

@@ -63,7 +63,8 @@ class RunDir:
     INPUTS = "inputs.npz"
     PLOTS = "plots"
     AUDIT = "audit.csv"
-    FILES = (CONFIG, STATUS, METRICS, CHECKPOINT_DIR, EVAL, PREDICTIONS, INPUTS, PLOTS)  # what a wipe removes
+    SAMPLE_PATHS = "train_paths.txt"  # image data: the file of each training sample, one per line
+    FILES = (CONFIG, STATUS, METRICS, CHECKPOINT_DIR, EVAL, PREDICTIONS, INPUTS, PLOTS, SAMPLE_PATHS)  # what a wipe removes
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -272,6 +273,24 @@ class RunDir:
 
     def write_predictions(self, arrays: dict[str, np.ndarray]) -> None:
         atomic_write(self.predictions_path, lambda f: np.savez_compressed(f, **arrays))
+
+    def write_sample_paths(self, paths) -> None:
+        """The file of each training sample (image data), in training order, for audits."""
+        atomic_write_text(self.path / self.SAMPLE_PATHS, "".join(f"{p}\n" for p in paths))
+
+    def read_sample_paths(self, n: int) -> list[str] | None:
+        """The stored training-sample files (None when the run has none); an InputError unless there are ``n``."""
+        path = self.path / self.SAMPLE_PATHS
+        if not path.is_file():
+            return None
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"{str(path)!r} cannot be read ({e}); regenerate it with `dsink eval {self}`") from None
+        if len(lines) != n:
+            raise InputError(f"{str(path)!r} lists {len(lines)} files for {n} training samples; "
+                             f"regenerate it with `dsink eval {self}`")
+        return lines
 
     # ------------------------------------------------------------------ inputs of a distillation
     def read_inputs(self) -> tuple[dict[str, np.ndarray], str]:

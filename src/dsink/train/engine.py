@@ -1,8 +1,9 @@
 """The one training loop. Methods plug in through :mod:`dsink.methods`; nobody writes a second loop.
 
-The whole training set lives as tensors on the training device (uint8 images or float
-features); batches are gathered by index and augmented there (:mod:`.augment`), so the
-hot path has no per-sample Python and no DataLoader.
+Each split's raw inputs (uint8 images or float features) come from :mod:`dsink.data.loader`: held as one
+tensor on the training device and gathered by index (the fast path, no per-sample Python), or streamed
+per batch from DataLoader workers (image files larger than memory). Either way batches are augmented on
+the device (:mod:`.augment`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -22,9 +23,10 @@ from tqdm.auto import tqdm
 from .. import distributed
 from ..config import RunConfig
 from ..data import DataBundle
+from ..data.loader import Inputs, choose_backend, make_inputs
 from ..errors import InputError, TrainingError
 from ..methods import MethodContext, build_method
-from ..models import build_model
+from ..models import IMAGENET_MEAN, IMAGENET_STD, build_model, has_backbone
 from ..runs import RunDir
 from .augment import InputPipeline
 from .optim import get_optimizer
@@ -53,6 +55,9 @@ def resolve_device(name: str) -> torch.device:
 
 def _tensor(a: np.ndarray | None, device, dtype=None) -> torch.Tensor | None:
     return None if a is None else torch.as_tensor(np.ascontiguousarray(a), dtype=dtype).to(device)
+
+
+SPLITS = ("train", "val", "test")
 
 
 class Trainer:
@@ -94,16 +99,23 @@ class Trainer:
         )
         self.method = build_method(cfg.method, ctx)
         self.models = self._build_models()
+        mean, std = data.mean, data.std
+        pretrained = cfg.model.pretrained is not None and any(has_backbone(m) for m in self.models.values())
+        if pretrained and data.kind == "image":  # a pretrained backbone expects ImageNet's normalisation
+            c = data.input_shape[0]
+            mean, std = (list(IMAGENET_MEAN), list(IMAGENET_STD)) if c == 3 else ([0.449] * c, [0.226] * c)
         self.pipeline = InputPipeline(
-            data.kind, data.mean, data.std, self.device, augment=cfg.train.augment,
+            data.kind, mean, std, self.device, augment=cfg.train.augment,
             hflip=cfg.train.hflip, channels_last=cfg.train.channels_last,
         )
-        self.train_x = _tensor(data.train_x, self.device)
+        # the raw inputs of each split (dsink.data.loader): in device memory or streamed from files
+        self.backend = choose_backend([data.train_x, data.val_x, data.test_x], cfg.data.stream)
+        self.inputs: dict[str, Inputs] = {s: make_inputs(getattr(data, f"{s}_x"), self.device, self.backend,
+                                                         cfg.data.workers) for s in SPLITS}
+        log.info("inputs: %s backend", self.backend)
         self.train_y = _tensor(data.train_y, self.device, torch.long)
         self.train_y_cpu = torch.as_tensor(data.train_y, dtype=torch.long)
-        self.val_x = _tensor(data.val_x, self.device)
         self.val_y = _tensor(data.val_y, self.device, torch.long)
-        self.test_x = _tensor(data.test_x, self.device)
         self.test_y = _tensor(data.test_y, self.device, torch.long)
         self.train_models = self._wrap_ddp()
         self.optimizer = self._build_optimizer()
@@ -118,7 +130,8 @@ class Trainer:
         cfg = self.cfg
 
         def make():
-            m = build_model(cfg.model.name, self.data.input_shape, self.data.num_classes, cfg.model.width)
+            m = build_model(cfg.model.name, self.data.input_shape, self.data.num_classes, cfg.model.width,
+                            pretrained=cfg.model.pretrained, freeze_backbone=cfg.model.freeze_backbone)
             m = m.to(self.device)
             if cfg.train.channels_last and self.data.kind == "image":
                 m = m.to(memory_format=torch.channels_last)
@@ -143,10 +156,20 @@ class Trainer:
         """All trainable parameters of all the method's networks."""
         return [p for m in self.models.values() for p in m.parameters() if p.requires_grad]
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups: a pretrained backbone's parameters learn at ``optim.lr *
+        model.backbone_lr_scale`` (group key ``lr_scale``), everything else at ``optim.lr``."""
+        scale = self.cfg.model.backbone_lr_scale if self.cfg.model.pretrained is not None else 1.0
+        slow = {id(p) for m in self.models.values() if has_backbone(m) for p in m.backbone.parameters()}
+        params = self.parameters()
+        groups = [{"params": [p for p in params if id(p) not in slow], "lr_scale": 1.0},
+                  {"params": [p for p in params if id(p) in slow], "lr_scale": scale}]
+        return [g for g in groups if g["params"]]
+
     def _build_optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
         factory = get_optimizer(o.optimizer)  # the optimiser registry (dsink.train.optim)
-        return factory(self.parameters(), o)  # values were checked by the resolver (dsink.resolve.check_values)
+        return factory(self.param_groups(), o)  # values were checked by the resolver (dsink.resolve.check_values)
 
     def autocast(self):
         """bfloat16 autocast on CUDA when ``train.amp``; a no-op elsewhere."""
@@ -155,22 +178,34 @@ class Trainer:
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ prediction
-    def _split(self, split: str) -> torch.Tensor:
-        return {"train": self.train_x, "val": self.val_x, "test": self.test_x}[split]
+    def batches(self, split: str, rows: torch.Tensor | None = None,
+                batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(row indices, raw inputs)`` on the device, ``batch_size`` (default ``train.eval_batch_size``) rows at a
+        time, of a split's ``rows`` (default: all, in order), read from the split's backend."""
+        inputs = self.inputs[split]
+        if rows is None:
+            rows = torch.arange(len(inputs), device=self.device)
+        chunks = [c for c in rows.to(self.device).split(batch_size or self.eval_batch_size) if len(c)]
+        for idx, raw in zip(chunks, inputs.iterate(chunks)):
+            yield idx, raw
 
     @torch.inference_mode()
-    def predict_logits(self, split: str = "test", x: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (float32, on the training device) of the method's prediction for a split, without augmentation."""
-        x = self._split(split) if x is None else x
+    def predict_logits(self, split: str = "test", rows: torch.Tensor | None = None, *,
+                       progress: str | None = None) -> torch.Tensor:
+        """Logits (float32, on the training device) of the method's prediction for a split (or its ``rows``),
+        without augmentation; ``progress``: the label of a progress bar (none by default)."""
         for m in self.models.values():
             m.eval()
         out = []
-        bs = self.eval_batch_size
+        n = len(self.inputs[split]) if rows is None else len(rows)
+        bar = tqdm(total=n, desc=progress, unit="img", disable=progress is None, leave=False, dynamic_ncols=True)
         try:
             with self.autocast():
-                for i in range(0, len(x), bs):
-                    out.append(self.method.predict_logits(self.models, self.pipeline(x[i : i + bs])).float())
+                for idx, raw in self.batches(split, rows):
+                    bar.update(len(idx))
+                    out.append(self.method.predict_logits(self.models, self.pipeline(raw)).float())
         finally:
+            bar.close()
             for m in self.models.values():
                 m.train()
         if not out:
@@ -234,6 +269,8 @@ class Trainer:
             n, bs = len(perm), max(1, bs // w)
         views = self.method.views
         iters = n // bs if n % bs == 1 else math.ceil(n / bs)  # never a batch of one (BatchNorm)
+        chunks = [perm[it * bs : (it + 1) * bs] for it in range(iters)]
+        raws = self.inputs["train"].iterate(chunks)
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=self.device)
         bar = tqdm(range(iters), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not self.progress,
@@ -242,9 +279,8 @@ class Trainer:
         for it in bar:
             lr = lr_at(cfg, epoch + it / iters)
             for g in self.optimizer.param_groups:
-                g["lr"] = lr
-            idx = perm[it * bs : (it + 1) * bs]
-            raw = self.train_x[idx]
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+            idx, raw = chunks[it], next(raws)
             x = self.pipeline(raw, self.gen) if views == 1 else [self.pipeline(raw, self.gen) for _ in range(views)]
             y = self.train_y[idx]
             with self.autocast():
@@ -333,7 +369,7 @@ class Trainer:
             self.method.on_epoch_end(epoch, self)
             row = {"epoch": epoch + 1, **train_row, **extra, **self._val_metrics()}
             every = self.cfg.train.eval_test_every
-            if every and (epoch + 1) % every == 0:
+            if every and (epoch + 1) % every == 0 and len(self.test_y):
                 row["test_acc"] = float((self.predict_logits("test").argmax(1) == self.test_y).float().mean())
             if self.cfg.train.track_correction and self.data.train_true is not None:
                 row.update(self._correction_metrics())
