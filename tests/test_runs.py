@@ -166,8 +166,11 @@ def test_only_the_run_directory_type_names_run_files():
     files += sorted((ROOT / "benchmarks").glob("*.py"))
     found = []
     for path in files:
-        for line, text in _string_literals(ast.parse(path.read_text())):
+        source = path.read_text().splitlines()
+        for line, text in _string_literals(ast.parse("\n".join(source))):
             hit = pattern.search(text)
+            if hit and hit.group(1) == "checkpoints" and "torch.hub.get_dir()" in source[line - 1]:
+                continue  # torch hub's own cache folder of downloaded weights, not a run's
             # "checkpoints" is also an English word: only its use as a path component counts
             if hit and (hit.group(1) != "checkpoints" or text.strip() == "checkpoints" or "checkpoints/" in text):
                 found.append(f"{path.relative_to(ROOT)}:{line}: {text!r}")
@@ -180,3 +183,19 @@ def test_no_spec_reference_remains():
     hits = [f"{p.relative_to(ROOT)}:{i}" for p in files for i, line in enumerate(p.read_text().splitlines(), 1)
             if "SPEC" in line]
     assert not hits, hits
+
+
+def test_large_predictions_are_memory_mapped(tmp_path, monkeypatch):
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    arrays = {"train_probs": np.full((5, 3), 1 / 3, np.float32), "test_probs": np.full((2, 3), 1 / 3, np.float32),
+              "train_noisy": np.arange(5) % 3}
+    monkeypatch.setattr(RunDir, "MEMMAP_ABOVE_BYTES", 0)
+    run.write_predictions(arrays)
+    assert not run.predictions_path.exists() and (run.path / RunDir.PREDICTIONS_DIR / "train_probs.npy").is_file()
+    back = run.read_predictions()
+    assert isinstance(back["train_probs"], np.memmap) and np.array_equal(back["train_noisy"], arrays["train_noisy"])
+    monkeypatch.setattr(RunDir, "MEMMAP_ABOVE_BYTES", 1 << 30)
+    run.write_predictions(arrays)  # small again: one .npz, the folder removed
+    assert run.predictions_path.is_file() and not (run.path / RunDir.PREDICTIONS_DIR).exists()
+    assert not isinstance(run.read_predictions()["train_probs"], np.memmap)

@@ -69,8 +69,13 @@ def test_one_step_every_method(name, tmp_path):
         def predict_probs(self, split):
             return torch.full((N, C), 1.0 / C)
 
-        def predict_logits(self, split="train", x=None):
-            return torch.zeros(N if x is None else len(x), C)
+        def batches(self, split, rows=None, batch_size=None):
+            rows = torch.arange(N) if rows is None else rows
+            for idx in rows.split(batch_size or self.eval_batch_size):
+                yield idx, self.train_x[idx]
+
+        def predict_logits(self, split="train", rows=None):
+            return torch.zeros(N if rows is None else len(rows), C)
 
     for epoch in (0, 3):  # 3: after DRW starts / co-teaching ramps / DivideMix's warm-up
         method.on_epoch_start(epoch, FakeTrainer())

@@ -214,8 +214,10 @@ def build_data(cfg: DataConfig) -> DataBundle:
             stacklevel=2,
         )
     if not src.has_test and not va.any():
-        raise InputError("the data has no clean test split and no validation split, so nothing can evaluate a model; "
-                         "set data.val_fraction > 0 (e.g. 0.1), add DIR/val/ or DIR/test/, or CSV rows with "
+        why = (f" (data.val_fraction={cfg.val_fraction:g} of each class holds out nothing: every class has fewer than "
+               f"{int(np.ceil(1 / cfg.val_fraction))} labelled samples)" if cfg.val_fraction > 0 else "")
+        raise InputError(f"the data has no clean test split and no validation split{why}, so nothing can evaluate a "
+                         "model; raise data.val_fraction (e.g. 0.1), add DIR/val/ or DIR/test/, or CSV rows with "
                          "split=val or split=test")
     mean, std = _norm_stats(src.train_x, src.kind)
     h = hashlib.sha256(idx.tobytes() + ls.noisy.tobytes() + ls.is_val.tobytes()).hexdigest()[:16]

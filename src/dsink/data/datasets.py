@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..config import DataConfig
+from pathlib import Path
+
+from ..config import DataConfig, add_hash_hook
 from ..errors import InputError
 from ..registry import Registry
 from .images import load_image_folder
@@ -79,15 +81,31 @@ def _root(cfg: DataConfig) -> str:
     return cfg.root
 
 
-@register_dataset("npz", description="your feature data: data.root names an .npz with X, y, X_test, y_test "
+@register_dataset("npz", user_data=True, description="your feature data: data.root names an .npz with X, y, X_test, y_test "
                   "(y_true optional)")
 def _npz(cfg: DataConfig) -> Source:
     return load_npz(_root(cfg))
 
 
-@register_dataset("image_folder", description="your images: data.root = a folder of class subfolders (or of "
+@register_dataset("image_folder", user_data=True, description="your images: data.root = a folder of class subfolders (or of "
                   "train/, val/, test/ in that layout), or data.root plus data.csv_path, a CSV with columns "
                   "path,label[,split,true_label]; mixed sizes need data.image_size")
 def _image_folder(cfg: DataConfig) -> Source:
     return load_image_folder(_root(cfg), cfg.csv_path, image_size=cfg.image_size,
                              skip_unreadable=cfg.skip_unreadable, workers=cfg.workers)
+
+
+def _user_data_identity(cfg, semantic: dict[str, Any]) -> dict[str, Any]:
+    """A user's data set is whatever ``data.root`` holds: its (absolute) path, and the CSV's, enter the config hash,
+    so two folders with the same settings never share a cached run. (For benchmark data the path is only where the
+    files are, and stays out of the hash.)"""
+    if (semantic.get("data.dataset") in DATASET_REGISTRY.list()
+            and DATASET_REGISTRY.info(semantic["data.dataset"]).get("user_data")):
+        for key in ("root", "csv_path"):
+            value = getattr(cfg.data, key)
+            if value:
+                semantic[f"data.{key}"] = str(Path(value).expanduser().resolve())
+    return semantic
+
+
+add_hash_hook("user-data-identity", _user_data_identity)

@@ -64,7 +64,10 @@ class RunDir:
     PLOTS = "plots"
     AUDIT = "audit.csv"
     SAMPLE_PATHS = "train_paths.txt"  # image data: the file of each training sample, one per line
-    FILES = (CONFIG, STATUS, METRICS, CHECKPOINT_DIR, EVAL, PREDICTIONS, INPUTS, PLOTS, SAMPLE_PATHS)  # what a wipe removes
+    PREDICTIONS_DIR = "predictions"  # large predictions: one memory-mapped .npy per array instead of PREDICTIONS
+    MEMMAP_ABOVE_BYTES = 256 << 20  # predictions larger than this are written as PREDICTIONS_DIR
+    FILES = (CONFIG, STATUS, METRICS, CHECKPOINT_DIR, EVAL, PREDICTIONS, INPUTS, PLOTS, SAMPLE_PATHS,
+             PREDICTIONS_DIR)  # what a wipe removes
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -260,7 +263,11 @@ class RunDir:
         """The saved predictions, validated: probabilities 2-D, finite and one row per sample."""
         path = self.predictions_path
         fix = f"regenerate it with `dsink eval {self}`"
-        arrays = read_npz(path, fix, required=("train_probs", "test_probs", "train_noisy"))
+        if (self.path / self.PREDICTIONS_DIR).is_dir():
+            path = self.path / self.PREDICTIONS_DIR
+            arrays = _read_npy_dir(path, fix, required=("train_probs", "test_probs", "train_noisy"))
+        else:
+            arrays = read_npz(path, fix, required=("train_probs", "test_probs", "train_noisy"))
         k = arrays["train_probs"].shape[1] if arrays["train_probs"].ndim == 2 else -1
         for name, a in arrays.items():
             if name.endswith("_probs"):
@@ -272,7 +279,20 @@ class RunDir:
         return arrays
 
     def write_predictions(self, arrays: dict[str, np.ndarray]) -> None:
-        atomic_write(self.predictions_path, lambda f: np.savez_compressed(f, **arrays))
+        """Write the predictions: one compressed ``.npz``, or, above :attr:`MEMMAP_ABOVE_BYTES`, a folder of ``.npy``
+        files that :meth:`read_predictions` memory-maps (large data sets: nothing is loaded whole)."""
+        folder = self.path / self.PREDICTIONS_DIR
+        if sum(np.asarray(a).nbytes for a in arrays.values()) <= self.MEMMAP_ABOVE_BYTES:
+            atomic_write(self.predictions_path, lambda f: np.savez_compressed(f, **arrays))
+            if folder.is_dir():
+                shutil.rmtree(folder)
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in {p.stem for p in folder.glob("*.npy")} - set(arrays):
+            (folder / f"{name}.npy").unlink()
+        for name, a in arrays.items():
+            atomic_write(folder / f"{name}.npy", lambda f, a=a: np.save(f, np.asarray(a)))
+        self.predictions_path.unlink(missing_ok=True)
 
     def write_sample_paths(self, paths) -> None:
         """The file of each training sample (image data), in training order, for audits."""
@@ -359,6 +379,20 @@ class RunDir:
         self.save_config(cfg)
         self.write_status(status="running")
         return True
+
+
+def _read_npy_dir(folder: Path, fix: str, required: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The ``.npy`` arrays of a predictions folder, memory-mapped read-only."""
+    arrays = {}
+    for f in sorted(folder.glob("*.npy")):
+        try:
+            arrays[f.stem] = np.load(f, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise InputError(f"{str(f)!r} cannot be read ({e}); {fix}") from None
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise InputError(f"{str(folder)!r} lacks {', '.join(missing)}; {fix}")
+    return arrays
 
 
 def _check_probs(a: np.ndarray, k: int, what: str, fix: str) -> None:
