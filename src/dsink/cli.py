@@ -345,9 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_eval)
 
-    d = sub.add_parser("data", help="inspect benchmark data")
+    d = sub.add_parser("data", help="inspect data: a benchmark or your own image folder / features")
     dsub = d.add_subparsers(dest="data_command", required=True)
-    dd = dsub.add_parser("describe", help="class counts, realised noise rate and transition matrix")
+    dd = dsub.add_parser("describe", help="class counts, imbalance, realised noise rate and transition matrix; for "
+                         "image folders the size/mode/format mix and unreadable files")
     _add_config_args(dd)
     _add_flags(dd, "describe")
     dd.add_argument("--json", action="store_true", help="print JSON")

@@ -78,11 +78,12 @@ def plot_per_class(groups: dict[str, list[Path]], out: Path) -> Path | None:
     """Per-class test accuracy against class training size, one series per method."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    drawn = False
+    drawn, on_val = False, False
     for label, runs in groups.items():
         evals = [RunDir(r).read_eval() for r in runs if RunDir(r).has_eval()]
         if not evals:
             continue
+        on_val = on_val or any(e.get("evaluated_on", "test") != "test" for e in evals)
         counts = np.asarray(evals[0]["train_class_counts"], dtype=float)
         acc = np.nanmean([[np.nan if a is None else a for a in e["last"]["per_class_acc"]] for e in evals], axis=0)
         order = np.argsort(-counts)
@@ -92,7 +93,8 @@ def plot_per_class(groups: dict[str, list[Path]], out: Path) -> Path | None:
         plt.close(fig)
         return None
     ax.set_xscale("log")
-    return _finish(fig, ax, "training samples of the class (true labels, log scale)", "test accuracy of the class (%)",
+    split = "noisy-validation" if on_val else "test"  # data without a clean test split are evaluated on validation
+    return _finish(fig, ax, "training samples of the class (true labels, log scale)", f"{split} accuracy of the class (%)",
                    "Per-class accuracy against class size", out / "per_class.png")
 
 
