@@ -262,6 +262,8 @@ def describe(cfg: DataConfig) -> dict:
     if not src.has_test:
         out["test"] = ("none: the data has no clean test split; runs are evaluated on the noisy validation split "
                        "and say so")
+    if src.info:
+        out["source_info"] = src.info
     if isinstance(src.train_x, ImageFiles):
         paths = np.concatenate([src.train_x.paths, src.test_x.paths])
         out["images"] = {"num_files": int(len(paths)), "image_size": cfg.image_size or "own size",

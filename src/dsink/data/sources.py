@@ -60,6 +60,7 @@ class Source:
     train_true: np.ndarray | None = None
     semantic_map: str | None = None
     val_mask: np.ndarray | None = None  # (N_train,) bool: the data's own validation split (None: held out by the builder)
+    info: dict | None = None  # facts about the source for `dsink data describe` (e.g. noise measured on verified labels)
 
     @property
     def has_test(self) -> bool:
