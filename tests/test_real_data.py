@@ -135,3 +135,26 @@ def test_two_folders_never_share_a_cache_entry(tmp_path):
     assert config_hash(a) != config_hash(b)
     fm = build_dataclass(RunConfig, {"data": {"root": "/x"}}), build_dataclass(RunConfig, {"data": {"root": "/y"}})
     assert config_hash(fm[0]) == config_hash(fm[1])  # benchmark data: the path is only where the files are
+
+
+def test_embed_writes_features_that_dsink_trains_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DSINK_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "photos"
+    make_folder(root / "train", counts=(12, 12, 6))
+    make_folder(root / "test", counts=(3, 3, 3), seed=4)
+    feats = tmp_path / "f.npz"
+    code, stdout, err = _cli(capsys, "embed", *FOLDER, "--set", f"data.root={root}", "--out", str(feats), "-q")
+    assert code == 0, err
+    z = dict(np.load(feats))
+    assert z["X"].shape == (30, 16) and z["X_test"].shape == (9, 16)  # small_cnn width 4: 16 features
+    assert z["is_val"].sum() == 2 and z["class_names"].tolist() == ["cat", "dog", "eel"]
+    assert sorted(np.bincount(z["y"]).tolist()) == [6, 12, 12] and z["paths"][0].endswith(".png")
+    assert np.isfinite(z["X"]).all() and z["X"].std(0).max() > 0
+    code, stdout, err = _cli(capsys, "train", "--set", "data.dataset=npz", "--set", f"data.root={feats}", "--set",
+                             "model.name=mlp", "--set", "data.noise_mode=none", "--set", "data.imbalance_ratio=1",
+                             "--set", "optim.epochs=1", "--out", str(tmp_path / "run"), "-q")
+    assert code == 0, err
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert report["evaluated_on"] == "test" and report["class_names"] == ["cat", "dog", "eel"]
+    code, _, err = _cli(capsys, "embed", *FOLDER, "--set", f"data.root={root}", "--out", str(tmp_path / "f.txt"))
+    assert code == 2 and "must name an .npz file" in err

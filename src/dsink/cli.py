@@ -205,6 +205,19 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_embed(args) -> int:
+    from .train.api import resolve_config
+    from .train.embed import embed
+
+    cfg = resolve_config(_config(args, "embed"))
+    s = embed(cfg, args.out, progress=not args.quiet)
+    print(f"wrote {s['out']}: {s['num_train']} train + {s['num_val']} val, {s['num_test']} test samples x {s['dim']} "
+          f"features of {s['model']} ({s['backend']} backend, {s['seconds']:.1f} s)")
+    print(f"train on them: dsink run --set data.dataset=npz --set data.root={s['out']} --set model.name=mlp "
+          "--set data.noise_mode=none --set data.imbalance_ratio=1")
+    return 0
+
+
 def cmd_describe(args) -> int:
     from .data import describe
     from .resolve import check_values
@@ -284,6 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_flags(t, "train")
     _add_run_args(t, "runs/<method>-<dataset>-<config hash>")
     t.set_defaults(func=cmd_train)
+
+    em = sub.add_parser("embed", help="features of a frozen (pretrained) network for the data, as an .npz that "
+                        "data.dataset=npz trains on")
+    _add_config_args(em)
+    _add_flags(em, "embed")
+    em.add_argument("--out", required=True, help="the .npz file to write (X, y, is_val, X_test, y_test, class_names, "
+                    "paths)")
+    em.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    em.set_defaults(func=cmd_embed)
 
     ds = sub.add_parser("distill", help="train the D-SINK target from an imbalance-robust and a noise-robust run")
     ds.add_argument("--imbalance-run", required=True, help="run directory of f_L (e.g. made with --method la)")

@@ -21,8 +21,8 @@ from typing import Any, Mapping
 from .config import DataConfig, RunConfig
 from .errors import InputError
 
-COMMANDS = ("train", "distill", "run", "describe")  # the commands with shortcut flags (describe: `dsink data describe`)
-_DATA = ("train", "describe")
+COMMANDS = ("train", "distill", "run", "describe", "embed")  # commands with shortcut flags (describe: `dsink data describe`)
+_DATA = ("train", "describe", "embed")
 _RUNS = ("train", "distill", "run")
 
 
@@ -54,7 +54,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--vary-data-seed", "pipeline.vary_data_seed", ("run",), "switch",
          "pipeline.vary_data_seed: each seed is also the data seed (subsample, noise, split)"),
     Flag("--epochs", "optim.epochs", _RUNS, "int", "optim.epochs (dsink run: of every model)"),
-    Flag("--device", "train.device", _RUNS, help="train.device (auto, cpu, cuda, cuda:N)"),
+    Flag("--device", "train.device", _RUNS + ("embed",), help="train.device (auto, cpu, cuda, cuda:N)"),
     Flag("--seed", "train.seed", ("train", "distill"), "int", "train.seed"),
     Flag("--out", "pipeline.out", ("run",), help="pipeline.out: folder of the results (default runs/pipeline-<hash>)"),
     Flag("--allow-unfinished", "train.allow_unfinished_runs", ("distill",), "switch",

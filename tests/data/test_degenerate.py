@@ -41,7 +41,6 @@ NPZ_CASES = {
         dict(y_test=np.array([0, 1, 2, 3] * 3)),
         "class 3 with no training samples; a class with no training samples cannot be learned"),
     "stray_label": (dict(y=_stray_label(), c=10), "40 of the 51 classes"),
-    "empty_test": (dict(X_test=np.zeros((0, 4), np.float32), y_test=np.zeros(0, int)), "test split is empty"),
     "empty_train": (dict(X=np.zeros((0, 4), np.float32), y=np.zeros(0, int)), "X and y are empty"),
     "string_labels": (dict(y=np.array(["cat", "dog", "eel"] * 20)), "array 'y' holds strings"),
     "fractional_labels": (dict(y=np.arange(60) % 3 + 0.5), "array 'y' holds non-whole numbers such as 0.5"),
@@ -52,7 +51,7 @@ NPZ_CASES = {
     "no_features": (dict(X=np.zeros((60, 0)), X_test=np.zeros((12, 0))), "no feature columns"),
 }
 FIXES = {"stray_label": "contiguous class indices 0..K-1", "string_labels": "integer class indices 0..K-1",
-         "fractional_labels": "integer class indices 0..K-1", "empty_test": "add a clean labelled test set"}
+         "fractional_labels": "integer class indices 0..K-1"}
 
 
 @pytest.fixture(params=sorted(NPZ_CASES))
@@ -185,3 +184,19 @@ def test_class_without_noisy_training_label_warns(tmp_path, fake_cifar10, monkey
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build_data(DataConfig(dataset="cifar10", root=str(root), imbalance_ratio=1, noise_mode="none"))
+
+
+def test_features_without_a_test_split_are_evaluated_on_validation(tmp_path):
+    """No clean test set is a valid case (as for image folders): the source has none, and building the data needs
+    a validation split to evaluate on."""
+    from dsink.config import DataConfig
+    from dsink.data import build_data
+
+    path = _npz(tmp_path / "no_test.npz", X_test=np.zeros((0, 4), np.float32), y_test=np.zeros(0, int))
+    src = load_npz(path)
+    assert not src.has_test and src.num_classes == 3
+    cfg = DataConfig(dataset="npz", root=str(path), noise_mode="none", imbalance_ratio=1, cache_dir=str(tmp_path))
+    assert len(build_data(cfg).val_y) > 0
+    with pytest.raises(InputError, match="no clean test split and no validation split"):
+        build_data(DataConfig(dataset="npz", root=str(path), noise_mode="none", imbalance_ratio=1, val_fraction=0.0,
+                              cache_dir=str(tmp_path)))

@@ -378,7 +378,10 @@ def load_npz(path: str | Path) -> Source:
     """Features from an ``.npz`` with ``X``, ``y`` (given labels), ``X_test``, ``y_test`` and optionally ``y_true``.
 
     ``X`` and ``X_test`` are numeric (N, D) arrays; labels are integer class indices ``0..K-1``
-    (floats holding whole numbers are accepted) and ``K`` is the largest label plus one.
+    (floats holding whole numbers are accepted) and ``K`` is the largest label plus one. ``X_test`` may have
+    no rows (no clean test set: runs are evaluated on the noisy validation split). Optional: ``is_val`` (bool
+    per row of ``X``: the validation split to use instead of holding one out) and ``class_names`` (strings),
+    as ``dsink embed`` writes them; other arrays (e.g. ``paths``) are ignored.
     """
     from ..fileio import read_npz
 
@@ -401,10 +404,6 @@ def load_npz(path: str | Path) -> Source:
         raise InputError(f"npz X and X_test must be 2-D with the same number of features, got {X.shape} and {Xt.shape}")
     if X.shape[1] == 0:
         raise InputError(f"{where}: X and X_test have no feature columns (shape {X.shape}); add at least one feature")
-    if Xt.shape[0] == 0:
-        raise InputError(
-            f"{where}: the test split is empty (X_test has 0 rows); add a clean labelled test set as X_test, y_test"
-        )
     if not (np.isfinite(X).all() and np.isfinite(Xt).all()):
         raise InputError(f"{where} has NaN or Inf features; clean or impute them first")
     from .noise import check_labels
@@ -420,8 +419,22 @@ def load_npz(path: str | Path) -> Source:
             f"{where}: label arrays must have one entry per row of X / X_test "
             f"(X {len(X)}, X_test {len(Xt)} rows; {sizes})"
         )
+    names = [str(i) for i in range(num_classes)]
+    if "class_names" in arrays:
+        given = [str(n) for n in np.asarray(arrays["class_names"]).reshape(-1)]
+        if len(given) < num_classes:
+            raise InputError(f"{where}: class_names lists {len(given)} names for labels up to {num_classes - 1}; "
+                             "give one name per class")
+        names, num_classes = given, len(given)
+    val = None
+    if "is_val" in arrays:
+        val = np.asarray(arrays["is_val"])
+        if val.dtype != bool or val.shape != (len(X),):
+            raise InputError(f"{where}: is_val must be a boolean array with one entry per row of X, got "
+                             f"{val.dtype} {val.shape}")
+        val = val if val.any() else None
     src = Source(
-        path.stem, "features", X.astype(np.float32), y, Xt.astype(np.float32), yt, num_classes,
-        [str(i) for i in range(num_classes)], train_true=true,
+        path.stem, "features", X.astype(np.float32), y, Xt.astype(np.float32), yt, num_classes, names,
+        train_true=true, val_mask=val,
     )
-    return check_source(src, where)
+    return check_source(src, where, require_test=False)

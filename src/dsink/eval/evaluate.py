@@ -19,7 +19,7 @@ def _np(t) -> np.ndarray:
 
 NO_TEST_NOTE = ("the data has no clean test split: these figures are on the noisy validation split (given labels, "
                 "which hold label noise) and the selected checkpoint was chosen on the same split; add a clean test set "
-                "(DIR/test/ or CSV rows with split=test) for unbiased figures")
+                "(DIR/test/, CSV rows with split=test, or X_test in an .npz) for unbiased figures")
 
 
 def evaluate_trainer(trainer: Any) -> dict[str, Any]:
