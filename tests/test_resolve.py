@@ -49,6 +49,14 @@ def captured(monkeypatch):
         seen.update(data=data_cfg)
         return {}
 
+    def embed_stub(cfg, out, **kw):
+        seen.update(cfg=cfg, out=str(out))
+        return {"out": str(out), "num_train": 0, "num_val": 0, "num_test": 0, "dim": 0, "model": "m", "backend": "memory",
+                "seconds": 0.0}
+
+    import dsink.train.embed
+
+    monkeypatch.setattr(dsink.train.embed, "embed", embed_stub)
     monkeypatch.setattr(dsink.train, "train_run", train_run_stub)
     monkeypatch.setattr(dsink.pipeline, "run_pipeline", run_pipeline_stub)
     monkeypatch.setattr(dsink.data, "describe", describe_stub)
@@ -67,7 +75,7 @@ def _argv(command: str, tmp_path, noise_run) -> list[str]:
     return {"train": ["train", "--out", str(tmp_path / "t")],
             "distill": ["distill", "--imbalance-run", str(tmp_path / "fL"), "--noise-run", str(noise_run),
                         "--out", str(tmp_path / "d")],
-            "run": ["run"], "describe": ["data", "describe", "--json"]}[command]
+            "run": ["run"], "describe": ["data", "describe", "--json"], "embed": ["embed", "--out", "f.npz"]}[command]
 
 
 def _flag_argv(flag) -> list[str]:
@@ -91,7 +99,7 @@ def test_each_flag_reaches_its_key(command, flag, captured, tmp_path, noise_run,
 
 def test_the_table_covers_every_config_option_of_the_parser():
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices
-    parsers = {"train": sub["train"], "distill": sub["distill"], "run": sub["run"],
+    parsers = {"train": sub["train"], "distill": sub["distill"], "run": sub["run"], "embed": sub["embed"],
                "describe": next(a for a in sub["data"]._actions if a.dest == "data_command").choices["describe"]}
     assert set(parsers) == set(COMMANDS)
     for command, p in parsers.items():
