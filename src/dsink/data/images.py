@@ -96,16 +96,28 @@ class ImageFiles:
     ``files[index_array]`` / ``files[slice]`` is the sub-list (nothing decoded)."""
 
     def __init__(self, paths: Iterable[str] | np.ndarray, size: int = 0):
-        self.paths = np.asarray(list(paths) if not isinstance(paths, np.ndarray) else paths, dtype=str)
+        paths = np.asarray(list(paths) if not isinstance(paths, np.ndarray) else paths)
+        # UTF-8 bytes in one fixed-width array: a quarter of numpy's str width, and no Python object per path
+        # (DataLoader workers share the array copy-on-write without touching reference counts)
+        self._raw = paths if paths.dtype.kind == "S" else np.char.encode(paths.astype(str), "utf-8")
         self.size = int(size)
 
+    @property
+    def paths(self) -> np.ndarray:
+        """The file paths (str array)."""
+        return np.char.decode(self._raw, "utf-8") if len(self._raw) else np.asarray([], dtype=str)
+
+    def path(self, i: int) -> str:
+        """The path of file ``i``."""
+        return self._raw[i].decode("utf-8")
+
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self._raw)
 
     def __getitem__(self, key):
         if isinstance(key, (int, np.integer)):
-            return decode_image(self.paths[key], self.size)
-        return ImageFiles(self.paths[key], self.size)
+            return decode_image(self.path(key), self.size)
+        return ImageFiles(self._raw[key], self.size)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -114,7 +126,7 @@ class ImageFiles:
             return (len(self), 3, self.size, self.size)
         if not len(self):
             return (0, 3, 0, 0)
-        h, w = image_header(self.paths[0])[:2]
+        h, w = image_header(self.path(0))[:2]
         return (len(self), 3, h, w)
 
     def nbytes(self) -> int:

@@ -151,7 +151,7 @@ def decode_all(files: ImageFiles, workers: int = -1) -> np.ndarray:
     chunks = list(idx.split(256))
     for c, batch in zip(chunks, stream.iterate(chunks)):
         if tuple(batch.shape[1:]) != tuple(shape[1:]):
-            raise InputError(f"image {files.paths[int(c[0])]!r} has size {tuple(batch.shape[2:])}, the first image "
+            raise InputError(f"image {files.path(int(c[0]))!r} has size {tuple(batch.shape[2:])}, the first image "
                              f"{tuple(shape[2:])}; set data.image_size=N to resize every image")
         out[int(c[0]) : int(c[-1]) + 1] = batch.numpy()
     return out
