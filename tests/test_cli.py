@@ -12,7 +12,7 @@ def run_cli(*args, cwd=None):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--dataset", "mnist"], "valid datasets: cifar10, cifar100, fashion_mnist"),
+    (["--dataset", "mnist"], "valid datasets: cifar10, cifar100, clothing1m, fashion_mnist"),
     (["--noise-mode", "gaussian"], "valid modes: uniform_incl_true"),
     (["--noise-rate", "1.2"], "noise_rate must be in [0, 1)"),
     (["--noise-rate", "-0.1"], "noise_rate must be in [0, 1)"),

@@ -222,7 +222,14 @@ def cmd_describe(args) -> int:
     from .data import describe
     from .resolve import check_values
 
-    cfg = _config(args, "describe")
+    from .config import read_yaml_config
+
+    if "pipeline" in read_yaml_config(args.config):  # a dsink run config (configs/*.yaml): its shared data section
+        from .pipeline import load_pipeline
+
+        cfg, _ = load_pipeline(args.config, args.overrides, settings=_settings(args, "describe"))
+    else:
+        cfg = _config(args, "describe")
     check_values(cfg)
     d = describe(cfg.data)
     if args.json:
@@ -279,7 +286,7 @@ def cmd_list(args) -> int:
         info = reg.info(name)
         role = f"{info['role']:<11}" if "role" in info else ""
         aliases = f"; aliases: {', '.join(info['aliases'])}" if info["aliases"] else ""
-        print(f"{name:<{width}}{role}{info['description']}{aliases}".rstrip())
+        print(f"{name:<{max(width, len(name) + 2)}}{role}{info['description']}{aliases}".rstrip())
     return 0
 
 

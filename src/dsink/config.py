@@ -238,7 +238,25 @@ def config_layers(path: str | Path | None = None, overrides: list[str] | None = 
     config), the YAML file at ``path``, ``key=value`` overrides (``--set``), then ``settings`` (a nested
     mapping of typed values: the command-line flags, :func:`dsink.resolve.flag_settings`). Later layers win."""
     data = merge(copy.deepcopy(base or {}), read_yaml_config(path))
-    return merge(merge(data, parse_overrides(overrides or [])), settings or {})
+    data = merge(merge(data, parse_overrides(overrides or [])), settings or {})
+    for fn in _DEFAULT_HOOKS.values():  # defaults that depend on the config (a dataset's own), beneath every layer
+        data = merge(fn(data) or {}, data)
+    return data
+
+
+# name -> fn(nested config dict) -> nested defaults placed beneath every layer (see add_default_hook)
+_DEFAULT_HOOKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def add_default_hook(name: str, fn: Callable[[dict[str, Any]], dict[str, Any]] | None) -> None:
+    """Install (or with ``fn=None`` remove) ``fn(layers) -> defaults``: :func:`config_layers` puts the nested
+    mapping it returns beneath every layer, so any value the user gives still wins. Use: a dataset's own
+    defaults (``data.noise_mode: none`` for a benchmark whose labels are already noisy; ``dsink.data.datasets``
+    installs the hook when the dataset registry is loaded)."""
+    if fn is None:
+        _DEFAULT_HOOKS.pop(name, None)
+    else:
+        _DEFAULT_HOOKS[name] = fn
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,

@@ -15,6 +15,7 @@ from .datasets import (
     load_source,
     register_dataset,
 )
+from . import realnoise  # noqa: F401  (registers clothing1m, webvision, webvision_imagenet, food101n)
 from .noise import (
     NOISE_MODE_REGISTRY,
     SEMANTIC_MAPS,

@@ -20,10 +20,11 @@ import numpy as np
 from ..config import DataConfig
 from ..errors import InputError
 from ..resolve import check_data_values
-from .datasets import load_dataset
+from .datasets import DATASET_REGISTRY, load_dataset
 from .images import ImageFiles, folder_summary
 from .longtail import longtail_counts, longtail_indices
 from .noise import canonical_noise_mode, check_labels, inject_noise, noise_report
+from .realnoise import check_settings as check_real_noise_settings
 from .sources import CIFAR_N_LABEL_SETS, Source, default_cache_dir, few, find_cifar_n, load_cifar_n
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class DataBundle:
 def _validate(cfg: DataConfig) -> str:
     mode = canonical_noise_mode(cfg.noise_mode)
     check_data_values(cfg)  # the resolver's checks, for data built from a bare DataConfig
+    if cfg.dataset in DATASET_REGISTRY and DATASET_REGISTRY.info(cfg.dataset).get("real_noise"):
+        check_real_noise_settings(cfg, mode)  # no synthetic noise on real noise (Clothing1M, WebVision, Food-101N)
     if mode == "human" and cfg.dataset not in CIFAR_N_LABEL_SETS:
         raise InputError(f"noise_mode human needs dataset cifar10 or cifar100 (CIFAR-N), got {cfg.dataset!r}")
     if mode == "human" and cfg.human_label not in CIFAR_N_LABEL_SETS[cfg.dataset]:

@@ -12,11 +12,11 @@ dataset is one decorated function::
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any, Callable
 
-from pathlib import Path
-
-from ..config import DataConfig, add_hash_hook
+from ..config import DataConfig, add_default_hook, add_hash_hook
 from ..errors import InputError
 from ..registry import Registry
 from .images import load_image_folder
@@ -109,3 +109,15 @@ def _user_data_identity(cfg, semantic: dict[str, Any]) -> dict[str, Any]:
 
 
 add_hash_hook("user-data-identity", _user_data_identity)
+
+
+def _dataset_defaults(layers: dict[str, Any]) -> dict[str, Any]:
+    """Default hook (:func:`dsink.config.add_default_hook`): the ``config_defaults`` a dataset was registered with
+    (e.g. ``{"data": {"noise_mode": "none"}}`` for the real-noise benchmarks), beneath the user's values."""
+    name = (layers.get("data") or {}).get("dataset") if isinstance(layers.get("data"), dict) else None
+    if isinstance(name, str) and name in DATASET_REGISTRY:
+        return copy.deepcopy(DATASET_REGISTRY.info(name).get("config_defaults") or {})
+    return {}
+
+
+add_default_hook("dataset-defaults", _dataset_defaults)
