@@ -25,7 +25,10 @@ _REGISTRY_API = {
     "dsink.registry": ("Registry",),
     "dsink.runs": ("RunDir",),  # a run directory and all of its I/O
 }
-_LAZY = {name: module for module, names in _REGISTRY_API.items() for name in names}
+# Optional parts, imported on first use like the above but left out of ``__all__`` (``from dsink import *`` must not
+# need their extra dependencies): the scikit-learn estimator (pip install dsink[sklearn]).
+_OPTIONAL = {"DSinkClassifier": "dsink.sklearn"}
+_LAZY = {**{name: module for module, names in _REGISTRY_API.items() for name in names}, **_OPTIONAL}
 
 
 def __getattr__(name: str):
@@ -43,4 +46,4 @@ def __dir__():
 
 
 __all__ = ["InputError", "RunConfig", "SolverWarning", "TrainingError", "__version__", "surrogate_labels",
-           "load_config", *_LAZY]
+           "load_config", *(name for name in _LAZY if name not in _OPTIONAL)]
