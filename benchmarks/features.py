@@ -36,6 +36,7 @@ def features(work: Path, quick: bool) -> dict[str, np.ndarray]:
 
     from dsink.config import load_config
     from dsink.data import build_data, load_fashion_mnist
+    from dsink.runs import RunDir
     from dsink.train import Trainer, train_run
 
     over = ["data.dataset=fashion_mnist", "data.imbalance_ratio=1", f"data.n_max={300 if quick else 1000}",
@@ -43,7 +44,7 @@ def features(work: Path, quick: bool) -> dict[str, np.ndarray]:
             f"optim.epochs={2 if quick else 5}", "optim.lr=0.05", "train.device=cpu", f"data.cache_dir={work}"]
     cfg = load_config(None, over)
     run = work / f"extractor{'_quick' if quick else ''}"
-    if not (run / "eval.json").is_file():
+    if not RunDir(run).has_eval():
         train_run(cfg, run, force=True)
     data = build_data(cfg.data)
     trainer = Trainer(cfg, data, run)
