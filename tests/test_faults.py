@@ -89,7 +89,7 @@ def test_a_second_train_of_a_running_run_exits_2_and_rows_are_not_duplicated(tmp
     finally:
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=120)
-    assert p.returncode == 143 and "terminated; resume with `dsink train --resume --out" in err
+    assert p.returncode == 143 and "terminated; resume with `dsink train --resume --out" in err, (p.returncode, err[-3000:])
     assert _status(run) == "interrupted"
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, len(epochs) + 1))  # one writer: every epoch once, in order
