@@ -140,3 +140,50 @@ def test_kd_distils_the_fixed_average_of_the_auxiliaries(tmp_path, aux):
     report = train_run(cfg, tmp_path / "kd")
     row = json.loads((tmp_path / "kd" / "metrics.jsonl").read_text().splitlines()[0])
     assert 0 <= row["q_disagree"] <= 1 and np.isfinite(row["distill_loss"]) and 0.1 < report["last"]["top1"] <= 1
+
+
+def test_auto_class_totals_follow_the_better_validated_auxiliary(tmp_path, aux, caplog):
+    """class_totals=auto: the argmax counts of whichever auxiliary has the higher class-balanced accuracy on the
+    noisy validation split (read from the runs, stored with the inputs for resume, audit and evaluation)."""
+    import logging
+
+    from dsink.config import MethodConfig
+    from dsink.methods import MethodContext, build_method
+    from dsink.ot.surrogate import resolve_class_totals
+    from dsink.runs import RunDir
+    from dsink.train.inputs import auxiliary_scores, method_inputs
+
+    assert resolve_class_totals("soft", None) == "soft"
+    assert resolve_class_totals("auto", {"imbalance": 0.7, "noise": 0.6}) == "argmax"
+    assert resolve_class_totals("auto", {"imbalance": 0.6, "noise": 0.6}) == "noise_argmax"  # ties keep f_N
+    with caplog.at_level(logging.WARNING):
+        assert resolve_class_totals("auto", {"noise": 0.6}) == "noise_argmax"
+    assert "validation scores are unknown" in caplog.text
+
+    runs, _ = aux
+    scores = auxiliary_scores({"imbalance": str(runs["la"]), "noise": str(runs["gce"])})
+    for role, m in (("imbalance", "la"), ("noise", "gce")):  # the class-balanced accuracy, recomputed here
+        pred = RunDir(runs[m]).read_predictions()
+        hit = pred["val_probs"].argmax(1) == pred["val_noisy"]
+        per_class = [hit[pred["val_noisy"] == c].mean() for c in np.unique(pred["val_noisy"])]
+        assert scores[role] == pytest.approx(float(np.mean(per_class)))
+    pl, pn = (RunDir(runs[m]).read_predictions()["train_probs"] for m in ("la", "gce"))
+    fp = json.loads((runs["gce"] / "eval.json").read_text())["data_fingerprint"]
+    params = {"imbalance_run": str(runs["la"]), "noise_run": str(runs["gce"]), "class_totals": "auto"}
+    cfg = MethodConfig(name="dsink", params=params)
+    inputs = method_inputs(cfg, fp)
+    assert inputs["aux_scores"] == scores
+    for fake, want in (({"imbalance": 0.9, "noise": 0.1}, pl), ({"imbalance": 0.1, "noise": 0.9}, pn)):
+        ctx = MethodContext(num_classes=10, class_counts=np.ones(10), num_train=len(pl), epochs=1,
+                            device=torch.device("cpu"), noise_rate=0.3, fingerprint=fp,
+                            aux_probs=inputs["aux_probs"], aux_scores=fake)
+        method = build_method(cfg, ctx)
+        counts = np.bincount(np.asarray(want).argmax(1), minlength=10).astype(float)
+        assert np.allclose(method.totals.numpy(), counts * len(pl) / counts.sum())
+    # the scores travel with the stored inputs (a resumed or moved run decides the same way)
+    run = RunDir(tmp_path / "target")
+    run.path.mkdir()
+    run.write_inputs(inputs["aux_probs"], fp, inputs["aux_scores"])
+    assert run.read_input_scores() == pytest.approx(scores)
+    run.write_inputs(inputs["aux_probs"], fp)
+    assert run.read_input_scores() == {}

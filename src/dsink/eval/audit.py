@@ -56,7 +56,7 @@ def surrogate_for_run(run_dir: str | Path) -> tuple[np.ndarray, str]:
     run stores), or the run's own predictions."""
     import torch
 
-    from ..ot.surrogate import surrogate_labels
+    from ..ot.surrogate import resolve_class_totals, surrogate_labels
 
     run = RunDir(run_dir)
     preds = run.read_predictions()
@@ -72,8 +72,9 @@ def surrogate_for_run(run_dir: str | Path) -> tuple[np.ndarray, str]:
     if pl.shape != preds["train_probs"].shape or pn.shape != preds["train_probs"].shape:
         raise InputError(f"the auxiliary runs of {str(run_dir)!r} no longer match its training set; "
                          "re-run them or audit another run")
+    totals = resolve_class_totals(p["class_totals"], run.read_input_scores())
     q = surrogate_labels(pn, pl, preds["train_probs"], eps=p["eps"] or None, cost=p.get("cost", "noise+target"),
-                         class_totals=p["class_totals"], tol=p["tol"],
+                         class_totals=totals, tol=p["tol"],
                          max_iter=p["max_iter"], dtype=getattr(torch, p["solver_dtype"]))
     return np.asarray(q, dtype=np.float64), "surrogate labels"
 

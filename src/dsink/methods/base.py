@@ -57,6 +57,7 @@ class MethodContext:
     # The inputs a method declares (Method.auxiliaries, Method.init_from), resolved by the caller
     # (dsink.train.inputs): methods never read other runs themselves.
     aux_probs: dict[str, np.ndarray] | None = None  # training-set probabilities (N, C) of each auxiliary, by role
+    aux_scores: dict[str, float] | None = None  # each auxiliary's class-balanced noisy-validation accuracy, by role
     init_weights: dict[str, torch.Tensor] | None = None  # state dict to start the first network from; None when
     #                                                      the weights come from a checkpoint (resume, evaluation)
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError, TrainingError, check_choice
 from ..losses import gce, logit_adjusted_ce, soft_ce
-from ..ot.surrogate import CLASS_TOTALS, COSTS, class_totals_from, surrogate_labels
+from ..ot.surrogate import CLASS_TOTALS, COSTS, class_totals_from, resolve_class_totals, surrogate_labels
 from .base import Method, register_method
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ class DSinkParams(DistillParams):
     evidence: docs/dsink.md#how-the-defaults-were-chosen."""
 
     class_totals: str = "noise_argmax"  # class totals: soft | argmax (f_L's probability sums | predicted-class counts),
-    #                               noise_soft | noise_argmax (the same from f_N)
+    #                               noise_soft | noise_argmax (the same from f_N) | auto (the argmax counts of the
+    #                               auxiliary with the higher class-balanced noisy-validation accuracy)
     cost: str = "noise+imbalance+target"  # models in the transport cost: noise+target (the paper) | noise |
     #                             noise+imbalance+target (f_L shifted to the totals' prior joins the kernel)
     target_ema: float = 0.7  # f's probabilities in the cost: EMA over refreshes with this decay (0 = the live f)
@@ -156,7 +157,7 @@ class DSink(_Distill):
 
     def __init__(self, params: DSinkParams, ctx):
         p = params
-        check_choice(p.class_totals, CLASS_TOTALS, "class_totals")
+        check_choice(p.class_totals, CLASS_TOTALS + ("auto",), "class_totals")
         check_choice(p.cost, COSTS, "cost")
         if not 0.0 <= p.target_ema < 1.0:
             raise InputError(f"method.params.target_ema must be in [0, 1), got {p.target_ema}")
@@ -170,7 +171,8 @@ class DSink(_Distill):
         super().__init__(params, ctx)
         self.log_v: torch.Tensor | None = None  # class potentials of the last refresh (warm start)
         # class totals over the whole training set (every process holds all rows of f_L and f_N)
-        self.totals = class_totals_from(self.p_imb, p.class_totals, float(ctx.num_train), False, p_noise=self.p_noise)
+        self.totals_from = resolve_class_totals(p.class_totals, ctx.aux_scores)
+        self.totals = class_totals_from(self.p_imb, self.totals_from, float(ctx.num_train), False, p_noise=self.p_noise)
         self.target_avg: torch.Tensor | None = None  # EMA of f's probabilities (target_ema > 0)
         self.train_pass = torch.full((ctx.num_train, ctx.num_classes), 1.0 / ctx.num_classes, device=ctx.device)
         self.seen = torch.zeros(ctx.num_train, dtype=torch.bool, device=ctx.device)  # rows of this epoch's pass

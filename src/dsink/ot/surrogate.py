@@ -15,6 +15,7 @@ factor that makes the totals match :math:`t`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,8 @@ import torch
 from ..errors import InputError
 from ..distributed import all_reduce, world_size
 from .sinkhorn import SinkhornResult, sinkhorn
+
+log = logging.getLogger(__name__)
 
 CLASS_TOTALS = ("soft", "argmax", "noise_soft", "noise_argmax")
 COSTS = ("noise+target", "noise", "noise+imbalance+target", "noise+imbalance")
@@ -82,6 +85,23 @@ def class_totals_from(p_imbalance: torch.Tensor, how: str, num_total: float, dis
     if distributed:
         all_reduce(t)
     return t * (num_total / t.sum().clamp_min(1e-300))
+
+
+def resolve_class_totals(how: str, scores: dict[str, float] | None) -> str:
+    """``how``, with ``auto`` resolved: the predicted-class counts of the auxiliary that the noisy validation split
+    supports better (``scores``: class-balanced noisy-validation accuracy by role, ``imbalance`` and ``noise``):
+    f_N's (``noise_argmax``) unless f_L scores higher (``argmax``). Which model knows the class sizes depends on
+    the regime: an underfitting f_N gives tail classes no total (docs/dsink.md). Without both scores: f_N's."""
+    if how != "auto":
+        return how
+    if not scores or "imbalance" not in scores or "noise" not in scores:
+        log.warning("class_totals=auto: the auxiliaries' validation scores are unknown (no validation split, or a "
+                    "run stored without them); using f_N's predicted-class counts")
+        return "noise_argmax"
+    choice = "argmax" if scores["imbalance"] > scores["noise"] else "noise_argmax"
+    log.info("class_totals=auto: %s (class-balanced noisy-validation accuracy: f_L %.4f, f_N %.4f)", choice,
+             scores["imbalance"], scores["noise"])
+    return choice
 
 
 def _world(distributed: bool | None) -> int:
@@ -249,4 +269,5 @@ def surrogate_labels(
     return (out, res) if return_result else out
 
 
-__all__ = ["CLASS_TOTALS", "SinkhornResult", "class_totals_from", "surrogate_labels", "surrogate_problem"]
+__all__ = ["CLASS_TOTALS", "SinkhornResult", "class_totals_from", "resolve_class_totals", "surrogate_labels",
+           "surrogate_problem"]

@@ -324,10 +324,18 @@ class RunDir:
             _check_probs(a, -1, f"{str(path)!r}: {role}_train_probs", fix)
         return probs, fingerprint
 
-    def write_inputs(self, probs: dict[str, np.ndarray], fingerprint: str) -> None:
-        """Store the auxiliaries' training-set probabilities (by role), so that the run is evaluated, resumed
-        and plotted without them."""
+    def read_input_scores(self) -> dict[str, float]:
+        """The auxiliaries' validation scores the run was given (by role; empty for runs stored without them)."""
+        path = self.path / self.INPUTS
+        arrays = read_npz(path, f"train the run again with --force, or remove {str(path)!r}")
+        return {k[: -len("_val_score")]: float(a) for k, a in arrays.items() if k.endswith("_val_score")}
+
+    def write_inputs(self, probs: dict[str, np.ndarray], fingerprint: str,
+                     scores: dict[str, float] | None = None) -> None:
+        """Store the auxiliaries' training-set probabilities (by role) and their validation scores, so that the
+        run is evaluated, resumed and plotted without them."""
         arrays = {f"{role}_train_probs": np.asarray(a, dtype=np.float32) for role, a in probs.items()}
+        arrays.update({f"{role}_val_score": np.asarray(v, dtype=np.float64) for role, v in (scores or {}).items()})
         arrays["data_fingerprint"] = np.asarray(fingerprint)
         atomic_write(self.path / self.INPUTS, lambda f: np.savez_compressed(f, **arrays))
 

@@ -50,6 +50,23 @@ def read_auxiliaries(runs: dict[str, str], fingerprint: str, *, allow_unfinished
         return {role: run.read_predictions()["train_probs"] for role, run in dirs.items()}
 
 
+def auxiliary_scores(runs: dict[str, str]) -> dict[str, float]:
+    """Each auxiliary's class-balanced accuracy on the (noisy) validation split at its last epoch (by role; roles
+    whose run has no validation split are left out): the evidence a method may weigh its auxiliaries by."""
+    out = {}
+    for role, path in runs.items():
+        pred = RunDir(path).read_predictions()
+        probs, labels = pred.get("val_probs"), pred.get("val_noisy")
+        if probs is None or labels is None or len(labels) == 0:
+            continue
+        labels = np.asarray(labels)
+        hit = np.asarray(probs).argmax(1) == labels
+        n = np.bincount(labels, minlength=np.asarray(probs).shape[1])
+        acc = np.bincount(labels, weights=hit.astype(float), minlength=len(n))
+        out[role] = float((acc[n > 0] / n[n > 0]).mean())
+    return out
+
+
 def _check_fingerprints(runs: dict[str, str], fps: dict[str, str], fingerprint: str) -> None:
     differ = [role for role, fp in fps.items() if fp != fingerprint]
     if len(differ) == 1 and len(fps) > 1:
@@ -97,7 +114,11 @@ def method_inputs(method: MethodConfig, fingerprint: str, run: RunDir | None = N
         probs = _stored_probs(run, set(aux), fingerprint) if (stored and run is not None) else None
         if probs is None:
             probs = read_auxiliaries(aux, fingerprint, allow_unfinished=allow_unfinished, wait=wait, on_wait=on_wait)
+            scores = auxiliary_scores(aux)
+        else:
+            scores = run.read_input_scores()
         out["aux_probs"] = probs
+        out["aux_scores"] = scores
     role = get_method(method.name).init_from(method_params(method))
     if role is not None and fresh_start:
         state = RunDir(aux[role]).load_checkpoint("last")
@@ -136,7 +157,7 @@ add_hash_hook("auxiliary runs", _hash_auxiliaries)
 def store_inputs(run: RunDir, inputs: dict[str, Any], fingerprint: str) -> None:
     """Keep the auxiliaries' probabilities in the run (once), so that it no longer needs its auxiliaries."""
     if inputs.get("aux_probs") is not None and not run.has_inputs():
-        run.write_inputs(inputs["aux_probs"], fingerprint)
+        run.write_inputs(inputs["aux_probs"], fingerprint, inputs.get("aux_scores"))
 
 
 def build_method(cfg: MethodConfig, ctx: MethodContext, run: RunDir | None = None):
