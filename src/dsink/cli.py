@@ -237,8 +237,8 @@ def cmd_describe(args) -> int:
         return 0
     print(f"{d['dataset']}: {d['num_samples']} samples ({d['num_train']} train / {d['num_val']} val), "
           f"{d['num_test']} test, {d['num_classes']} classes")
-    print(f"long tail: profile {d['profile']}, ratio {d['imbalance_ratio']}; noise: {d['noise_mode']} "
-          f"requested {d['noise_rate_requested']}, "
+    requested = "labels as given" if d["noise_mode"] == "none" else f"requested {d['noise_rate_requested']}"
+    print(f"long tail: profile {d['profile']}, ratio {d['imbalance_ratio']}; noise: {d['noise_mode']} {requested}, "
           + (f"realised {100 * d['noise_rate']:.2f} %" if "noise_rate" in d else "realised: unknown (no true labels)"))
     if d.get("given_imbalance_ratio"):
         print(f"imbalance of the given labels (largest / smallest class): {d['given_imbalance_ratio']:.1f}")
