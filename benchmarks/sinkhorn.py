@@ -162,6 +162,7 @@ def real_refresh(run):
     """The D-SINK refresh of a finished run: (log_kernel, a, b, eps, tol, info) from the auxiliaries'
     stored training probabilities, the target's final training probabilities and the run's params."""
     from dsink.ot import surrogate_problem
+    from dsink.ot.surrogate import resolve_class_totals
     from dsink.runs import RunDir
 
     rd = RunDir(run)
@@ -169,9 +170,9 @@ def real_refresh(run):
     if cfg.method.name != "dsink":
         raise SystemExit(f"{run}: not a D-SINK run (method {cfg.method.name!r})")
     p = cfg.method.params
-    aux, _ = rd.read_inputs()
+    aux, _, scores = rd.read_inputs()
     pf = rd.read_predictions()["train_probs"]
-    cost, totals = p.get("cost", "noise+target"), p.get("class_totals", "soft")
+    cost, totals = p.get("cost", "noise+target"), resolve_class_totals(p.get("class_totals", "soft"), scores)
     dtype = getattr(torch, p.get("solver_dtype", "float64"))
     L, a, b, eps = surrogate_problem(aux["noise"], aux["imbalance"], pf, eps=p.get("eps") or None, cost=cost,
                                      class_totals=totals, dtype=dtype)

@@ -63,8 +63,8 @@ def test_inputs_round_trip_and_validation(tmp_path):
     run = RunDir(tmp_path / "r")
     probs = {"imbalance": np.full((4, 3), 1 / 3), "noise": np.eye(3)[[0, 1, 2, 0]]}
     run.write_inputs(probs, "fp")
-    got, fp = run.read_inputs()
-    assert fp == "fp" and sorted(got) == ["imbalance", "noise"]
+    got, fp, scores = run.read_inputs()
+    assert fp == "fp" and sorted(got) == ["imbalance", "noise"] and scores == {}
     assert np.allclose(got["noise"], probs["noise"]) and got["noise"].dtype == np.float32
     run.write_inputs({"imbalance": np.full((4, 3), np.nan)}, "fp")
     with pytest.raises(InputError, match="imbalance_train_probs is not a finite"):

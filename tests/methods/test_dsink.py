@@ -151,7 +151,7 @@ def test_auto_class_totals_follow_the_better_validated_auxiliary(tmp_path, aux, 
     from dsink.methods import MethodContext, build_method
     from dsink.ot.surrogate import resolve_class_totals
     from dsink.runs import RunDir
-    from dsink.train.inputs import auxiliary_scores, method_inputs
+    from dsink.train.inputs import method_inputs
 
     assert resolve_class_totals("soft", None) == "soft"
     assert resolve_class_totals("auto", {"imbalance": 0.7, "noise": 0.6}) == "argmax"
@@ -161,18 +161,18 @@ def test_auto_class_totals_follow_the_better_validated_auxiliary(tmp_path, aux, 
     assert "validation scores are unknown" in caplog.text
 
     runs, _ = aux
-    scores = auxiliary_scores({"imbalance": str(runs["la"]), "noise": str(runs["gce"])})
-    for role, m in (("imbalance", "la"), ("noise", "gce")):  # the class-balanced accuracy, recomputed here
-        pred = RunDir(runs[m]).read_predictions()
-        hit = pred["val_probs"].argmax(1) == pred["val_noisy"]
-        per_class = [hit[pred["val_noisy"] == c].mean() for c in np.unique(pred["val_noisy"])]
-        assert scores[role] == pytest.approx(float(np.mean(per_class)))
     pl, pn = (RunDir(runs[m]).read_predictions()["train_probs"] for m in ("la", "gce"))
     fp = json.loads((runs["gce"] / "eval.json").read_text())["data_fingerprint"]
     params = {"imbalance_run": str(runs["la"]), "noise_run": str(runs["gce"]), "class_totals": "auto"}
     cfg = MethodConfig(name="dsink", params=params)
     inputs = method_inputs(cfg, fp)
-    assert inputs["aux_scores"] == scores
+    scores = inputs["aux_scores"]
+    assert sorted(scores) == ["imbalance", "noise"]
+    for role, m in (("imbalance", "la"), ("noise", "gce")):  # the class-balanced accuracy, recomputed here
+        pred = RunDir(runs[m]).read_predictions()
+        hit = pred["val_probs"].argmax(1) == pred["val_noisy"]
+        per_class = [hit[pred["val_noisy"] == c].mean() for c in np.unique(pred["val_noisy"])]
+        assert scores[role] == pytest.approx(float(np.mean(per_class)))
     for fake, want in (({"imbalance": 0.9, "noise": 0.1}, pl), ({"imbalance": 0.1, "noise": 0.9}, pn)):
         ctx = MethodContext(num_classes=10, class_counts=np.ones(10), num_train=len(pl), epochs=1,
                             device=torch.device("cpu"), noise_rate=0.3, fingerprint=fp,
@@ -184,6 +184,6 @@ def test_auto_class_totals_follow_the_better_validated_auxiliary(tmp_path, aux, 
     run = RunDir(tmp_path / "target")
     run.path.mkdir()
     run.write_inputs(inputs["aux_probs"], fp, inputs["aux_scores"])
-    assert run.read_input_scores() == pytest.approx(scores)
+    assert run.read_inputs()[2] == pytest.approx(scores)
     run.write_inputs(inputs["aux_probs"], fp)
-    assert run.read_input_scores() == {}
+    assert run.read_inputs()[2] == {}

@@ -10,9 +10,10 @@
 
 Each loader returns a :class:`~dsink.data.sources.Source` of :class:`~dsink.data.images.ImageFiles` (nothing is
 decoded at load; ``data.image_size`` is the resize), so the data streams like an image folder. The labels of
-the training split are the benchmark's given (noisy) labels and are used as they are: run with
-``data.noise_mode=none`` and ``data.imbalance_ratio=1`` (the builder refuses to inject synthetic noise on top of
-real noise, and warns when it subsamples one long-tailed; :func:`check_settings`). The noise the data holds is
+the training split are the benchmark's given (noisy) labels and are used as they are: each dataset defaults to
+``data.noise_mode=none``, ``data.imbalance_ratio=1`` and ``data.image_size=224`` (:data:`REAL_NOISE_DEFAULTS`,
+beneath the user's values), and the builder refuses to inject synthetic noise on top of real noise, and warns
+when it subsamples one long-tailed (:func:`check_settings`). The noise the data holds is
 measured where the release allows it (clean or verified labels of a subset) and reported in ``Source.info``
 (``dsink data describe --json``: ``source_info``). The layouts are described in docs/data.md.
 """
@@ -222,10 +223,10 @@ def load_clothing1m(cfg: DataConfig) -> Source:
     hint = (f"extract the image archives under {str(root)!r} so that each key (images/0/00/123.jpg) names a file "
             "under data.root")
     paths = {}
+    join = _joiner(root)
     for name, keys, lines, fname in (("train", tr_keys, tr_lines, "noisy_train_key_list.txt"),
                                      ("val", va_keys, va_lines, "clean_val_key_list.txt"),
                                      ("test", te_keys, te_lines, "clean_test_key_list.txt")):
-        join = _joiner(root)
         paths[name] = [join(key) for key in keys]
         _check_files(paths[name], lambda i, lines=lines, fname=fname: f"line {lines[i]} of {ann / fname}", hint)
     both = [(noisy[key], clean[key]) for key in tr_keys if key in clean]

@@ -67,12 +67,12 @@ def surrogate_for_run(run_dir: str | Path) -> tuple[np.ndarray, str]:
     if not run.has_inputs():  # a run from before distillation runs stored their inputs
         raise InputError(f"{str(run_dir)!r} does not store its auxiliaries' probabilities; run `dsink eval "
                          f"{run_dir}` once (it stores them while the auxiliary runs are still in place), then audit it")
-    aux, _ = run.read_inputs()
+    aux, _, scores = run.read_inputs()
     pl, pn = aux["imbalance"], aux["noise"]
     if pl.shape != preds["train_probs"].shape or pn.shape != preds["train_probs"].shape:
         raise InputError(f"the auxiliary runs of {str(run_dir)!r} no longer match its training set; "
                          "re-run them or audit another run")
-    totals = resolve_class_totals(p["class_totals"], run.read_input_scores())
+    totals = resolve_class_totals(p["class_totals"], scores)
     q = surrogate_labels(pn, pl, preds["train_probs"], eps=p["eps"] or None, cost=p.get("cost", "noise+target"),
                          class_totals=totals, tol=p["tol"],
                          max_iter=p["max_iter"], dtype=getattr(torch, p["solver_dtype"]))

@@ -171,8 +171,8 @@ class DSink(_Distill):
         super().__init__(params, ctx)
         self.log_v: torch.Tensor | None = None  # class potentials of the last refresh (warm start)
         # class totals over the whole training set (every process holds all rows of f_L and f_N)
-        self.totals_from = resolve_class_totals(p.class_totals, ctx.aux_scores)
-        self.totals = class_totals_from(self.p_imb, self.totals_from, float(ctx.num_train), False, p_noise=self.p_noise)
+        self.totals = class_totals_from(self.p_imb, resolve_class_totals(p.class_totals, ctx.aux_scores),
+                                        float(ctx.num_train), False, p_noise=self.p_noise)
         self.target_avg: torch.Tensor | None = None  # EMA of f's probabilities (target_ema > 0)
         self.train_pass = torch.full((ctx.num_train, ctx.num_classes), 1.0 / ctx.num_classes, device=ctx.device)
         self.seen = torch.zeros(ctx.num_train, dtype=torch.bool, device=ctx.device)  # rows of this epoch's pass

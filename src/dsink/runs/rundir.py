@@ -313,8 +313,9 @@ class RunDir:
         return lines
 
     # ------------------------------------------------------------------ inputs of a distillation
-    def read_inputs(self) -> tuple[dict[str, np.ndarray], str]:
-        """The auxiliaries' training-set probabilities the run was given, by role, and their data fingerprint."""
+    def read_inputs(self) -> tuple[dict[str, np.ndarray], str, dict[str, float]]:
+        """The auxiliaries' training-set probabilities the run was given, by role, their data fingerprint, and
+        their validation scores by role (empty for runs stored without them)."""
         path = self.path / self.INPUTS
         fix = f"train the run again with --force, or restore its auxiliary runs and remove {str(path)!r}"
         arrays = read_npz(path, fix, required=("data_fingerprint",))
@@ -322,13 +323,8 @@ class RunDir:
         probs = {k[: -len("_train_probs")]: a for k, a in arrays.items() if k.endswith("_train_probs")}
         for role, a in probs.items():
             _check_probs(a, -1, f"{str(path)!r}: {role}_train_probs", fix)
-        return probs, fingerprint
-
-    def read_input_scores(self) -> dict[str, float]:
-        """The auxiliaries' validation scores the run was given (by role; empty for runs stored without them)."""
-        path = self.path / self.INPUTS
-        arrays = read_npz(path, f"train the run again with --force, or remove {str(path)!r}")
-        return {k[: -len("_val_score")]: float(a) for k, a in arrays.items() if k.endswith("_val_score")}
+        scores = {k[: -len("_val_score")]: float(a) for k, a in arrays.items() if k.endswith("_val_score")}
+        return probs, fingerprint, scores
 
     def write_inputs(self, probs: dict[str, np.ndarray], fingerprint: str,
                      scores: dict[str, float] | None = None) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..config import MethodConfig, RunConfig, add_hash_hook, run_name
 from ..errors import InputError
+from ..eval.metrics import per_class_accuracy
 from ..methods import MethodContext, build_method as _build_method, get_method, method_params
 from ..runs import RunDir
 
@@ -30,10 +31,11 @@ def auxiliary_runs(cfg: MethodConfig) -> dict[str, str]:
 
 
 def read_auxiliaries(runs: dict[str, str], fingerprint: str, *, allow_unfinished: bool = False, wait: bool = False,
-                     on_wait=None) -> dict[str, np.ndarray]:
+                     on_wait=None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Training-set probabilities of the auxiliary runs (by role), read from their finished run directories and
-    checked to belong to the target's data (the message names the run whose data differs). A run another process
-    holds for writing is waited for (``wait``; ``on_wait(holder)``) or refused, naming the holder."""
+    checked to belong to the target's data (the message names the run whose data differs), and their validation
+    scores (:func:`validation_score`; roles without a validation split left out). A run another process holds
+    for writing is waited for (``wait``; ``on_wait(holder)``) or refused, naming the holder."""
     for role, run in runs.items():
         if not run:
             raise InputError(f"D-SINK needs method.params.{role}_run: a finished run directory "
@@ -47,24 +49,19 @@ def read_auxiliaries(runs: dict[str, str], fingerprint: str, *, allow_unfinished
             run.require_finished(f"{role} run", allow_unfinished=allow_unfinished, switch=UNFINISHED_SWITCH)
             fps[role] = run.data_fingerprint()
         _check_fingerprints(runs, fps, fingerprint)
-        return {role: run.read_predictions()["train_probs"] for role, run in dirs.items()}
+        preds = {role: run.read_predictions() for role, run in dirs.items()}
+    scores = {role: validation_score(p) for role, p in preds.items()}
+    return ({role: p["train_probs"] for role, p in preds.items()},
+            {role: v for role, v in scores.items() if v is not None})
 
 
-def auxiliary_scores(runs: dict[str, str]) -> dict[str, float]:
-    """Each auxiliary's class-balanced accuracy on the (noisy) validation split at its last epoch (by role; roles
-    whose run has no validation split are left out): the evidence a method may weigh its auxiliaries by."""
-    out = {}
-    for role, path in runs.items():
-        pred = RunDir(path).read_predictions()
-        probs, labels = pred.get("val_probs"), pred.get("val_noisy")
-        if probs is None or labels is None or len(labels) == 0:
-            continue
-        labels = np.asarray(labels)
-        hit = np.asarray(probs).argmax(1) == labels
-        n = np.bincount(labels, minlength=np.asarray(probs).shape[1])
-        acc = np.bincount(labels, weights=hit.astype(float), minlength=len(n))
-        out[role] = float((acc[n > 0] / n[n > 0]).mean())
-    return out
+def validation_score(pred: dict[str, np.ndarray]) -> float | None:
+    """A run's class-balanced accuracy on the (noisy) validation split at its last epoch, from its saved
+    predictions (None without a validation split): the evidence a method may weigh its auxiliaries by."""
+    probs, labels = pred.get("val_probs"), pred.get("val_noisy")
+    if probs is None or labels is None or len(labels) == 0:
+        return None
+    return float(np.nanmean(per_class_accuracy(np.asarray(probs).argmax(1), np.asarray(labels), probs.shape[1])))
 
 
 def _check_fingerprints(runs: dict[str, str], fps: dict[str, str], fingerprint: str) -> None:
@@ -82,13 +79,14 @@ def _check_fingerprints(runs: dict[str, str], fps: dict[str, str], fingerprint: 
             "drop the data overrides of the target, or train the auxiliaries with the target's data config")
 
 
-def _stored_probs(run: RunDir, roles: set[str], fingerprint: str) -> dict[str, np.ndarray] | None:
-    """The auxiliaries' probabilities ``run`` stored when it was trained; None when it stores none or stores them
-    for other data (a config that differs from the run's, which :meth:`RunDir.prepare` then refuses by name)."""
+def _stored_inputs(run: RunDir, roles: set[str], fingerprint: str) -> tuple[dict[str, np.ndarray], dict[str, float]] | None:
+    """The auxiliaries' probabilities and validation scores ``run`` stored when it was trained; None when it stores
+    none or stores them for other data (a config that differs from the run's, which :meth:`RunDir.prepare` then
+    refuses by name)."""
     if not run.has_inputs():
         return None
-    probs, fp = run.read_inputs()
-    return probs if fp == fingerprint and set(probs) == roles else None
+    probs, fp, scores = run.read_inputs()
+    return (probs, scores) if fp == fingerprint and set(probs) == roles else None
 
 
 def resumable_params(method: MethodConfig, run: RunDir) -> tuple[str, ...]:
@@ -102,8 +100,9 @@ def method_inputs(method: MethodConfig, fingerprint: str, run: RunDir | None = N
                   on_wait=None) -> dict[str, Any]:
     """The :class:`MethodContext` fields the method of ``method`` declares.
 
-    ``aux_probs``: the probabilities ``run`` stores (when ``stored`` and it holds them: what it was trained
-    with), else read from the auxiliary runs (unfinished ones only with ``allow_unfinished``, warning).
+    ``aux_probs`` / ``aux_scores``: the probabilities and validation scores ``run`` stores (when ``stored`` and
+    it holds them: what it was trained with), else read from the auxiliary runs (unfinished ones only with
+    ``allow_unfinished``, warning).
     ``init_weights`` (a method starting from an auxiliary's weights): only when training starts from scratch
     (``fresh_start``); otherwise a checkpoint restores the weights. ``wait``/``on_wait``: as in
     :func:`read_auxiliaries` (a ``dsink run`` sharing its cache with another waits for it).
@@ -111,14 +110,10 @@ def method_inputs(method: MethodConfig, fingerprint: str, run: RunDir | None = N
     aux = auxiliary_runs(method)
     out: dict[str, Any] = {}
     if aux:
-        probs = _stored_probs(run, set(aux), fingerprint) if (stored and run is not None) else None
-        if probs is None:
-            probs = read_auxiliaries(aux, fingerprint, allow_unfinished=allow_unfinished, wait=wait, on_wait=on_wait)
-            scores = auxiliary_scores(aux)
-        else:
-            scores = run.read_input_scores()
-        out["aux_probs"] = probs
-        out["aux_scores"] = scores
+        got = _stored_inputs(run, set(aux), fingerprint) if (stored and run is not None) else None
+        if got is None:
+            got = read_auxiliaries(aux, fingerprint, allow_unfinished=allow_unfinished, wait=wait, on_wait=on_wait)
+        out["aux_probs"], out["aux_scores"] = got
     role = get_method(method.name).init_from(method_params(method))
     if role is not None and fresh_start:
         state = RunDir(aux[role]).load_checkpoint("last")
