@@ -21,22 +21,19 @@ measured where the release allows it (clean or verified labels of a subset) and 
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
 from ..config import DataConfig
 from ..errors import InputError
 from .datasets import register_dataset
+from .filelists import check_files, image_files, joiner, key_lines, names_file, path_label_lines, text_lines
 from .images import ImageFiles, image_files_under
 from .sources import Source, check_source, few
 
 log = logging.getLogger(__name__)
-
-STAT_LIMIT = 1000  # listed image files whose existence is checked at load, per split (evenly spaced)
 
 CLOTHING1M_CLASSES = ("T-Shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker", "Jacket",
                       "Downcoat", "Suit", "Shawl", "Dress", "Vest", "Underwear")
@@ -95,86 +92,6 @@ def _image_size(cfg: DataConfig) -> int:
     return int(cfg.image_size)
 
 
-def _lines(path: Path, expected: str) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its line end) of every non-blank line of a text file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                line = line.rstrip("\r\n")
-                if line.strip():
-                    yield n, line
-    except FileNotFoundError:
-        raise InputError(f"{path} not found; it must hold {expected}") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path} is not a UTF-8 text file ({e}); it must hold {expected}") from None
-    except OSError as e:
-        raise InputError(f"{path} cannot be read ({e}); it must hold {expected}") from None
-
-
-def _path_labels(path: Path, example: str, num_labels: int) -> Iterator[tuple[int, str, int]]:
-    """(line number, path, label) of a file of lines ``<path> <label>``; labels must lie in 0..num_labels-1."""
-    expected = f"lines '<path> <label>' (e.g. {example!r})"
-    for n, line in _lines(path, expected):
-        parts = line.strip().rsplit(None, 1)
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise InputError(f"line {n} of {path} is {line!r}: expected '<path> <label>' (e.g. {example!r})")
-        label = int(parts[1])
-        if not 0 <= label < num_labels:
-            raise InputError(f"line {n} of {path}: label {label} is out of range; expected a class index "
-                             f"0..{num_labels - 1}")
-        yield n, parts[0], label
-
-
-def _keys(path: Path, example: str) -> Iterator[tuple[int, str]]:
-    """(line number, key) of a file of one key per line."""
-    expected = f"one image key per line (e.g. {example!r})"
-    for n, line in _lines(path, expected):
-        key = line.strip()
-        if len(key.split()) != 1:
-            raise InputError(f"line {n} of {path} is {line!r}: expected one image key per line (e.g. {example!r})")
-        yield n, key
-
-
-def _names_file(path: Path, count: int, expected: str, parse: Callable[[str], str] = str.strip) -> list[str] | None:
-    """The first ``count`` class names of ``path`` (one a line, read by ``parse``), or None when it is missing."""
-    if not path.is_file():
-        return None
-    names = []
-    for n, line in _lines(path, expected):
-        name = parse(line)
-        if not name:
-            raise InputError(f"line {n} of {path} is {line!r}: expected {expected}")
-        names.append(name)
-        if len(names) == count:
-            return names
-    raise InputError(f"{path} lists {len(names)} class names; expected {count} ({expected})")
-
-
-def _check_files(paths: list[str], origin: Callable[[int], str], hint: str) -> int:
-    """Raise when listed image files are missing: the existence of at most STAT_LIMIT evenly spaced files
-    (the first and the last among them) is checked; nothing is decoded. Returns how many were checked."""
-    if not paths:
-        return 0
-    idx = np.unique(np.linspace(0, len(paths) - 1, min(len(paths), STAT_LIMIT)).astype(int))
-    missing = [int(i) for i in idx if not os.path.isfile(paths[i])]
-    if missing:
-        i = missing[0]
-        raise InputError(f"{len(missing)} of {len(idx)} listed images checked do not exist, e.g. {paths[i]!r} "
-                         f"({origin(i)}); {hint}")
-    return len(idx)
-
-
-def _joiner(root: Path) -> Callable[[str], str]:
-    """``rel -> root/rel`` (plain string concatenation: a million keys in a tenth of a second)."""
-    prefix = os.path.join(str(root), "")
-    return lambda rel: prefix + rel
-
-
-def _files(paths: list[str], size: int) -> ImageFiles:
-    """:class:`ImageFiles` of ``paths``, given as the UTF-8 byte array it keeps (fast for a million paths)."""
-    return ImageFiles(np.asarray([p.encode("utf-8") for p in paths], dtype=bytes) if paths else [], size)
-
-
 # --------------------------------------------------------------------------- Clothing1M
 def _clothing1m_dir(root: Path) -> Path:
     """The folder of the label files: DIR, or DIR/annotations (as some copies of the release have them)."""
@@ -196,16 +113,16 @@ def load_clothing1m(cfg: DataConfig) -> Source:
     size = _image_size(cfg)
     ann = _clothing1m_dir(root)
     k = len(CLOTHING1M_CLASSES)
-    names = _names_file(ann / "category_names_eng.txt", k, "one class name per line (T-Shirt, Shirt, ...)")
+    names = names_file(ann / "category_names_eng.txt", k, "one class name per line (T-Shirt, Shirt, ...)")
     names = names or list(CLOTHING1M_CLASSES)
     example = "images/0/00/123.jpg 4"
-    noisy = {key: y for _, key, y in _path_labels(ann / "noisy_label_kv.txt", example, k)}
-    clean = {key: y for _, key, y in _path_labels(ann / "clean_label_kv.txt", example, k)}
+    noisy = {key: y for _, key, y in path_label_lines(ann / "noisy_label_kv.txt", example, k)}
+    clean = {key: y for _, key, y in path_label_lines(ann / "clean_label_kv.txt", example, k)}
 
     def split(fname: str, labels: dict[str, int], kv: str) -> tuple[list[str], list[int], list[int]]:
         keys, ys, lines = [], [], []
         path = ann / fname
-        for n, key in _keys(path, "images/0/00/123.jpg"):
+        for n, key in key_lines(path, "images/0/00/123.jpg"):
             y = labels.get(key)
             if y is None:
                 raise InputError(f"line {n} of {path}: key {key!r} has no label in {ann / kv}; use the key lists "
@@ -223,12 +140,12 @@ def load_clothing1m(cfg: DataConfig) -> Source:
     hint = (f"extract the image archives under {str(root)!r} so that each key (images/0/00/123.jpg) names a file "
             "under data.root")
     paths = {}
-    join = _joiner(root)
+    join = joiner(root)
     for name, keys, lines, fname in (("train", tr_keys, tr_lines, "noisy_train_key_list.txt"),
                                      ("val", va_keys, va_lines, "clean_val_key_list.txt"),
                                      ("test", te_keys, te_lines, "clean_test_key_list.txt")):
         paths[name] = [join(key) for key in keys]
-        _check_files(paths[name], lambda i, lines=lines, fname=fname: f"line {lines[i]} of {ann / fname}", hint)
+        check_files(paths[name], lambda i, lines=lines, fname=fname: f"line {lines[i]} of {ann / fname}", hint)
     both = [(noisy[key], clean[key]) for key in tr_keys if key in clean]
     pairs = np.asarray(both, dtype=np.int64).reshape(-1, 2)
     train_set = set(tr_keys)
@@ -247,8 +164,8 @@ def load_clothing1m(cfg: DataConfig) -> Source:
         "train_keys_also_in_val": int(overlap_val), "train_keys_also_in_test": int(overlap_test),
     }
     val_mask = np.r_[np.zeros(len(tr_keys), bool), np.ones(len(va_keys), bool)]
-    src = Source("clothing1m", "image", _files(paths["train"] + paths["val"], size),
-                 np.asarray(tr_y + va_y, np.int64), _files(paths["test"], size), np.asarray(te_y, np.int64),
+    src = Source("clothing1m", "image", image_files(paths["train"] + paths["val"], size),
+                 np.asarray(tr_y + va_y, np.int64), image_files(paths["test"], size), np.asarray(te_y, np.int64),
                  k, names, val_mask=val_mask, info=info)
     return check_source(src, f"Clothing1M in {str(root)!r}", index_labels=False)
 
@@ -266,7 +183,7 @@ def _synsets(root: Path, required: bool) -> list[tuple[str, str]] | None:
     expected = "one class a line, '<synset> <names>' (e.g. 'n01440764 tench, Tinca tinca')"
     if required and not path.is_file():
         raise InputError(f"{path} not found; it must hold {expected} (the synset order of WebVision's labels)")
-    lines = _names_file(path, WEBVISION_MINI_CLASSES, expected, _synset_line)
+    lines = names_file(path, WEBVISION_MINI_CLASSES, expected, _synset_line)
     if lines is None:
         return None
     out = []
@@ -278,19 +195,19 @@ def _synsets(root: Path, required: bool) -> list[tuple[str, str]] | None:
 
 def _webvision_train(root: Path, size: int) -> tuple[ImageFiles, np.ndarray, dict]:
     path = root / "info" / "train_filelist_google.txt"
-    rows = [(n, rel, y) for n, rel, y in _path_labels(path, "google/q0001/0000001.jpg 0", WEBVISION_ALL_CLASSES)]
+    rows = [(n, rel, y) for n, rel, y in path_label_lines(path, "google/q0001/0000001.jpg 0", WEBVISION_ALL_CLASSES)]
     kept = [r for r in rows if r[2] < WEBVISION_MINI_CLASSES]
     if not kept:
         raise InputError(f"{path} lists no image of the first {WEBVISION_MINI_CLASSES} classes (labels "
                          f"0..{WEBVISION_MINI_CLASSES - 1}); it must hold lines '<path> <label>' of WebVision's "
                          "Google images")
-    join = _joiner(root)
+    join = joiner(root)
     paths = [join(rel) for _, rel, _ in kept]
-    _check_files(paths, lambda i: f"line {kept[i][0]} of {path}",
+    check_files(paths, lambda i: f"line {kept[i][0]} of {path}",
                  f"place WebVision's Google images under {str(root)!r} (paths relative to data.root, e.g. "
                  "google/q0001/0000001.jpg)")
     info = {"train_list": str(path), "train_lines": len(rows), "num_train": len(kept)}
-    return _files(paths, size), np.asarray([y for _, _, y in kept], np.int64), info
+    return image_files(paths, size), np.asarray([y for _, _, y in kept], np.int64), info
 
 
 def _webvision_source(cfg: DataConfig, imagenet: bool) -> Source:
@@ -305,21 +222,21 @@ def _webvision_source(cfg: DataConfig, imagenet: bool) -> Source:
         info["test"] = "ImageNet (ILSVRC2012) validation images of the 50 classes, imagenet/val/<synset>/"
     else:
         path = root / "info" / "val_filelist.txt"
-        rows = [r for r in _path_labels(path, "val000001.jpg 0", WEBVISION_ALL_CLASSES)
+        rows = [r for r in path_label_lines(path, "val000001.jpg 0", WEBVISION_ALL_CLASSES)
                 if r[2] < WEBVISION_MINI_CLASSES]
         if not rows:
             raise InputError(f"{path} lists no image of the first {WEBVISION_MINI_CLASSES} classes; it must hold "
                              "lines '<file> <label>' of WebVision's validation images")
-        join = _joiner(root / "val_images_256")
+        join = joiner(root / "val_images_256")
         test_paths = [join(rel) for _, rel, _ in rows]
-        _check_files(test_paths, lambda i: f"line {rows[i][0]} of {path}",
+        check_files(test_paths, lambda i: f"line {rows[i][0]} of {path}",
                      f"place WebVision's validation images in {str(root / 'val_images_256')!r}")
         test_y = np.asarray([y for _, _, y in rows], np.int64)
         info["test"] = "WebVision validation images of the 50 classes (info/val_filelist.txt, val_images_256/)"
     info["num_test"] = len(test_paths)
     info["validation"] = "none of its own: held out of the noisy training set (data.val_fraction)"
     info["noise"] = "not measurable: WebVision has no clean or verified training labels"
-    src = Source(cfg.dataset, "image", train_x, train_y, _files(test_paths, size), test_y,
+    src = Source(cfg.dataset, "image", train_x, train_y, image_files(test_paths, size), test_y,
                  WEBVISION_MINI_CLASSES, names, info=info)
     return check_source(src, f"mini-WebVision in {str(root)!r}", index_labels=synsets is None)
 
@@ -373,7 +290,7 @@ def _food_key(n: int, line: str, path: Path, example: str) -> tuple[str, str]:
 def _food_list(path: Path) -> list[tuple[int, str]]:
     """(line number, 'class/key.jpg') of Food-101N's meta/imagelist.tsv (the header 'class_name/key' skipped)."""
     out = []
-    for n, line in _lines(path, "a header 'class_name/key', then lines '<class_name>/<key>' (e.g. apple_pie/0001.jpg)"):
+    for n, line in text_lines(path, "a header 'class_name/key', then lines '<class_name>/<key>' (e.g. apple_pie/0001.jpg)"):
         if not out and n == 1 and line.strip() == "class_name/key":
             continue
         _food_key(n, line, path, "apple_pie/0001.jpg")
@@ -389,7 +306,7 @@ def _food_verified(path: Path) -> list[tuple[int, str, int]]:
     expected = (f"a header 'class_name/key<TAB>verification_label', then lines '<class_name>/<key><TAB>0|1' "
                 f"(e.g. {example!r})")
     out = []
-    for n, line in _lines(path, expected):
+    for n, line in text_lines(path, expected):
         parts = line.strip().split("\t")
         if n == 1 and parts[0].strip() == "class_name/key":
             continue
@@ -414,7 +331,7 @@ def _food_classes(root: Path, food101: Path, listed: set[str]) -> tuple[list[str
     """Class names: Food-101's meta/classes.txt, else Food-101N's meta/classes.txt, else the sorted class folders."""
     for path in (food101 / "meta" / "classes.txt", root / "meta" / "classes.txt"):
         if path.is_file():
-            names = [line.strip() for n, line in _lines(path, "one class name per line (e.g. apple_pie)")]
+            names = [line.strip() for n, line in text_lines(path, "one class name per line (e.g. apple_pie)")]
             names = [c for i, c in enumerate(names) if not (i == 0 and c == "class_name")]  # Food-101N's header
             if len(set(names)) != len(names) or not names:
                 raise InputError(f"{path} must list each class name once, one per line (e.g. apple_pie)")
@@ -445,7 +362,7 @@ def load_food101n(cfg: DataConfig) -> Source:
                          "'<class_name>/<key><TAB>0|1' (the validation split)")
     food101 = _food101_dir(root)
     test_file = food101 / "meta" / "test.txt"
-    test = [(n, line.strip()) for n, line in _lines(test_file, "lines '<class_name>/<id>' (e.g. apple_pie/1011328)")]
+    test = [(n, line.strip()) for n, line in text_lines(test_file, "lines '<class_name>/<id>' (e.g. apple_pie/1011328)")]
     for n, line in test:
         _food_key(n, line, test_file, "apple_pie/1011328")
     listed = {rel.split("/", 1)[0] for _, rel in images} | {rel.split("/", 1)[0] for _, rel, _ in v_val}
@@ -460,15 +377,15 @@ def load_food101n(cfg: DataConfig) -> Source:
     train = [(n, rel) for n, rel in images if rel not in val_set]
     img_dir = root / "images"
     hint = f"place Food-101N's images at {str(img_dir)!r}/<class_name>/<key>"
-    join = _joiner(img_dir)
+    join = joiner(img_dir)
     tr_paths = [join(rel) for _, rel in train]
-    _check_files(tr_paths, lambda i: f"line {train[i][0]} of {root / 'meta' / 'imagelist.tsv'}", hint)
+    check_files(tr_paths, lambda i: f"line {train[i][0]} of {root / 'meta' / 'imagelist.tsv'}", hint)
     va_paths = [join(rel) for rel in val_keys]
     val_line = {rel: n for n, rel, _ in reversed(v_val)}
-    _check_files(va_paths, lambda i: f"line {val_line[val_keys[i]]} of {root / 'meta' / 'verified_val.tsv'}", hint)
-    join_test = _joiner(food101 / "images")
+    check_files(va_paths, lambda i: f"line {val_line[val_keys[i]]} of {root / 'meta' / 'verified_val.tsv'}", hint)
+    join_test = joiner(food101 / "images")
     te_paths = [join_test(rel + ".jpg") for _, rel in test]
-    _check_files(te_paths, lambda i: f"line {test[i][0]} of {test_file}",
+    check_files(te_paths, lambda i: f"line {test[i][0]} of {test_file}",
                  f"place Food-101's images at {str(food101 / 'images')!r}/<class_name>/<id>.jpg")
 
     def label(rel: str) -> int:
@@ -490,8 +407,8 @@ def load_food101n(cfg: DataConfig) -> Source:
         "verified_train_in_training_split": int(sum(rel in train_set for _, rel, _ in v_train)),
     }
     val_mask = np.r_[np.zeros(len(train), bool), np.ones(len(val_keys), bool)]
-    src = Source("food101n", "image", _files(tr_paths + va_paths, size),
+    src = Source("food101n", "image", image_files(tr_paths + va_paths, size),
                  np.asarray([label(rel) for _, rel in train] + [label(rel) for rel in val_keys], np.int64),
-                 _files(te_paths, size), np.asarray([label(rel) for _, rel in test], np.int64), len(names),
+                 image_files(te_paths, size), np.asarray([label(rel) for _, rel in test], np.int64), len(names),
                  names, val_mask=val_mask, info=info)
     return check_source(src, f"Food-101N in {str(root)!r}", index_labels=False)
