@@ -173,6 +173,11 @@ def cmd_audit(args) -> int:
         if q:
             print(f"{part:<8} flagged {q['flagged']:>6}  truly noisy {q['noisy']:>6}  precision {_fmt(q['precision'])} %  "
                   f"recall {_fmt(q['recall'])} %")
+    if "method_judged_noisy" in summary:
+        print(f"the method's own selection judged {summary['method_judged_noisy']} labels noisy (columns method_clean"
+              ", method_label)")
+        for part, q in (summary.get("method_selection") or {}).items():
+            print(f"  {part:<8} precision {_fmt(q['precision'])} %  recall {_fmt(q['recall'])} %")
     with open(summary["csv"]) as f:
         rows = list(csv.DictReader(f))[: args.top]
     if rows:

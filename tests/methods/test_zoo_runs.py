@@ -41,6 +41,20 @@ def test_dividemix_resampling_and_the_average_baseline(tmp_path, capsys):
         assert rep["method"] == method and 0.1 < rep["last"]["top1"] <= 1
     rows = [json.loads(line) for line in (tmp_path / "dividemix" / "metrics.jsonl").read_text().splitlines()]
     assert "labelled_net" not in rows[0] and 0 < rows[1]["labelled_net"] < 1  # co-divide after the warm-up
+    # its per-sample division is saved with the run, and the audit adds it as columns and scores it
+    with np.load(tmp_path / "dividemix" / "selection.npz") as z, \
+            np.load(tmp_path / "dividemix" / "predictions.npz") as pr:
+        clean, label, given = z["clean"], z["label"], pr["train_noisy"]
+        assert clean.shape == given.shape and ((clean >= 0) & (clean <= 1)).all()
+        assert ((label == given) == (clean > 0.5)).all() and set(np.unique(label[clean <= 0.5])) <= {-1}
+    assert main(["audit", str(tmp_path / "dividemix"), "--json"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["method_judged_noisy"] == int((clean < 0.5).sum())
+    assert set(summary["method_selection"]) == {"overall", "tail"} and "method's own selection" in out
+    with open(tmp_path / "dividemix" / "audit.csv") as f:
+        header = f.readline().strip().split(",")
+    assert header[-2:] == ["method_clean", "method_label"]
     avg = tmp_path / "avg"
     assert main(["average", "--imbalance-run", str(tmp_path / "cb_drs"), "--noise-run", str(tmp_path / "dividemix"),
                  "--out", str(avg)]) == 0

@@ -89,6 +89,7 @@ def audit_run(run_dir: str | Path, out_csv: str | Path | None = None) -> dict[st
         probs, source = surrogate_for_run(run)
         info = run.read_eval()
         paths = run.read_sample_paths(len(preds["train_noisy"]))  # image data: each sample's file
+        selection = run.read_selection(len(preds["train_noisy"]))  # a sample-selecting method's own decision
     given = preds["train_noisy"]
     s = audit_scores(probs, given)
     true = preds.get("train_true")
@@ -107,6 +108,8 @@ def audit_run(run_dir: str | Path, out_csv: str | Path | None = None) -> dict[st
         header += ["true_label", "truly_mislabelled"]
     if paths is not None:
         header.insert(1, "path")
+    if selection is not None:
+        header += ["method_clean"] + (["method_label"] if "label" in selection else [])
     w.writerow(header)
     for rank, i in enumerate(order, 1):
         row = [rank, int(i), int(preds["train_index"][i]), int(given[i]), names[given[i]], int(s["suggested"][i]),
@@ -115,6 +118,8 @@ def audit_run(run_dir: str | Path, out_csv: str | Path | None = None) -> dict[st
             row += [int(true[i]), int(true[i] != given[i])]
         if paths is not None:
             row.insert(1, paths[i])
+        if selection is not None:
+            row += [f"{selection['clean'][i]:.6f}"] + ([int(selection["label"][i])] if "label" in selection else [])
         w.writerow(row)
     out_csv = Path(out_csv) if out_csv else run.audit_path
     atomic_write_text(out_csv, buf.getvalue())
@@ -122,4 +127,9 @@ def audit_run(run_dir: str | Path, out_csv: str | Path | None = None) -> dict[st
                                "flagged": int(s["flagged"].sum()), "csv": str(out_csv)}
     if true is not None:
         summary.update(flag_quality(s["flagged"], given, true, counts))
+    if selection is not None:
+        judged_noisy = selection["clean"] < 0.5
+        summary["method_judged_noisy"] = int(judged_noisy.sum())
+        if true is not None:
+            summary["method_selection"] = flag_quality(judged_noisy, given, true, counts)
     return summary

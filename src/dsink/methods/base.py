@@ -128,6 +128,14 @@ class Method:
         The label-correction rate and the label audit use it; the saved probabilities stay as predicted."""
         return None
 
+    def sample_selection(self) -> dict[str, np.ndarray] | None:
+        """The method's latest per-sample decision on the training set, by training position (the order of
+        ``trainer.train_y``), saved with the run for the audit and the plots: ``clean`` (float32 (N,), the
+        probability, or a 0/1 indicator, that the sample's given label is kept as clean) and optionally
+        ``label`` (int64 (N,), the label the sample is trained with: the given one, a corrected pseudo-label,
+        or -1 where it is used without a label). None (the default): the method selects nothing."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """Method state to checkpoint (beyond model and optimiser)."""
         return {}

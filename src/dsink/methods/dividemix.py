@@ -130,7 +130,17 @@ class DivideMix(Method):
             loss = (loss - loss.min()) / (loss.max() - loss.min()).clamp_min(1e-12)
             self.clean_prob[k] = fit_gmm_1d(loss).to(trainer.device)
             row[f"labelled_{k}"] = float((self.clean_prob[k] > self.p.p_threshold).float().mean())
+        self._given = trainer.train_y
         return row
+
+    def sample_selection(self):
+        """The mean of the two networks' clean probabilities; the given label where the mean exceeds
+        ``p_threshold``, -1 (unlabelled) elsewhere."""
+        if not self.clean_prob:
+            return None
+        clean = torch.stack(list(self.clean_prob.values())).mean(0)
+        label = torch.where(clean > self.p.p_threshold, self._given, torch.full_like(self._given, -1))
+        return {"clean": clean, "label": label}
 
     def training_step(self, models, x, y, idx, epoch):
         x1, x2 = x

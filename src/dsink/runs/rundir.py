@@ -10,6 +10,7 @@
     RUN/predictions.npz          probabilities of every split and the labels they were scored against
     RUN/inputs.npz               what a distillation was given (the auxiliaries' training-set probabilities)
     RUN/plots/                   figures of ``dsink plot``
+    RUN/selection.npz            a sample-selecting method's latest per-sample decision (clean, label)
     RUN/audit.csv                flagged training labels of ``dsink audit``
     RUN/.lock                    the single-writer lock (:mod:`.lock`)
 
@@ -61,12 +62,13 @@ class RunDir:
     EVAL = "eval.json"
     PREDICTIONS = "predictions.npz"
     INPUTS = "inputs.npz"
+    SELECTION = "selection.npz"
     PLOTS = "plots"
     AUDIT = "audit.csv"
     SAMPLE_PATHS = "train_paths.txt"  # image data: the file of each training sample, one per line
     PREDICTIONS_DIR = "predictions"  # large predictions: one memory-mapped .npy per array instead of PREDICTIONS
     MEMMAP_ABOVE_BYTES = 256 << 20  # predictions larger than this are written as PREDICTIONS_DIR
-    FILES = (CONFIG, STATUS, METRICS, CHECKPOINT_DIR, EVAL, PREDICTIONS, INPUTS, PLOTS, SAMPLE_PATHS,
+    FILES = (CONFIG, STATUS, METRICS, CHECKPOINT_DIR, EVAL, PREDICTIONS, INPUTS, SELECTION, PLOTS, SAMPLE_PATHS,
              PREDICTIONS_DIR)  # what a wipe removes
 
     def __init__(self, path: str | os.PathLike):
@@ -311,6 +313,28 @@ class RunDir:
             raise InputError(f"{str(path)!r} lists {len(lines)} files for {n} training samples; "
                              f"regenerate it with `dsink eval {self}`")
         return lines
+
+    # ------------------------------------------------------------------ a method's sample selection
+    def write_selection(self, selection: dict[str, np.ndarray]) -> None:
+        """Store a method's per-sample decision on the training set (``clean``, optionally ``label``)."""
+        arrays = {"clean": np.asarray(selection["clean"], dtype=np.float32)}
+        if selection.get("label") is not None:
+            arrays["label"] = np.asarray(selection["label"], dtype=np.int64)
+        atomic_write(self.path / self.SELECTION, lambda f: np.savez_compressed(f, **arrays))
+
+    def read_selection(self, n: int) -> dict[str, np.ndarray] | None:
+        """The stored per-sample selection (None when the method selects nothing); an InputError unless it
+        covers ``n`` training samples."""
+        path = self.path / self.SELECTION
+        if not path.is_file():
+            return None
+        fix = f"train the run again with --force, or remove {str(path)!r}"
+        arrays = read_npz(path, fix, required=("clean",))
+        bad = [k for k, a in arrays.items() if a.shape != (n,)]
+        if bad:
+            raise InputError(f"{str(path)!r} holds {bad[0]} of shape {arrays[bad[0]].shape} for {n} training "
+                             f"samples; {fix}")
+        return arrays
 
     # ------------------------------------------------------------------ inputs of a distillation
     def read_inputs(self) -> tuple[dict[str, np.ndarray], str, dict[str, float]]:

@@ -53,6 +53,11 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def _numpy(a) -> np.ndarray:
+    """A tensor (any device) or array as a NumPy array."""
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
 def _tensor(a: np.ndarray | None, device, dtype=None) -> torch.Tensor | None:
     return None if a is None else torch.as_tensor(np.ascontiguousarray(a), dtype=dtype).to(device)
 
@@ -385,6 +390,9 @@ class Trainer:
                 if improved:
                     run.save_checkpoint({k: state[k] for k in ("epoch", "models", "config", "data_fingerprint")}, "best")
                 run.save_checkpoint(state, "last")
+                selection = self.method.sample_selection()
+                if selection is not None:
+                    run.write_selection({k: _numpy(v) for k, v in selection.items()})
             distributed.barrier()
             log.info("epoch %d: %s", self.epoch, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
         return rows
