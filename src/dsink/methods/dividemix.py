@@ -98,9 +98,10 @@ class DivideMix(Method):
     def __init__(self, params, ctx):
         super().__init__(params, ctx)
         p = params
-        if not (p.alpha > 0 and p.temperature > 0 and 0 <= p.p_threshold <= 1 and p.warmup_epochs >= 0):
-            raise InputError("dividemix needs method.params alpha > 0, temperature > 0, 0 <= p_threshold <= 1 "
-                             f"and warmup_epochs >= 0; got {p}")
+        if not (p.alpha > 0 and p.temperature > 0 and 0 <= p.p_threshold <= 1 and p.warmup_epochs >= 0
+                and p.rampup_epochs >= 0):
+            raise InputError(f"{self.name} needs method.params alpha > 0, temperature > 0, 0 <= p_threshold <= 1, "
+                             f"warmup_epochs >= 0 and rampup_epochs >= 0; got {p}")
         self.clean_prob: dict[str, torch.Tensor] = {}
         self.gen = torch.Generator().manual_seed(10_007 * ctx.seed + 1)
         self._iters_seen = 0
@@ -120,16 +121,24 @@ class DivideMix(Method):
             net.train()
         return torch.cat(out)
 
+    def clean_probability(self, key: str, net, trainer) -> tuple[torch.Tensor, dict[str, float]]:
+        """Network ``key``'s probability (N,) that each training label is clean, and scalars to log: the
+        posterior of the low-loss component of a GMM on its normalised per-sample CE (subclasses divide
+        otherwise)."""
+        loss = self._per_sample_loss(net, trainer)
+        loss = (loss - loss.min()) / (loss.max() - loss.min()).clamp_min(1e-12)
+        return fit_gmm_1d(loss), {}
+
     def on_epoch_start(self, epoch, trainer):
         if epoch < self.p.warmup_epochs:
             self.clean_prob = {}
             return {}
         row = {}
         for k, net in trainer.models.items():
-            loss = self._per_sample_loss(net, trainer)
-            loss = (loss - loss.min()) / (loss.max() - loss.min()).clamp_min(1e-12)
-            self.clean_prob[k] = fit_gmm_1d(loss).to(trainer.device)
+            clean, logs = self.clean_probability(k, net, trainer)
+            self.clean_prob[k] = clean.to(trainer.device)
             row[f"labelled_{k}"] = float((self.clean_prob[k] > self.p.p_threshold).float().mean())
+            row.update(logs)
         self._given = trainer.train_y
         return row
 
