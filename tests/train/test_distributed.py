@@ -51,6 +51,8 @@ def test_two_processes_match_one(tmp_path, capsys):
     # every row was seen by one of them (at most one left over by the even split)
     untouched = (two["method"]["train_pass"] == 0.1).all(1)
     assert int(untouched.sum()) <= 1 and torch.allclose(two["method"]["train_pass"].sum(1), torch.ones(len(q0)))
+    # so are the latest training-step predictions the prediction-change share compares against
+    assert int((two["last_pred"] < 0).sum()) <= 1 and int(two["last_pred"].max()) < q0.shape[1]
     rows_one = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     rows_two = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows_two] == [1]  # written once, not once per process

@@ -44,7 +44,9 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, fmnist_small)
     a = load_checkpoint(full / "checkpoints/last.pt")["models"]["net"]
     b = load_checkpoint(part / "checkpoints/last.pt")["models"]["net"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert _rows(full) == _rows(part)
+    assert _rows(full) == _rows(part)  # incl. the prediction changes, which need the restored last predictions
+    changes = [r.get("train_pred_changes") for r in _rows(full)]
+    assert changes[0] is None and all(0 < c < 1 for c in changes[1:])
     assert json.loads((full / "eval.json").read_text()) == json.loads((part / "eval.json").read_text())
     # same config and seeds: bit-identical predictions (CPU)
     with np.load(full / "predictions.npz") as a, np.load(part / "predictions.npz") as b:

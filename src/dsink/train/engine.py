@@ -120,6 +120,9 @@ class Trainer:
         log.info("inputs: %s backend", self.backend)
         self.train_y = _tensor(data.train_y, self.device, torch.long)
         self.train_y_cpu = torch.as_tensor(data.train_y, dtype=torch.long)
+        # each training sample's predicted class in its latest training step (-1: not yet seen), for the
+        # share of predictions that change from one epoch to the next (``train_pred_changes``, as Label Wave)
+        self.last_pred = torch.full((len(self.train_y),), -1, dtype=torch.long, device=self.device)
         self.val_y = _tensor(data.val_y, self.device, torch.long)
         self.test_y = _tensor(data.test_y, self.device, torch.long)
         self.train_models = self._wrap_ddp()
@@ -231,6 +234,7 @@ class Trainer:
             "generator": self.gen.get_state(),
             "method": self.method.state_dict(),
             "best": dict(self.best),
+            "last_pred": self.last_pred,
             "config": self.cfg.to_dict(),
             "data_fingerprint": self.data.fingerprint,
         }
@@ -249,6 +253,8 @@ class Trainer:
             self.gen.set_state(state["generator"])
             self.method.load_state_dict(state.get("method", {}))
             self.best = dict(state.get("best", self.best))
+            if state.get("last_pred") is not None and len(state["last_pred"]) == len(self.last_pred):
+                self.last_pred = state["last_pred"].to(self.device)
         self.epoch = int(state["epoch"])
 
     def load_weights(self, which: str = "last") -> int:
@@ -278,6 +284,9 @@ class Trainer:
         raws = self.inputs["train"].iterate(chunks)
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=self.device)
+        changed = torch.zeros((), device=self.device)  # predictions that differ from the sample's previous epoch
+        compared = torch.zeros((), device=self.device)  # samples with a previous prediction
+        fresh = torch.zeros_like(self.last_pred)  # this epoch's predictions + 1 (0: not seen by this process)
         bar = tqdm(range(iters), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not self.progress,
                    unit="batch", dynamic_ncols=True)
         t0 = time.perf_counter()
@@ -298,14 +307,23 @@ class Trainer:
                 if k != "logits" and torch.is_tensor(v) and v.dim() == 0:
                     sums[k] = sums.get(k, 0) + v.detach().float() * len(idx)
             if "logits" in out:
-                correct += (out["logits"].detach().argmax(1) == y).sum()
+                pred = out["logits"].detach().argmax(1)
+                correct += (pred == y).sum()
+                prev = self.last_pred[idx]
+                changed += ((prev >= 0) & (prev != pred)).sum()
+                compared += (prev >= 0).sum()
+                fresh[idx] = pred + 1
         seen = min(iters * bs, n)
         if self.dist.active:  # metrics over all processes' samples
             keys = sorted(sums)
             t = torch.stack([torch.as_tensor(sums[k], dtype=torch.float32, device=self.device) for k in keys]
-                            + [correct.float(), torch.tensor(float(seen), device=self.device)])
+                            + [correct.float(), changed.float(), compared.float(),
+                               torch.tensor(float(seen), device=self.device)])
             distributed.all_reduce_sum(t)
-            sums, correct, seen = dict(zip(keys, t[: len(keys)])), t[len(keys)], int(t[-1])
+            sums, correct, changed, compared, seen = (dict(zip(keys, t[: len(keys)])), t[len(keys)],
+                                                      t[len(keys) + 1], t[len(keys) + 2], int(t[-1]))
+            distributed.all_reduce_sum(fresh)  # each sample was trained on by one process at most
+        self.last_pred = torch.where(fresh > 0, fresh - 1, self.last_pred)
         row = {k: float(v) / seen for k, v in sums.items()}
         if not all(math.isfinite(v) for v in row.values()):
             bad = {k: v for k, v in row.items() if not math.isfinite(v)}
@@ -314,6 +332,8 @@ class Trainer:
                 f"checkpoint (epoch {self.epoch}) is intact. Lower optim.lr or check the inputs."
             )
         row["train_acc_noisy"] = float(correct) / seen
+        if float(compared) > 0:
+            row["train_pred_changes"] = float(changed) / float(compared)
         row["lr"] = lr_at(cfg, epoch)
         row["images_per_s"] = seen / max(time.perf_counter() - t0, 1e-9)
         return row
