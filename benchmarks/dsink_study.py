@@ -79,7 +79,8 @@ LADDER = {
 
 def curves(run: str) -> dict[str, list]:
     rows = RunDir(run).read_metrics()
-    return {k: [r.get(k) for r in rows] for k in ("test_acc", "val_acc", "val_bal_acc", "train_correction")}
+    return {k: [r.get(k) for r in rows] for k in ("test_acc", "val_acc", "val_bal_acc", "train_correction",
+                                                      "train_pred_changes")}
 
 
 def q_accuracy(run: str) -> float | None:

@@ -119,3 +119,28 @@ def test_vary_data_seed_makes_each_seed_the_data_seed():
     base, pipe = load_pipeline(None, ["pipeline.seeds=[3,4]", "pipeline.vary_data_seed=true"])
     cfgs = [role_config(base, pipe, "noise", MethodConfig(name="gce"), s) for s in pipe.seeds]
     assert [(c.train.seed, c.data.data_seed) for c in cfgs] == [(3, 3), (4, 4)]
+
+
+def test_pipeline_params_reach_the_named_baselines_and_combined_methods(tmp_path):
+    from dsink.pipeline import plan_jobs
+
+    base, pipe = load_pipeline(None, ["pipeline.baselines=[ce,dividemix]", "pipeline.combined=[average,kd]",
+                                      "pipeline.params={dividemix: {warmup_epochs: 3}, kd: {weight: 0.3}}",
+                                      "pipeline.seeds=[0,1]"])
+    jobs = plan_jobs(base, pipe, tmp_path)
+    by = {(j.label, j.seed): j for j in jobs}
+    assert by[("dividemix", 1)].cfg.method.params["warmup_epochs"] == 3
+    assert by[("dividemix", 1)].cfg.method.params["p_threshold"] == 0.5  # the others keep their defaults
+    assert by[("ce", 0)].cfg.method.params == {}
+    kd = by[("kd", 0)].cfg.method.params
+    assert kd["weight"] == 0.3 and kd["imbalance_run"] == str(by[("f_L (la)", 0)].run_dir)
+    # a different warm-up is a different cached run
+    _, other = load_pipeline(None, ["pipeline.baselines=[ce,dividemix]", "pipeline.params={dividemix: {warmup_epochs: 4}}"])
+    assert plan_jobs(base, other, tmp_path)[1].run_dir != by[("dividemix", 0)].run_dir
+    with pytest.raises(InputError, match="pipeline.params names rolt, which is not in pipeline.baselines"):
+        load_pipeline(None, ["pipeline.params={rolt: {warmup_epochs: 3}}"])
+    with pytest.raises(InputError, match="pipeline.params.ce must be a mapping"):
+        load_pipeline(None, ["pipeline.params={ce: 3}"])
+    _, bad = load_pipeline(None, ["pipeline.baselines=[dividemix]", "pipeline.params={dividemix: {warmup: 3}}"])
+    with pytest.raises(InputError, match="warmup"):
+        plan_jobs(base, bad, tmp_path)

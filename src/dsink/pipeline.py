@@ -10,6 +10,7 @@ plus a ``pipeline`` section naming what to train and compare::
       baselines: [ce]                  # single methods trained for comparison
       combined: [average, kd]          # naive combinations: "average" (of f_L and f_N), "kd" (that average
                                        # distilled into one model) or other registry methods
+      params: {rolt: {warmup_epochs: 3}}   # method.params of baselines and combined methods, by method name
       seeds: [0]                       # training seeds; the table shows mean +- std over them
       vary_data_seed: false            # true: each seed is also the data seed (subsample, noise, split)
       overrides: {target: {optim: {epochs: 20}}}   # per-role changes (baseline/imbalance/noise/combined/target)
@@ -69,6 +70,7 @@ class PipelineConfig:
     target: dict[str, Any] = field(default_factory=dict)
     baselines: list[str] = field(default_factory=lambda: ["ce"])
     combined: list[str] = field(default_factory=lambda: ["average", "kd"])
+    params: dict[str, Any] = field(default_factory=dict)  # method.params of baselines/combined, by method name
     seeds: list[int] = field(default_factory=lambda: [0])
     vary_data_seed: bool = False  # each seed is also data.data_seed, so the spread includes the data draw
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -90,6 +92,13 @@ def load_pipeline(path: str | Path | None = None, overrides: list[str] | None = 
         raise InputError(f"unknown pipeline.overrides role(s) {', '.join(sorted(unknown))}; valid: {', '.join(ROLE_KEYS)}")
     if not pipe.seeds:
         raise InputError("pipeline.seeds is empty; give at least one training seed, e.g. [0]")
+    stray = sorted(set(pipe.params) - set(pipe.baselines) - set(pipe.combined))
+    if stray:
+        raise InputError(f"pipeline.params names {', '.join(stray)}, which is not in pipeline.baselines or "
+                         "pipeline.combined; add it there or remove its params (f_L, f_N: pipeline.imbalance/noise.params)")
+    bad = [k for k, v in pipe.params.items() if not isinstance(v, dict)]
+    if bad:
+        raise InputError(f"pipeline.params.{bad[0]} must be a mapping of method params, e.g. {{warmup_epochs: 3}}")
     base = config_from_dict(data)
     return base, pipe
 
@@ -151,6 +160,36 @@ def pipeline_dir(base: RunConfig, pipe: PipelineConfig) -> Path:
     return Path("runs") / f"pipeline-{digest(d)}"
 
 
+def plan_jobs(base: RunConfig, pipe: PipelineConfig, cache: Path) -> list[Job]:
+    """Every model of the pipeline, seed by seed, with its resolved config and cache folder (the combined
+    methods that distil the auxiliaries are named after them; see :func:`run_pipeline`)."""
+    jobs: list[Job] = []
+    for seed in pipe.seeds:
+        per_seed: dict[str, Job] = {}
+        for name in pipe.baselines:
+            method = MethodConfig(name=name, params=dict(pipe.params.get(name) or {}))
+            per_seed[f"baseline:{name}"] = Job(name, "baseline", seed, role_config(base, pipe, "baseline", method, seed))
+        per_seed["imbalance"] = Job(f"f_L ({pipe.imbalance.name})", "imbalance", seed,
+                                    role_config(base, pipe, "imbalance", pipe.imbalance, seed))
+        per_seed["noise"] = Job(f"f_N ({pipe.noise.name})", "noise", seed, role_config(base, pipe, "noise", pipe.noise, seed))
+        for j in per_seed.values():
+            j.run_dir = cache_run_dir(j.cfg, cache)
+        fl, fn = per_seed["imbalance"].run_dir, per_seed["noise"].run_dir
+        for name in pipe.combined:
+            if name == "average":
+                per_seed[f"combined:{name}"] = Job("average (f_L + f_N)", "combined", seed, None,
+                                                   cache / f"average-{fl.name}-{fn.name}")
+                continue
+            method = MethodConfig(name=name, params={**(pipe.params.get(name) or {}),
+                                                     **_from_auxiliaries(name, pipe.target, fl, fn)})
+            job = Job(name, "combined", seed, role_config(base, pipe, "combined", method, seed))
+            per_seed[f"combined:{name}"] = job  # its folder is named once f_L and f_N exist (see below)
+        target = MethodConfig(name="dsink", params={**pipe.target, "imbalance_run": str(fl), "noise_run": str(fn)})
+        per_seed["target"] = Job("D-SINK", "target", seed, role_config(base, pipe, "target", target, seed))
+        jobs.extend(per_seed.values())
+    return jobs
+
+
 def run_pipeline(base: RunConfig, pipe: PipelineConfig, *, progress: bool = False,
                  on_job: Callable[[int, int, Job], None] | None = None,
                  on_wait: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -170,28 +209,7 @@ def run_pipeline(base: RunConfig, pipe: PipelineConfig, *, progress: bool = Fals
             raise InputError(f"unknown pipeline.combined entry {name!r}; use average or one of: {', '.join(list_methods())}")
     out = pipeline_dir(base, pipe)
     cache = Path(pipe.cache_dir) if pipe.cache_dir else Path("runs") / "cache"
-    jobs: list[Job] = []
-    for seed in pipe.seeds:
-        per_seed: dict[str, Job] = {}
-        for name in pipe.baselines:
-            per_seed[f"baseline:{name}"] = Job(name, "baseline", seed, role_config(base, pipe, "baseline", MethodConfig(name=name), seed))
-        per_seed["imbalance"] = Job(f"f_L ({pipe.imbalance.name})", "imbalance", seed,
-                                    role_config(base, pipe, "imbalance", pipe.imbalance, seed))
-        per_seed["noise"] = Job(f"f_N ({pipe.noise.name})", "noise", seed, role_config(base, pipe, "noise", pipe.noise, seed))
-        for j in per_seed.values():
-            j.run_dir = cache_run_dir(j.cfg, cache)
-        fl, fn = per_seed["imbalance"].run_dir, per_seed["noise"].run_dir
-        for name in pipe.combined:
-            if name == "average":
-                per_seed[f"combined:{name}"] = Job("average (f_L + f_N)", "combined", seed, None,
-                                                   cache / f"average-{fl.name}-{fn.name}")
-                continue
-            method = MethodConfig(name=name, params=_from_auxiliaries(name, pipe.target, fl, fn))
-            job = Job(name, "combined", seed, role_config(base, pipe, "combined", method, seed))
-            per_seed[f"combined:{name}"] = job  # its folder is named once f_L and f_N exist (see below)
-        target = MethodConfig(name="dsink", params={**pipe.target, "imbalance_run": str(fl), "noise_run": str(fn)})
-        per_seed["target"] = Job("D-SINK", "target", seed, role_config(base, pipe, "target", target, seed))
-        jobs.extend(per_seed.values())
+    jobs = plan_jobs(base, pipe, cache)
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "pipeline.yaml", yaml.safe_dump(
