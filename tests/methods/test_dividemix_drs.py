@@ -96,3 +96,15 @@ def test_deferred_resampling_balances_classes_after_the_start():
     hist = np.bincount(labels[idx].numpy(), minlength=4) / 550
     # effective-number weights at beta 0.9999 are nearly 1/n_c: close to balanced
     assert np.abs(hist - 0.25).max() < 0.06
+
+
+def test_a_warmup_as_long_as_the_run_is_warned(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="dsink.methods.dividemix"):
+        build_method(MethodConfig(name="dividemix", params={"warmup_epochs": 10}), _ctx(epochs=10))
+    assert "dividemix: warmup_epochs=10 >= 10 epochs" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dsink.methods.dividemix"):
+        build_method(MethodConfig(name="tabasco", params={"warmup_epochs": 3}), _ctx(epochs=10))
+    assert caplog.text == ""

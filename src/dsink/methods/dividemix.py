@@ -22,6 +22,7 @@ still seen once per epoch by each network. The saved prediction averages the two
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ import torch.nn.functional as F
 from ..errors import InputError
 from .base import Method, register_method
 from .noise import average_logits
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,6 +105,9 @@ class DivideMix(Method):
                 and p.rampup_epochs >= 0):
             raise InputError(f"{self.name} needs method.params alpha > 0, temperature > 0, 0 <= p_threshold <= 1, "
                              f"warmup_epochs >= 0 and rampup_epochs >= 0; got {p}")
+        if p.warmup_epochs >= ctx.epochs:
+            log.warning("%s: warmup_epochs=%d >= %d epochs: the networks never leave the warm-up (no division); "
+                        "set method.params.warmup_epochs below optim.epochs", self.name, p.warmup_epochs, ctx.epochs)
         self.clean_prob: dict[str, torch.Tensor] = {}
         self.gen = torch.Generator().manual_seed(10_007 * ctx.seed + 1)
         self._iters_seen = 0
