@@ -9,7 +9,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import dsink.methods.rolt  # noqa: F401  (registers the method)
 from dsink.cli import main
 from dsink.config import MethodConfig, load_config
 from dsink.errors import InputError
@@ -18,17 +17,16 @@ from dsink.methods import MethodContext, build_method
 from dsink.methods.dividemix import fit_gmm_1d
 from dsink.methods.rolt import (
     _keep,
-    centred_l2,
     class_means,
     sq_distances,
     component_ce,
     gmm_clean_prob,
-    penultimate,
     prototype_selection,
     soft_label_components,
     soft_targets,
 )
 from dsink.models import build_model
+from dsink.models.heads import centred_l2
 from dsink.runs import load_checkpoint
 from dsink.train import train_run
 
@@ -204,23 +202,6 @@ def test_method_selects_after_the_warm_up_relabels_and_restores_its_state():
     assert torch.equal(again.surrogate, frozen)
     r1, r2 = m.on_epoch_start(6, trainer), again.on_epoch_start(6, trainer)
     assert r1 == r2 and torch.equal(m.ema_erm, again.ema_erm) and torch.equal(m.surrogate, frozen)
-
-
-def test_penultimate_features_of_every_model_kind():
-    torch.manual_seed(0)
-    for name, shape in (("mlp", (6,)), ("small_cnn", (1, 12, 12)), ("resnet8", (3, 8, 8))):
-        net = build_model(name, shape, 4, width=8).eval()
-        x = torch.randn(3, *shape)
-        with torch.no_grad():
-            f, logits = penultimate(net, x)
-            assert torch.allclose(f, net.features(x)) and torch.allclose(logits, net(x)), name
-    seq = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))  # no `fc`: the last nn.Linear's input
-    x = torch.randn(2, 6)
-    f, logits = penultimate(seq, x)
-    assert torch.allclose(f, seq[1](seq[0](x))) and logits.shape == (2, 3)
-    assert not seq[2]._forward_hooks  # the hook is removed
-    with pytest.raises(InputError, match="final linear layer"):
-        penultimate(nn.Sequential(nn.ReLU()), x)
 
 
 def test_bad_params_are_input_errors():

@@ -8,15 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import dsink.methods.sfa  # noqa: F401  (registers "sfa")
 from dsink.cli import main
 from dsink.config import MethodConfig, load_config
 from dsink.errors import InputError
 from dsink.losses import log_prior
 from dsink.methods import MethodContext, build_method
-from dsink.methods.sfa import (StochasticCentroids, cl2n, dynamic_threshold, final_linear, instant_centroids,
+from dsink.methods.sfa import (StochasticCentroids, dynamic_threshold, instant_centroids,
                                sfa_select)
 from dsink.models import build_model
+from dsink.models.heads import centred_l2, classifier_head
 from dsink.runs import load_checkpoint
 from dsink.train import train_run
 
@@ -48,7 +48,7 @@ def _abc_confidence(feats, labels, centres):
 # ---------------------------------------------------------------------------- (1) centroid moments
 def test_cl2n_and_instant_centroids_by_hand():
     feats = torch.tensor([[2.0, 0.0], [0.0, 0.0], [1.0, 3.0], [1.0, -3.0]])
-    z = cl2n(feats)  # mean (1, 0); centred rows (1,0), (-1,0), (0,3), (0,-3); unit length
+    z = centred_l2(feats)  # mean (1, 0); centred rows (1,0), (-1,0), (0,3), (0,-3); unit length
     assert torch.allclose(z, torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]))
     labels = torch.tensor([0, 0, 1, 1])
     cents, kept = instant_centroids(z, labels, torch.tensor([True, False, True, True]), 3)
@@ -104,7 +104,7 @@ def test_dynamic_threshold_rises_as_phi_to_the_epoch_and_drops_memorised_samples
     feats = torch.tensor([[1.0, 0.0]] * 3 + [[-1.0, 0.0]] * 2 + [[0.0, 1.0], [0.0, -1.0]]) * 5 + 2
     labels = torch.tensor([0, 0, 0, 0, 0, 1, 1])
     conf = torch.tensor([0.9, 0.9, 0.9, 0.26, 0.26, 0.9, 0.9])
-    z = cl2n(feats)
+    z = centred_l2(feats)
 
     def class0_centroid(tau):
         return instant_centroids(z, labels, conf > tau, 4)[0][0]
@@ -172,7 +172,7 @@ def test_heads_features_warmup_loss_and_prediction():
     with torch.no_grad():
         logits, abc = m._heads(models, "net", x)
         assert torch.allclose(m._feats["net"], models["net"].features(x))  # hook: the input of fc
-        assert final_linear(models["net"]) is models["net"].fc
+        assert classifier_head(models["net"]) is models["net"].fc
         assert torch.allclose(abc, models["abc_net"](models["net"].features(x)))
         out = m.training_step(models, [x, x + 1], y, torch.arange(12), 0)
         lp = log_prior(ctx.class_counts, "cpu")

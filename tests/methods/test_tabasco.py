@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-import dsink.methods.tabasco  # noqa: F401  (registers "tabasco")
 from dsink.cli import main
 from dsink.config import MethodConfig, load_config
 from dsink.errors import InputError
@@ -17,10 +16,8 @@ from dsink.methods.tabasco import (
     class_mean_probs,
     divide,
     js_to_label,
-    logits_and_features,
     weighted_js,
 )
-from dsink.models import build_model
 from dsink.train import train_run
 
 
@@ -92,17 +89,6 @@ def test_the_rule_picks_the_metric_that_separates_each_class():
     # each class fools the other metric: alone it would not separate (low score = clean)
     assert _auc(-wjsd[labels == 0], truly_clean[labels == 0]) < 0.75
     assert _auc(-acd[labels == 1], truly_clean[labels == 1]) < 0.75
-
-
-def test_features_are_the_final_layers_input():
-    torch.manual_seed(0)
-    for name, shape in (("mlp", (6,)), ("small_cnn", (1, 8, 8))):
-        net = build_model(name, shape, 4, width=8).eval()
-        x = torch.randn(5, *shape)
-        with torch.no_grad():
-            logits, feats = logits_and_features(net, x)
-            assert torch.allclose(feats, net.features(x)) and torch.allclose(logits, net(x))
-        assert not net.fc._forward_pre_hooks  # the hook is removed
 
 
 def _ctx():

@@ -56,10 +56,10 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..models.heads import centred_l2, penultimate
 from ..losses import class_balanced_weights
 from .base import Method, register_method
 from .dividemix import fit_gmm_1d
@@ -96,36 +96,6 @@ class RoLTParams:
     drw_start: float | None = 0.8
     beta: float = 0.9999
     drw_smoothing: float = 0.5
-
-
-def _head(net: nn.Module) -> nn.Module:
-    """The module producing the logits: ``net.fc`` (every dsink model), else the last ``nn.Linear``."""
-    fc = getattr(net, "fc", None)
-    if isinstance(fc, nn.Module):
-        return fc
-    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise InputError(f"rolt needs a network with a final linear layer (an `fc` module or an nn.Linear); "
-                         f"{type(net).__name__} has none")
-    return linears[-1]
-
-
-def penultimate(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(features (B, D), logits (B, C))`` of one forward pass: the features are the input of the head
-    (:func:`_head`), caught by a forward hook so the network's own ``forward`` runs unchanged."""
-    caught: list[torch.Tensor] = []
-    hook = _head(net).register_forward_hook(lambda mod, inputs, out: caught.append(inputs[0]))
-    try:
-        logits = net(x)
-    finally:
-        hook.remove()
-    return caught[-1].flatten(1), logits
-
-
-def centred_l2(feats: torch.Tensor) -> torch.Tensor:
-    """Features centred by their mean and scaled to unit length (the original's ``cl2n``)."""
-    z = feats.float() - feats.float().mean(0)
-    return z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def class_means(z: torch.Tensor, labels: torch.Tensor, num_classes: int,

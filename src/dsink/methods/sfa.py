@@ -57,6 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..models.heads import centred_l2, classifier_head
 from ..losses import log_prior, logit_adjusted_ce
 from .base import register_method
 from .dividemix import DivideMix, _sharpen, fit_gmm_1d
@@ -101,24 +102,6 @@ def _check(p: SFAParams) -> None:
 
 
 # ---------------------------------------------------------------------------- selection (pure functions)
-def final_linear(model: nn.Module) -> nn.Linear:
-    """The network's classifier layer: ``fc`` for every :func:`dsink.models.build_model` network, else its
-    last ``nn.Linear``; its input is the penultimate feature vector."""
-    fc = getattr(model, "fc", None)
-    if isinstance(fc, nn.Linear):
-        return fc
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise InputError(f"sfa needs a network ending in a Linear layer; {type(model).__name__} has none")
-    return linears[-1]
-
-
-def cl2n(feats: torch.Tensor) -> torch.Tensor:
-    """Features (N, D) centred on their mean and L2-normalised row by row (float32)."""
-    z = feats.float() - feats.float().mean(0)
-    return z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
 def dynamic_threshold(epoch: int, phi: float, num_classes: int) -> float:
     """SFA's confidence threshold ``tau_t = phi^t / C`` at 0-based ``epoch`` (``t = epoch + 1``, the official
     1-based epoch); with ``phi > 1`` it rises from about the uniform confidence ``1 / C``."""
@@ -198,7 +181,7 @@ def sfa_select(feats: torch.Tensor, labels: torch.Tensor, conf: torch.Tensor, ce
 
     ``feats`` (N, D) penultimate features, ``labels`` (N,) given labels, ``conf`` (N,) the balanced
     classifier's probability of the given label; ``centroids`` is updated in place."""
-    z = cl2n(feats)
+    z = centred_l2(feats)
     confident = conf > threshold
     instant, n_kept = instant_centroids(z, labels, confident, num_classes)
     centroids.update(instant)
@@ -240,7 +223,7 @@ class SFA(DivideMix):
         nets = {k: make_model() for k in NETS}
         heads = {}
         for k, net in nets.items():
-            fc = final_linear(net)
+            fc = classifier_head(net)
             fc.register_forward_hook(self._feature_hook(k))
             heads[f"abc_{k}"] = nn.Linear(fc.in_features, self.ctx.num_classes).to(self.ctx.device)
         return {**nets, **heads}

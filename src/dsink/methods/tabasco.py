@@ -51,7 +51,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ..models.heads import centred_l2, penultimate
 from .base import register_method
 from .dividemix import DivideMix, fit_gmm_1d
 
@@ -141,7 +141,7 @@ def adaptive_centroids(z: torch.Tensor, probs: torch.Tensor, labels: torch.Tenso
 def centroid_distance(feats: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """TABASCO's adaptive centroid distance (N,): cosine distance of each sample's feature, centred on the
     mean feature and normalised, to its class's :func:`adaptive_centroids`; in [0, 2]."""
-    z = F.normalize(feats - feats.mean(0), dim=1)
+    z = centred_l2(feats)
     return 1 - (z * adaptive_centroids(z, probs, labels, num_classes)[labels]).sum(1)
 
 
@@ -185,30 +185,6 @@ def divide(probs: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor, num_c
     return Division(clean, uses_acd, separation)
 
 
-def classifier_head(net: nn.Module) -> nn.Module:
-    """The module whose input is the penultimate feature: ``net.fc`` (every model of
-    :func:`dsink.models.build_model`, and any head a method swaps in there), else the last ``nn.Linear``."""
-    head = getattr(net, "fc", None)
-    if isinstance(head, nn.Module):
-        return head
-    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise InputError(f"tabasco needs a model with a final linear layer (fc); {type(net).__name__} has none")
-    return linears[-1]
-
-
-def logits_and_features(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits, penultimate features)`` of one forward pass (float32), the features taken by a forward
-    pre-hook on :func:`classifier_head`."""
-    seen: list[torch.Tensor] = []
-    handle = classifier_head(net).register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
-    try:
-        logits = net(x)
-    finally:
-        handle.remove()
-    return logits.float(), seen[-1].flatten(1).float()
-
-
 @register_method
 class Tabasco(DivideMix):
     """TABASCO: per-class choice of WJSD or adaptive centroid distance for the co-division, then DivideMix's
@@ -227,9 +203,9 @@ class Tabasco(DivideMix):
         probs, feats = [], []
         try:
             for _, raw in trainer.batches("train"):
-                logits, f = logits_and_features(net, trainer.pipeline(raw))
-                probs.append(logits.softmax(1))
-                feats.append(f)
+                f, logits = penultimate(net, trainer.pipeline(raw))
+                probs.append(logits.float().softmax(1))
+                feats.append(f.float())
         finally:
             net.train()
         return torch.cat(probs), torch.cat(feats)
