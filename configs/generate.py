@@ -84,6 +84,42 @@ def main() -> None:
           "uniform_excl_true 0.4; MLP, Adam 1e-3, 15 epochs (about 15 s a run on 2 cores).", data,
           "dsink train --method NAME")
     write_real_noise()
+    write_dedicated()
+
+
+# The dedicated long-tailed noisy-label methods (docs/methods.md), each with its own published recipe, as
+# single-run configs (dsink train CONFIG): RoLT on the LDAM/RoLT ResNet-32 line, TABASCO and SFA on the
+# DivideMix line (PreAct-ResNet-18, SGD lr 0.02, momentum 0.9, weight decay 5e-4, batch 64).
+DIVIDEMIX_LINE = {"model": {"name": "preact_resnet18"},
+                  "optim": {"optimizer": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 5.0e-4, "batch_size": 64,
+                            "schedule": "multistep", "gamma": 0.1},
+                  "train": {"device": "auto", "amp": True, "augment": True}}
+DEDICATED = {
+    "rolt": ("RoLT (Wei et al. 2021) with the authors' CIFAR recipe: ResNet-32, the LDAM/RoLT schedule (SGD lr 0.1,\n"
+             "# batch 128, weight decay 2e-4, 200 epochs, x0.1 at 160 and 180), soft pseudo-labels after 80 warm-up\n"
+             "# epochs, DRW from epoch 160.",
+             lambda ds: {**{k: v for k, v in CIFAR_RECIPE.items() if k != "pipeline"},
+                         "method": {"name": "rolt", "params": {"warmup_epochs": 80}}}),
+    "tabasco": ("TABASCO (Lu et al., ICCV 2023) on the DivideMix line: PreAct-ResNet-18, SGD lr 0.02, batch 64, 300\n"
+                "# epochs with x0.1 at 150 (DivideMix's CIFAR schedule; TABASCO's own epoch count is not verified here);\n"
+                "# warm-up 10 epochs on CIFAR-10, 30 on CIFAR-100.",
+                lambda ds: {**DIVIDEMIX_LINE, "optim": {**DIVIDEMIX_LINE["optim"], "epochs": 300, "milestones": [150]},
+                            "method": {"name": "tabasco",
+                                       "params": {"warmup_epochs": 10 if ds == "cifar10" else 30}}}),
+    "sfa": ("SFA (Li et al., IJCAI 2023) on the DivideMix / RoLT+ line: PreAct-ResNet-18, SGD lr 0.02, batch 64,\n"
+            "# 200 epochs (the official code's num_epochs) with x0.1 at 150 (DivideMix's step), warm-up 30 epochs.",
+            lambda ds: {**DIVIDEMIX_LINE, "optim": {**DIVIDEMIX_LINE["optim"], "epochs": 200, "milestones": [150]},
+                        "method": {"name": "sfa", "params": {"warmup_epochs": 30}}}),
+}
+
+
+def write_dedicated() -> None:
+    for ds in ("cifar10", "cifar100"):
+        data = {"dataset": ds, "download": True, "imbalance_ratio": 100, "profile": "exp",
+                "noise_mode": "uniform_excl_true", "noise_rate": 0.4, "data_seed": 0, "val_fraction": 0.1}
+        for method, (comment, recipe) in DEDICATED.items():
+            write(f"{ds}_lt100_uniform40_{method}.yaml", f"{ds.upper()}-LT rho=100, uniform_excl_true 0.4. {comment}",
+                  {"data": data, **recipe(ds)}, "dsink train")
 
 
 def _real_noise(dataset: str, rate: float, val_fraction: float | None = None) -> dict:

@@ -10,7 +10,9 @@ from dsink.config import load_config
 from dsink.pipeline import load_pipeline, role_config
 
 CONFIGS = Path(__file__).parent.parent / "configs"
-TRAIN_CONFIGS = ("fmnist_lt.yaml", "fmnist_lt_mlp.yaml")  # single-run configs (no pipeline section)
+DEDICATED = ("rolt", "tabasco", "sfa")  # single-run configs of the dedicated methods' published recipes
+TRAIN_CONFIGS = ("fmnist_lt.yaml", "fmnist_lt_mlp.yaml") + tuple(
+    f"{ds}_lt100_uniform40_{m}.yaml" for ds in ("cifar10", "cifar100") for m in DEDICATED)  # no pipeline section
 RUN_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name not in TRAIN_CONFIGS)
 
 
@@ -42,10 +44,24 @@ def test_train_config_loads():
     assert (cfg.data.dataset, cfg.data.imbalance_ratio, cfg.data.noise_rate) == ("fashion_mnist", 100, 0.4)
 
 
+@pytest.mark.parametrize("method", DEDICATED)
+def test_dedicated_method_configs_carry_their_published_recipes(method):
+    for ds, warmup in (("cifar10", {"rolt": 80, "tabasco": 10, "sfa": 30}), ("cifar100", {"rolt": 80, "tabasco": 30, "sfa": 30})):
+        cfg = load_config(CONFIGS / f"{ds}_lt100_uniform40_{method}.yaml")
+        o = cfg.optim
+        assert cfg.method.name == method and cfg.method.params["warmup_epochs"] == warmup[method]
+        assert cfg.data.dataset == ds and cfg.train.device == "auto" and o.epochs > cfg.method.params["warmup_epochs"]
+        if method == "rolt":  # the LDAM/RoLT line
+            assert (cfg.model.name, o.lr, o.batch_size, o.weight_decay, o.epochs) == ("resnet32", 0.1, 128, 2e-4, 200)
+        else:  # the DivideMix line
+            assert (cfg.model.name, o.lr, o.batch_size, o.weight_decay, o.momentum) == ("preact_resnet18", 0.02, 64, 5e-4, 0.9)
+
+
 def test_committed_configs_match_the_generator(tmp_path):
     subprocess.run([sys.executable, str(CONFIGS / "generate.py"), str(tmp_path)], check=True)
     generated = sorted(p.name for p in tmp_path.glob("*.yaml"))
-    assert generated == sorted([p.name for p in RUN_CONFIGS] + ["fmnist_lt_mlp.yaml"])  # fmnist_lt.yaml is hand-written
+    # fmnist_lt.yaml is hand-written
+    assert generated == sorted([p.name for p in RUN_CONFIGS] + [n for n in TRAIN_CONFIGS if n != "fmnist_lt.yaml"])
     for name in generated:
         assert (tmp_path / name).read_text() == (CONFIGS / name).read_text(), name
 
