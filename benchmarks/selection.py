@@ -6,7 +6,9 @@ epoch with the best test accuracy: the test top-1 lost (regret, points) and the 
 curve is used only to score the rules, never by a rule.
 
 Rules: ``last`` (the last epoch), ``val`` (best noisy-validation accuracy; the engine's rule before this
-benchmark), ``val_bal`` (best class-balanced noisy-validation accuracy: mean recall over the noisy labels).
+benchmark), ``val_bal`` (best class-balanced noisy-validation accuracy: mean recall over the noisy labels),
+``label_wave`` (the first minimum of the share of training predictions that change between epochs; no
+validation data; curves recorded since ``train_pred_changes`` exists, the last epoch for older files).
 
 Usage: python benchmarks/selection.py [RESULTS.json ...] [--out benchmarks/results/selection.json]
 """
@@ -19,10 +21,33 @@ from pathlib import Path
 
 import numpy as np
 
+def label_wave(c: dict, window: int = 3, patience: int = 3) -> int:
+    """Label Wave (Yuan et al., ICLR 2025): the epoch of the first minimum of the training-set prediction
+    changes (``train_pred_changes``, a moving average over ``window`` epochs), found by stopping once the
+    average has not reached a new minimum for ``patience`` epochs; the last epoch when the curve is missing.
+    Needs no validation data. ``window`` and ``patience`` are fixed here, not tuned."""
+    pc = c.get("train_pred_changes") or []
+    if not pc or pc[-1] is None:
+        return len(c["test_acc"]) - 1
+    first = next(i for i, v in enumerate(pc) if v is not None)  # epoch 1 has no previous prediction
+    v = np.asarray(pc[first:], dtype=float)
+    best, best_e, since = np.inf, len(pc) - 1, 0
+    for i in range(window - 1, len(v)):
+        avg = v[i - window + 1 : i + 1].mean()
+        if avg < best:
+            best, best_e, since = avg, first + i, 0
+        else:
+            since += 1
+            if since >= patience:
+                break
+    return best_e
+
+
 RULES = {
     "last": lambda c: len(c["test_acc"]) - 1,
     "val": lambda c: int(np.argmax(c["val_acc"])),
     "val_bal": lambda c: int(np.argmax(c["val_bal_acc"])),
+    "label_wave": label_wave,
 }
 
 
