@@ -284,8 +284,6 @@ class Trainer:
         raws = self.inputs["train"].iterate(chunks)
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=self.device)
-        changed = torch.zeros((), device=self.device)  # predictions that differ from the sample's previous epoch
-        compared = torch.zeros((), device=self.device)  # samples with a previous prediction
         fresh = torch.zeros_like(self.last_pred)  # this epoch's predictions + 1 (0: not seen by this process)
         bar = tqdm(range(iters), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not self.progress,
                    unit="batch", dynamic_ncols=True)
@@ -309,20 +307,18 @@ class Trainer:
             if "logits" in out:
                 pred = out["logits"].detach().argmax(1)
                 correct += (pred == y).sum()
-                prev = self.last_pred[idx]
-                changed += ((prev >= 0) & (prev != pred)).sum()
-                compared += (prev >= 0).sum()
                 fresh[idx] = pred + 1
         seen = min(iters * bs, n)
         if self.dist.active:  # metrics over all processes' samples
             keys = sorted(sums)
             t = torch.stack([torch.as_tensor(sums[k], dtype=torch.float32, device=self.device) for k in keys]
-                            + [correct.float(), changed.float(), compared.float(),
-                               torch.tensor(float(seen), device=self.device)])
+                            + [correct.float(), torch.tensor(float(seen), device=self.device)])
             distributed.all_reduce_sum(t)
-            sums, correct, changed, compared, seen = (dict(zip(keys, t[: len(keys)])), t[len(keys)],
-                                                      t[len(keys) + 1], t[len(keys) + 2], int(t[-1]))
+            sums, correct, seen = dict(zip(keys, t[: len(keys)])), t[len(keys)], int(t[-1])
             distributed.all_reduce_sum(fresh)  # each sample was trained on by one process at most
+        compared = (fresh > 0) & (self.last_pred >= 0)  # seen now and in an earlier epoch
+        changed = int((compared & (fresh - 1 != self.last_pred)).sum())
+        compared = int(compared.sum())
         self.last_pred = torch.where(fresh > 0, fresh - 1, self.last_pred)
         row = {k: float(v) / seen for k, v in sums.items()}
         if not all(math.isfinite(v) for v in row.values()):
@@ -332,8 +328,8 @@ class Trainer:
                 f"checkpoint (epoch {self.epoch}) is intact. Lower optim.lr or check the inputs."
             )
         row["train_acc_noisy"] = float(correct) / seen
-        if float(compared) > 0:
-            row["train_pred_changes"] = float(changed) / float(compared)
+        if compared:
+            row["train_pred_changes"] = changed / compared
         row["lr"] = lr_at(cfg, epoch)
         row["images_per_s"] = seen / max(time.perf_counter() - t0, 1e-9)
         return row
