@@ -44,6 +44,9 @@ VARIANTS = {
     # it changes from those, so each spells out all of its knobs and means the same under any defaults
     "default": {},
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
+    "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
+    # "mean totals" ({"class_totals": "mean_argmax"}: argmax counts of (f_L + f_N) / 2) was measured on
+    # 2026-12-03 (benchmarks/results/dsink_study_mlp_dev_pc.json) and dropped with its option (docs/dsink.md)
     "previous default": PREVIOUS,
     "paper-literal (soft f_L totals, no L_Base)": {**PREVIOUS, "class_totals": "soft", "base_loss": "none"},
     "base none": {**PREVIOUS, "base_loss": "none"},
