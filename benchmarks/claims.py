@@ -84,6 +84,7 @@ def main() -> int:
     ap.add_argument("--alpha-ratios", type=float, nargs="*", default=None,
                     help="imbalance ratios whose settings get the alpha ablation (default: 100; none with --quick)")
     ap.add_argument("--dedicated", action="store_true", help="also RoLT, TABASCO and SFA as baselines")
+    ap.add_argument("--first", type=int, default=None, help="only the first N settings of the recipe")
     args = ap.parse_args()
     name = "claims" + ("_cnn" if args.recipe == "cnn" else "") + ("_quick" if args.quick else "")
     out = Path(args.out or Path(__file__).parent / "results" / f"{name}.json")
@@ -96,7 +97,7 @@ def main() -> int:
 
     report["meta"]["torch"] = torch.__version__
     report["meta"]["threads"] = torch.get_num_threads()
-    for rho, mode, rate in SETTINGS[args.recipe]:
+    for rho, mode, rate in SETTINGS[args.recipe][: args.first]:
         name = f"rho={rho:g}, {mode} {rate}"
         over = base_overrides(args.quick, args.recipe) + [f"data.imbalance_ratio={rho}", f"data.noise_mode={mode}",
                                             f"data.noise_rate={rate}"]
