@@ -100,7 +100,8 @@ def test_bad_params_and_no_selection_during_warmup():
     with pytest.raises(InputError, match="tabasco needs"):
         build_method(MethodConfig(name="tabasco", params={"alpha": 0.0}), _ctx())
     m = build_method(MethodConfig(name="tabasco", params={}), _ctx())
-    assert (m.p.warmup_epochs, m.p.alpha, m.p.lambda_u, m.p.temperature, m.p.p_threshold) == (10, 4.0, 25.0, 0.5, 0.5)
+    assert (m.p.warmup_epochs, m.p.alpha, m.p.lambda_u, m.p.temperature, m.p.p_threshold, m.p.rampup_epochs,
+            m.p.warmup_penalty) == (10, 4.0, 25.0, 0.5, 0.5, 16, False)  # the published recipe
     assert m.sample_selection() is None
 
 

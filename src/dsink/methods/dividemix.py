@@ -88,6 +88,22 @@ def _sharpen(p: torch.Tensor, t: float) -> torch.Tensor:
     return p / p.sum(1, keepdim=True)
 
 
+def semi_losses(logits: torch.Tensor, target: torch.Tensor, is_lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixMatch's soft CE over the labelled rows and MSE of the softmax over the unlabelled rows (0 if none)."""
+    n_l = int(is_lab.sum())
+    zero = logits.sum() * 0
+    lx = -(target[is_lab] * logits[is_lab].log_softmax(1)).sum(1).mean() if n_l else zero
+    lu = ((logits[~is_lab].softmax(1) - target[~is_lab]) ** 2).mean() if n_l < len(is_lab) else zero
+    return lx, lu
+
+
+def uniform_prior_penalty(logits: torch.Tensor) -> torch.Tensor:
+    """DivideMix's regulariser ``sum_c pi_c log(pi_c / mean p_c)`` with the uniform prior ``pi``."""
+    mean_p = logits.softmax(1).mean(0)
+    prior = torch.full_like(mean_p, 1.0 / len(mean_p))
+    return (prior * (prior / mean_p.clamp_min(1e-12)).log()).sum()
+
+
 @register_method
 class DivideMix(Method):
     """DivideMix: co-divide by a loss GMM, MixMatch on the labelled/unlabelled split; two networks."""
@@ -171,39 +187,43 @@ class DivideMix(Method):
             return {"loss": loss, "logits": first}
         return self._mixmatch_step(models, x1, x2, y, idx, epoch)
 
-    def _mixmatch_step(self, models, x1, x2, y, idx, epoch):
-        c = self.ctx.num_classes
-        nets = list(models.items())
+    def _guesses(self, nets, x1, x2) -> tuple[dict, torch.Tensor]:
+        """Each network's softmax on both views, and the sharpened co-guess of all of them (no gradient)."""
         with torch.no_grad():
             probs = {k: (net(x1).float().softmax(1), net(x2).float().softmax(1)) for k, net in nets}
             guess_u = _sharpen(sum(p1 + p2 for p1, p2 in probs.values()) / (2 * len(nets)), self.p.temperature)
-        onehot = F.one_hot(y, c).float()
-        ramp = min(1.0, max(0.0, epoch - self.p.warmup_epochs) / max(self.p.rampup_epochs, 1))
+        return probs, guess_u
+
+    def _ramp(self, epoch: int) -> float:
+        """lambda_u's linear ramp-up after the warm-up, in [0, 1]."""
+        return min(1.0, max(0.0, epoch - self.p.warmup_epochs) / max(self.p.rampup_epochs, 1))
+
+    def _mixed_batch(self, own_probs, w, onehot, guess_u, x1, x2):
+        """MixMatch's mixed inputs and targets for one network from its peer's clean probabilities ``w`` of the
+        batch: refined labelled targets, co-guessed unlabelled ones, mixup with ``lam = max(lam, 1 - lam)``.
+        Returns ``(mixed inputs, mixed targets, labelled mask of the mixed rows, labelled mask of the batch)``."""
+        lab = w > self.p.p_threshold
+        with torch.no_grad():
+            p1, p2 = own_probs
+            refined = _sharpen(w[:, None] * onehot + (1 - w[:, None]) * (p1 + p2) / 2, self.p.temperature)
+            target = torch.where(lab[:, None], refined, guess_u)
+            lam = self._beta()
+            lam = max(lam, 1 - lam)
+        inputs, targets, is_lab = torch.cat([x1, x2]), torch.cat([target, target]), torch.cat([lab, lab])
+        perm = torch.randperm(len(inputs), generator=self.gen).to(inputs.device)
+        return lam * inputs + (1 - lam) * inputs[perm], lam * targets + (1 - lam) * targets[perm], is_lab, lab
+
+    def _mixmatch_step(self, models, x1, x2, y, idx, epoch):
+        nets = list(models.items())
+        probs, guess_u = self._guesses(nets, x1, x2)
+        onehot = F.one_hot(y, self.ctx.num_classes).float()
         total, logs = 0.0, {}
         for i, (k, net) in enumerate(nets):
-            peer = nets[1 - i][0]
-            w = self.clean_prob[peer][idx]
-            lab = w > self.p.p_threshold
-            with torch.no_grad():
-                p1, p2 = probs[k]
-                refined = _sharpen(w[:, None] * onehot + (1 - w[:, None]) * (p1 + p2) / 2, self.p.temperature)
-                target = torch.where(lab[:, None], refined, guess_u)
-                lam = self._beta()
-                lam = max(lam, 1 - lam)
-            inputs = torch.cat([x1, x2])
-            targets = torch.cat([target, target])
-            is_lab = torch.cat([lab, lab])
-            perm = torch.randperm(len(inputs), generator=self.gen).to(inputs.device)
-            mixed_x = lam * inputs + (1 - lam) * inputs[perm]
-            mixed_t = lam * targets + (1 - lam) * targets[perm]
+            w = self.clean_prob[nets[1 - i][0]][idx]  # the peer's division
+            mixed_x, mixed_t, is_lab, lab = self._mixed_batch(probs[k], w, onehot, guess_u, x1, x2)
             logits = net(mixed_x).float()
-            n_l = int(is_lab.sum())
-            lx = -(mixed_t[is_lab] * logits[is_lab].log_softmax(1)).sum(1).mean() if n_l else logits.sum() * 0
-            lu = ((logits[~is_lab].softmax(1) - mixed_t[~is_lab]) ** 2).mean() if n_l < len(is_lab) else logits.sum() * 0
-            mean_p = logits.softmax(1).mean(0)
-            prior = torch.full_like(mean_p, 1.0 / c)
-            penalty = (prior * (prior / mean_p.clamp_min(1e-12)).log()).sum()
-            total = total + lx + self.p.lambda_u * ramp * lu + penalty
+            lx, lu = semi_losses(logits, mixed_t, is_lab)
+            total = total + lx + self.p.lambda_u * self._ramp(epoch) * lu + uniform_prior_penalty(logits)
             logs[f"lx_{k}"] = lx.detach()
             logs[f"lu_{k}"] = lu.detach()
             logs[f"labelled_frac_{k}"] = lab.float().mean()

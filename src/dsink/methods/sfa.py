@@ -60,7 +60,7 @@ from ..errors import InputError
 from ..models.heads import centred_l2, classifier_head
 from ..losses import log_prior, logit_adjusted_ce
 from .base import register_method
-from .dividemix import DivideMix, _sharpen, fit_gmm_1d
+from .dividemix import DivideMix, fit_gmm_1d, semi_losses, uniform_prior_penalty
 
 NETS = ("net", "peer")
 PREDICTIONS = ("ensemble", "balanced")
@@ -190,15 +190,6 @@ def sfa_select(feats: torch.Tensor, labels: torch.Tensor, conf: torch.Tensor, ce
     return clean_posterior(z, labels, draws, num_classes), confident
 
 
-def _semi_losses(logits: torch.Tensor, target: torch.Tensor, is_lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """MixMatch's soft CE over the labelled rows and MSE of the softmax over the unlabelled rows (0 if none)."""
-    n_l = int(is_lab.sum())
-    zero = logits.sum() * 0
-    lx = -(target[is_lab] * logits[is_lab].log_softmax(1)).sum(1).mean() if n_l else zero
-    lu = ((logits[~is_lab].softmax(1) - target[~is_lab]) ** 2).mean() if n_l < len(is_lab) else zero
-    return lx, lu
-
-
 # ---------------------------------------------------------------------------- the method
 @register_method
 class SFA(DivideMix):
@@ -306,33 +297,19 @@ class SFA(DivideMix):
         return {"loss": loss, "logits": first, **logs}
 
     def _mixmatch_step(self, models, x1, x2, y, idx, epoch):
-        with torch.no_grad():
-            probs = {k: (models[k](x1).float().softmax(1), models[k](x2).float().softmax(1)) for k in NETS}
-            guess_u = _sharpen(sum(p1 + p2 for p1, p2 in probs.values()) / (2 * len(NETS)), self.p.temperature)
+        """DivideMix's step on the standard heads plus its balanced version on the ABCs (balanced against the
+        peer's clean counts)."""
+        probs, guess_u = self._guesses([(k, models[k]) for k in NETS], x1, x2)
         onehot = F.one_hot(y, self.ctx.num_classes).float()
-        ramp = min(1.0, max(0.0, epoch - self.p.warmup_epochs) / max(self.p.rampup_epochs, 1))
-        lam_u = self.p.lambda_u * ramp
+        lam_u = self.p.lambda_u * self._ramp(epoch)
         total, logs = 0.0, {}
         for i, k in enumerate(NETS):
-            peer = NETS[1 - i]
-            w = self.clean_prob[peer][idx]
-            lab = w > self.p.p_threshold
-            with torch.no_grad():
-                p1, p2 = probs[k]
-                refined = _sharpen(w[:, None] * onehot + (1 - w[:, None]) * (p1 + p2) / 2, self.p.temperature)
-                target = torch.where(lab[:, None], refined, guess_u)
-                lam = self._beta()
-                lam = max(lam, 1 - lam)
-            inputs, targets, is_lab = torch.cat([x1, x2]), torch.cat([target, target]), torch.cat([lab, lab])
-            perm = torch.randperm(len(inputs), generator=self.gen).to(inputs.device)
-            logits, abc = self._heads(models, k, lam * inputs + (1 - lam) * inputs[perm])
-            mixed_t = lam * targets + (1 - lam) * targets[perm]
-            lx, lu = _semi_losses(logits, mixed_t, is_lab)
-            bx, bu = _semi_losses(abc + self.abc_log_prior(k), mixed_t, is_lab)
-            mean_p = logits.softmax(1).mean(0)
-            prior = torch.full_like(mean_p, 1.0 / len(mean_p))
-            penalty = (prior * (prior / mean_p.clamp_min(1e-12)).log()).sum()
-            total = total + lx + lam_u * lu + bx + lam_u * bu + penalty
+            w = self.clean_prob[NETS[1 - i]][idx]
+            mixed_x, mixed_t, is_lab, lab = self._mixed_batch(probs[k], w, onehot, guess_u, x1, x2)
+            logits, abc = self._heads(models, k, mixed_x)
+            lx, lu = semi_losses(logits, mixed_t, is_lab)
+            bx, bu = semi_losses(abc + self.abc_log_prior(k), mixed_t, is_lab)
+            total = total + lx + lam_u * lu + bx + lam_u * bu + uniform_prior_penalty(logits)
             logs.update({f"lx_{k}": lx.detach(), f"lu_{k}": lu.detach(), f"bx_{k}": bx.detach(),
                          f"labelled_frac_{k}": lab.float().mean()})
         return {"loss": total, "logits": probs[NETS[0]][0].log(), **logs}

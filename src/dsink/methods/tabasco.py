@@ -53,27 +53,19 @@ import torch.nn.functional as F
 
 from ..models.heads import centred_l2, penultimate
 from .base import register_method
-from .dividemix import DivideMix, fit_gmm_1d
+from .dividemix import DivideMix, DivideMixParams, fit_gmm_1d
 
 GMM_MAX_ITER = 30  # the published code's GaussianMixture(max_iter=30, tol=1e-2, reg_covar=5e-4)
 GMM_REG = 5e-4
 
 
 @dataclass
-class TabascoParams:
-    """Defaults of the authors' published CIFAR recipe (github.com/Wakings/TABASCO, ``settings/configs.py``
+class TabascoParams(DivideMixParams):
+    """The same fields and values as DivideMix's CIFAR defaults (a test pins them). Defaults of the authors' published CIFAR recipe (github.com/Wakings/TABASCO, ``settings/configs.py``
     and ``experiment/train_cifar_ssl.py``): p_threshold 0.5, temperature T 0.5, MixMatch alpha 4, lambda_u 25
     ramped up linearly over 16 epochs after the warm-up, warm-up 10 epochs (CIFAR-10; 30 for CIFAR-100).
     The warm-up is plain CE on both networks: the published code defines DivideMix's confidence penalty
     (for asymmetric noise) but does not apply it, hence ``warmup_penalty`` off."""
-
-    warmup_epochs: int = 10
-    p_threshold: float = 0.5
-    temperature: float = 0.5
-    alpha: float = 4.0
-    lambda_u: float = 25.0
-    rampup_epochs: int = 16
-    warmup_penalty: bool = False
 
 
 @dataclass
