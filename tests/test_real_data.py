@@ -158,3 +158,18 @@ def test_embed_writes_features_that_dsink_trains_on(tmp_path, capsys, monkeypatc
     assert report["evaluated_on"] == "test" and report["class_names"] == ["cat", "dog", "eel"]
     code, _, err = _cli(capsys, "embed", *FOLDER, "--set", f"data.root={root}", "--out", str(tmp_path / "f.txt"))
     assert code == 2 and "must name an .npz file" in err
+
+
+@pytest.mark.parametrize("method", ["rolt", "tabasco", "sfa"])
+def test_dedicated_methods_train_on_a_streamed_image_folder(tmp_path, capsys, method):
+    """The feature-space selections read the training set through the engine's streaming backend too."""
+    root = make_folder(tmp_path / "photos", counts=(16, 12, 6))
+    out = tmp_path / method
+    code, _, err = _cli(capsys, "train", "--method", method, *FOLDER, "--set", f"data.root={root}",
+                        "--set", "data.stream=true", "--set", "optim.epochs=2", "--set", "method.params.warmup_epochs=1",
+                        "--out", str(out), "-q")
+    assert code == 0, err
+    with np.load(out / "selection.npz") as z:
+        assert z["clean"].shape == z["label"].shape and len(z["clean"]) > 0
+        assert ((z["clean"] >= 0) & (z["clean"] <= 1)).all()
+    assert json.loads((out / "eval.json").read_text())["method"] == method
