@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..config import MethodConfig, build_dataclass
+from ..models.heads import penultimate
 from ..registry import Registry
 
 ROLES = ("baseline", "imbalance", "noise", "combined", "target")
@@ -40,6 +41,23 @@ class TrainerView(Protocol):
 
     def predict_logits(self, split: str = "test", rows: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of the method's prediction for a split (``train``, ``val``, ``test``), or for its ``rows``."""
+
+
+@torch.no_grad()
+def feature_pass(net: nn.Module, trainer: TrainerView) -> tuple[torch.Tensor, torch.Tensor]:
+    """Penultimate features (N, D) and logits (N, C), float32, of ``net`` over the whole un-augmented training
+    set in order, in eval mode (its mode restored after): what the feature-space selections read."""
+    was = net.training
+    net.eval()
+    feats, logits = [], []
+    try:
+        for _, raw in trainer.batches("train"):
+            f, out = penultimate(net, trainer.pipeline(raw))
+            feats.append(f.float())
+            logits.append(out.float())
+    finally:
+        net.train(was)
+    return torch.cat(feats), torch.cat(logits)
 
 
 @dataclass

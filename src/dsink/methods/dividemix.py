@@ -125,6 +125,7 @@ class DivideMix(Method):
             log.warning("%s: warmup_epochs=%d >= %d epochs: the networks never leave the warm-up (no division); "
                         "set method.params.warmup_epochs below optim.epochs", self.name, p.warmup_epochs, ctx.epochs)
         self.clean_prob: dict[str, torch.Tensor] = {}
+        self._given: torch.Tensor | None = None  # the training labels, kept at the first division
         self.gen = torch.Generator().manual_seed(10_007 * ctx.seed + 1)
         self._iters_seen = 0
 
@@ -167,7 +168,7 @@ class DivideMix(Method):
     def sample_selection(self):
         """The mean of the two networks' clean probabilities; the given label where the mean exceeds
         ``p_threshold``, -1 (unlabelled) elsewhere."""
-        if not self.clean_prob:
+        if not self.clean_prob or self._given is None:
             return None
         clean = torch.stack(list(self.clean_prob.values())).mean(0)
         label = torch.where(clean > self.p.p_threshold, self._given, torch.full_like(self._given, -1))

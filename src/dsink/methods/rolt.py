@@ -59,9 +59,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..models.heads import centred_l2, penultimate
+from ..models.heads import centred_l2
 from ..losses import class_balanced_weights
-from .base import Method, register_method
+from .base import Method, feature_pass, register_method
 from .dividemix import fit_gmm_1d
 
 log = logging.getLogger(__name__)
@@ -252,22 +252,6 @@ class RoLT(Method):
     def _in_drw(self, epoch: int) -> bool:
         return self.drw_epoch is not None and epoch >= self.drw_epoch
 
-    @torch.no_grad()
-    def _train_pass(self, trainer) -> tuple[torch.Tensor, torch.Tensor]:
-        """Penultimate features and logits of the whole un-augmented training set, in order, eval mode."""
-        net = trainer.models["net"]
-        was = net.training
-        net.eval()
-        feats, logits = [], []
-        try:
-            for _, raw in trainer.batches("train"):
-                f, out = penultimate(net, trainer.pipeline(raw))
-                feats.append(f.float())
-                logits.append(out.float())
-        finally:
-            net.train(was)
-        return torch.cat(feats), torch.cat(logits)
-
     def _average(self, erm: torch.Tensor, ncm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Update the moving averages of the ERM and NCM logits (the first epoch's values start them)."""
         a = self.p.ema
@@ -282,7 +266,7 @@ class RoLT(Method):
         if epoch < self.p.warmup_epochs:
             return {}
         y = trainer.train_y
-        feats, logits = self._train_pass(trainer)
+        feats, logits = feature_pass(trainer.models["net"], trainer)
         sel = prototype_selection(feats, y, self.ctx.num_classes, cls_ind=self.p.cls_ind, refine=self.p.refine,
                                   p_threshold=self.p.p_threshold)
         erm, ncm = self._average(logits, sel.ncm_logits)

@@ -207,7 +207,6 @@ class SFA(DivideMix):
         super().__init__(params, ctx)  # DivideMix: the seeded generator, Beta draws, clean_prob per network
         self.centroids = {k: StochasticCentroids(params.beta) for k in NETS}
         self.clean_counts: dict[str, torch.Tensor] = {}  # selected clean samples per class, by network
-        self.selection: dict[str, torch.Tensor] | None = None
         self._feats: dict[str, torch.Tensor] = {}  # the latest penultimate features of each network
 
     def build_models(self, make_model):
@@ -270,17 +269,8 @@ class SFA(DivideMix):
             self.clean_counts[k] = torch.bincount(y[prob > self.p.p_threshold], minlength=c).float()
             row[f"labelled_{k}"] = float((prob > self.p.p_threshold).float().mean())
             row[f"confident_{k}"] = float(confident.float().mean())
-        clean = torch.stack([self.clean_prob[k] for k in NETS]).mean(0)
-        self.selection = {"clean": clean, "label": torch.where(clean > self.p.p_threshold, y, torch.full_like(y, -1))}
+        self._given = y  # DivideMix.sample_selection: the mean clean probability, -1 where unlabelled
         return row
-
-    def sample_selection(self):
-        """Mean clean probability of the two networks; the given label where it exceeds ``p_threshold``, else -1
-        (MixMatch uses those samples without their label)."""
-        if self.selection is None:
-            return None
-        return {"clean": self.selection["clean"].float().cpu().numpy(),
-                "label": self.selection["label"].long().cpu().numpy()}
 
     # ------------------------------------------------------------------ training
     def training_step(self, models, x, y, idx, epoch):
@@ -331,8 +321,7 @@ class SFA(DivideMix):
     def state_dict(self):
         return {"generator": self.gen.get_state(),
                 "centroids": {k: c.state_dict() for k, c in self.centroids.items()},
-                "clean_prob": dict(self.clean_prob), "clean_counts": dict(self.clean_counts),
-                "selection": self.selection}
+                "clean_prob": dict(self.clean_prob), "clean_counts": dict(self.clean_counts)}
 
     def load_state_dict(self, state):
         dev = self.ctx.device
@@ -342,5 +331,3 @@ class SFA(DivideMix):
             self.centroids[k].load_state_dict(c, dev)
         self.clean_prob = {k: v.to(dev) for k, v in state.get("clean_prob", {}).items()}
         self.clean_counts = {k: v.to(dev) for k, v in state.get("clean_counts", {}).items()}
-        sel = state.get("selection")
-        self.selection = None if sel is None else {k: v.to(dev) for k, v in sel.items()}

@@ -48,11 +48,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models.heads import centred_l2, penultimate
-from .base import register_method
+from ..models.heads import centred_l2
+from .base import feature_pass, register_method
 from .dividemix import DivideMix, DivideMixParams, fit_gmm_1d
 
 GMM_MAX_ITER = 30  # the published code's GaussianMixture(max_iter=30, tol=1e-2, reg_covar=5e-4)
@@ -188,23 +187,10 @@ class Tabasco(DivideMix):
                    "distance) co-divide + MixMatch, two networks")
     Params = TabascoParams
 
-    @torch.no_grad()
-    def _outputs(self, net: nn.Module, trainer) -> tuple[torch.Tensor, torch.Tensor]:
-        """Softmax (N, C) and penultimate features (N, D) of ``net`` on the un-augmented training set."""
-        net.eval()
-        probs, feats = [], []
-        try:
-            for _, raw in trainer.batches("train"):
-                f, logits = penultimate(net, trainer.pipeline(raw))
-                probs.append(logits.float().softmax(1))
-                feats.append(f.float())
-        finally:
-            net.train()
-        return torch.cat(probs), torch.cat(feats)
-
     def clean_probability(self, key, net, trainer):
         """The per-class bi-dimensional division of ``net``'s outputs (:func:`divide`); logs the share of
         classes divided by the centroid distance."""
-        probs, feats = self._outputs(net, trainer)
+        feats, logits = feature_pass(net, trainer)
+        probs = logits.softmax(1)
         div = divide(probs, feats, trainer.train_y, self.ctx.num_classes)
         return div.clean, {f"acd_classes_{key}": float(div.uses_acd.float().mean())}
