@@ -313,3 +313,23 @@ def test_write_errors_name_the_file_being_written(tmp_path):
             atomic_write(tmp_path / "x.bin", write)
         assert e.value.errno == code and e.value.filename == str(tmp_path / "x.bin")
     assert list(tmp_path.iterdir()) == []  # no temporary left behind
+
+
+def test_an_interrupt_during_an_atomic_write_stays_an_interrupt_and_keeps_the_old_file(tmp_path):
+    """A writer whose clean-up fails while a SIGTERM (raised as KeyboardInterrupt) unwinds through it, as
+    torch.save's zip writer does, must not turn the interruption into a traceback."""
+    from dsink.fileio import atomic_write
+
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"old")
+
+    def write(f):
+        f.write(b"new, half written")
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise RuntimeError("unexpected pos 272128 vs 272080")  # the writer's own failure on the way out
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, write)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -39,9 +39,22 @@ def atomic_write(path: Path, write) -> None:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        interrupt = _interrupt_behind(e)
+        if interrupt is not None:  # e.g. torch.save's zip writer failing while a SIGTERM unwinds through it
+            raise interrupt from None
         raise
+
+
+def _interrupt_behind(e: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (Ctrl-C, or SIGTERM raised as one) that ``e`` was raised while handling, if any."""
+    seen = e.__context__
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+        seen = seen.__context__
+    return None
 
 
 @contextlib.contextmanager
