@@ -45,6 +45,8 @@ VARIANTS = {
     "default": {},
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
     "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
+    # today's default, f_N's counts floored per class by the samples whose noisy label f_L predicts (a blind-f_N guard)
+    "floored f_N totals": {"class_totals": "noise_argmax_floor"},
     # "mean totals" ({"class_totals": "mean_argmax"}: argmax counts of (f_L + f_N) / 2) was measured on
     # 2026-12-03 (benchmarks/results/dsink_study_mlp_dev_pc.json) and dropped with its option (docs/dsink.md)
     "previous default": PREVIOUS,

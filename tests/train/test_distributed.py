@@ -108,3 +108,22 @@ def test_two_process_training_reaches_the_same_accuracy(tmp_path, capsys):
         assert proc.returncode == 0, proc.stderr[-3000:]
         a, b = (json.loads((tmp_path / f"{method}{k}" / "eval.json").read_text())["last"]["top1"] for k in (1, 2))
         assert a > 0.3 and b > 0.3 and abs(a - b) < 0.06, (method, a, b)  # chance is 0.1
+
+
+@pytest.mark.parametrize("method", ["rolt", "tabasco", "sfa"])
+def test_dedicated_methods_select_the_same_samples_under_two_processes(tmp_path, capsys, method):
+    """RoLT, TABASCO and SFA fit their selection on a feature pass over the whole training set: under torchrun
+    every process must reach the single-process selection (here from the shared initial weights, warm-up 0), and
+    rank 0 alone saves it."""
+    args = ["train", "--method", method, *_sets(["optim.epochs=1", "method.params.warmup_epochs=0"]), "-q"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+    proc = _torchrun([*args, "--out", str(tmp_path / "two")], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert status["status"] == "finished" and status["processes"] == 2
+    with np.load(tmp_path / "one" / "selection.npz") as a, np.load(tmp_path / "two" / "selection.npz") as b:
+        n = len(np.load(tmp_path / "one" / "predictions.npz")["train_noisy"])
+        assert a["clean"].shape == b["clean"].shape == (n,) and a["label"].shape == b["label"].shape == (n,)
+        assert 0 < int((a["clean"] > 0.5).sum()) < n  # a real split into clean and noisy samples
+        assert np.allclose(a["clean"], b["clean"], atol=1e-5) and np.array_equal(a["label"], b["label"])
