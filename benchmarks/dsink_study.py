@@ -45,8 +45,10 @@ VARIANTS = {
     "default": {},
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
     "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
-    # today's default, f_N's counts floored per class by the samples whose noisy label f_L predicts (a blind-f_N guard)
-    "floored f_N totals": {"class_totals": "noise_argmax_floor"},
+    # "probability floor 1/N" ({"prob_floor": 1.0}: every cost model's probabilities floored at 1/N before the log, so
+    # that no model can veto a class it is blind to) was measured on 2026-12-03 (same file) and dropped (docs/dsink.md)
+    # "floored f_N totals" ({"class_totals": "noise_argmax_floor"}: f_N's counts, raised per class to the samples whose
+    # noisy label f_L predicts) was measured on 2026-12-03 (same file) and dropped with its option (docs/dsink.md)
     # "mean totals" ({"class_totals": "mean_argmax"}: argmax counts of (f_L + f_N) / 2) was measured on
     # 2026-12-03 (benchmarks/results/dsink_study_mlp_dev_pc.json) and dropped with its option (docs/dsink.md)
     "previous default": PREVIOUS,

@@ -37,30 +37,6 @@ def test_noise_totals_are_f_N_counts(probs):
     np.testing.assert_allclose(q.sum(0), pn.sum(0), rtol=1e-6)
 
 
-def test_floored_noise_totals_give_a_blind_class_what_f_L_and_the_labels_support(probs):
-    """noise_argmax_floor: f_N's counts, raised per class to the samples whose noisy label f_L predicts; a class
-    f_N never predicts gets that agreement count instead of zero, classes above their floor keep f_N's count."""
-    from dsink.ot.surrogate import class_totals_from
-
-    pn, pl, _ = (torch.as_tensor(p) for p in probs)
-    pn = pn.clone()
-    pn[:, 4] = 0  # f_N is blind to class 4
-    pn = pn / pn.sum(1, keepdim=True)
-    labels = pl.argmax(1).clone()
-    labels[::3] = (labels[::3] + 1) % 5  # a third of the labels disagree with f_L
-    agree = torch.bincount(labels[pl.argmax(1) == labels], minlength=5).double()
-    counts = torch.bincount(pn.argmax(1), minlength=5).double()
-    assert counts[4] == 0 and agree[4] > 0
-    t = class_totals_from(pl, "noise_argmax_floor", 400.0, False, p_noise=pn, noisy_labels=labels.numpy())
-    raw = torch.maximum(counts, agree)
-    torch.testing.assert_close(t, raw * 400 / raw.sum())
-    assert float(t.sum()) == pytest.approx(400) and t[4] > 0
-    with pytest.raises(InputError, match="needs f_N's probabilities and the noisy labels"):
-        class_totals_from(pl, "noise_argmax_floor", 400.0, False, p_noise=pn)
-    with pytest.raises(InputError, match="noisy_labels has 3 rows"):
-        class_totals_from(pl, "noise_argmax_floor", 400.0, False, p_noise=pn, noisy_labels=[0, 1, 2])
-
-
 def test_noise_alone_with_its_own_totals_is_f_N(probs):
     """cost=noise and totals = f_N's own sums: f_N already satisfies both marginals, so Q = f_N (eps 1)."""
     pn, pl, _ = probs

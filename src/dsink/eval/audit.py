@@ -56,7 +56,7 @@ def surrogate_for_run(run_dir: str | Path) -> tuple[np.ndarray, str]:
     run stores), or the run's own predictions."""
     import torch
 
-    from ..ot.surrogate import class_totals_from, resolve_class_totals, surrogate_labels
+    from ..ot.surrogate import resolve_class_totals, surrogate_labels
 
     run = RunDir(run_dir)
     preds = run.read_predictions()
@@ -73,9 +73,6 @@ def surrogate_for_run(run_dir: str | Path) -> tuple[np.ndarray, str]:
         raise InputError(f"the auxiliary runs of {str(run_dir)!r} no longer match its training set; "
                          "re-run them or audit another run")
     totals = resolve_class_totals(p["class_totals"], scores)
-    if totals == "noise_argmax_floor":  # needs the noisy labels, which the solver is not given
-        totals = class_totals_from(torch.as_tensor(pl), totals, float(len(pl)), False, p_noise=torch.as_tensor(pn),
-                                   noisy_labels=preds["train_noisy"]).numpy()
     q = surrogate_labels(pn, pl, preds["train_probs"], eps=p["eps"] or None, cost=p.get("cost", "noise+target"),
                          class_totals=totals, tol=p["tol"],
                          max_iter=p["max_iter"], dtype=getattr(torch, p["solver_dtype"]))

@@ -50,9 +50,7 @@ class DSinkParams(DistillParams):
 
     class_totals: str = "noise_argmax"  # class totals: soft | argmax (f_L's probability sums | predicted-class counts),
     #                               noise_soft | noise_argmax (the same from f_N) | auto (the argmax counts of the
-    #                               auxiliary with the higher class-balanced noisy-validation accuracy) |
-    #                               noise_argmax_floor (f_N's counts, floored per class by the samples whose noisy
-    #                               label f_L predicts)
+    #                               auxiliary with the higher class-balanced noisy-validation accuracy)
     cost: str = "noise+imbalance+target"  # models in the transport cost: noise+target (the paper) | noise |
     #                             noise+imbalance+target (f_L shifted to the totals' prior joins the kernel)
     target_ema: float = 0.7  # f's probabilities in the cost: EMA over refreshes with this decay (0 = the live f)
@@ -174,8 +172,7 @@ class DSink(_Distill):
         self.log_v: torch.Tensor | None = None  # class potentials of the last refresh (warm start)
         # class totals over the whole training set (every process holds all rows of f_L and f_N)
         self.totals = class_totals_from(self.p_imb, resolve_class_totals(p.class_totals, ctx.aux_scores),
-                                        float(ctx.num_train), False, p_noise=self.p_noise,
-                                        noisy_labels=ctx.train_labels)
+                                        float(ctx.num_train), False, p_noise=self.p_noise)
         self.target_avg: torch.Tensor | None = None  # EMA of f's probabilities (target_ema > 0)
         self.train_pass = torch.full((ctx.num_train, ctx.num_classes), 1.0 / ctx.num_classes, device=ctx.device)
         self.seen = torch.zeros(ctx.num_train, dtype=torch.bool, device=ctx.device)  # rows of this epoch's pass

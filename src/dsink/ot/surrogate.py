@@ -27,7 +27,7 @@ from .sinkhorn import SinkhornResult, sinkhorn
 
 log = logging.getLogger(__name__)
 
-CLASS_TOTALS = ("soft", "argmax", "noise_soft", "noise_argmax", "noise_argmax_floor")
+CLASS_TOTALS = ("soft", "argmax", "noise_soft", "noise_argmax")
 COSTS = ("noise+target", "noise", "noise+imbalance+target", "noise+imbalance")
 
 
@@ -64,31 +64,14 @@ def _check_probs(p: torch.Tensor, name: str, shape=None, atol: float = 1e-3) -> 
 
 
 def class_totals_from(p_imbalance: torch.Tensor, how: str, num_total: float, distributed: bool,
-                      p_noise: torch.Tensor | None = None, noisy_labels: Any = None) -> torch.Tensor:
+                      p_noise: torch.Tensor | None = None) -> torch.Tensor:
     """Class totals ``t`` (summing to ``num_total``) from one model's probabilities.
 
     ``soft``: ``sum_i p_imbalance[i]`` (the paper's literal constraint). ``argmax``: counts of its
     predicted classes - closer to the true class sizes when the model's probabilities carry a noise floor.
     ``noise_soft`` / ``noise_argmax``: the same from ``p_noise`` (the noise-robust model's prediction follows the
     training distribution; an imbalance-robust model's prediction is balanced and over-counts the tail).
-    ``noise_argmax_floor``: f_N's predicted-class counts, each raised to the number of samples whose noisy label
-    (``noisy_labels``, the rows' given labels) f_L predicts - a guard against an f_N blind to a class (it predicts
-    none of its samples, so the class would get no total); measured in docs/dsink.md, not the default.
     """
-    if how == "noise_argmax_floor":
-        if p_noise is None or noisy_labels is None:
-            raise InputError("class_totals='noise_argmax_floor' needs f_N's probabilities and the noisy labels")
-        y = torch.as_tensor(np.asarray(noisy_labels), dtype=torch.long, device=p_imbalance.device).reshape(-1)
-        if y.shape[0] != p_imbalance.shape[0]:
-            raise InputError(f"noisy_labels has {y.shape[0]} rows but the probabilities {p_imbalance.shape[0]}")
-        c = p_imbalance.shape[1]
-        t = torch.bincount(p_noise.argmax(1), minlength=c).double()
-        agree = torch.bincount(y[p_imbalance.argmax(1) == y], minlength=c).double()
-        if distributed:
-            all_reduce(t)
-            all_reduce(agree)
-        t = torch.maximum(t, agree)
-        return t * (num_total / t.sum().clamp_min(1e-300))
     if how.startswith("noise_"):
         if p_noise is None:
             raise InputError(f"class_totals={how!r} needs the noise-robust model's probabilities")
