@@ -35,14 +35,21 @@ SETTINGS = {
     "r20-pair30": (20, "pair_random", 0.3),
     "r100-sem20": (100, "semantic", 0.2),
     "r200-incl50": (200, "uniform_incl_true", 0.5),
+    "r50-unif20": (50, "uniform_excl_true", 0.2),
+    "r100-pair40": (100, "pair_random", 0.4),
+    "r20-sem30": (20, "semantic", 0.3),
 }
-GROUPS = {"dev": ["r100-unif40", "r10-unif40"], "held_out": ["r50-csp30", "r20-pair30", "r200-incl50"]}
+# fresh: settings first run on 2026-12-03 to confirm aux_checkpoint=selected, chosen before any result was seen
+GROUPS = {"dev": ["r100-unif40", "r10-unif40"], "held_out": ["r50-csp30", "r20-pair30", "r200-incl50"],
+          "fresh": ["r50-unif20", "r100-pair40", "r20-sem30"]}
 PREVIOUS = {"base_loss": "ce", "distill": "plain", "class_totals": "argmax", "cost": "noise+target",
             "target_ema": 0.0, "target_probs": "eval"}
 VARIANTS = {
     # the variants below were measured (dev settings) when the defaults were the previous ones; each names what
     # it changes from those, so each spells out all of its knobs and means the same under any defaults
     "default": {},
+    "selected auxiliaries": {"aux_checkpoint": "selected"},  # f_L's and f_N's probabilities at their selected checkpoint
+    "kd, selected auxiliaries": {"aux_checkpoint": "selected"},  # the same for kd (variants named "kd..." train kd)
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
     "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
     # "probability floor 1/N" ({"prob_floor": 1.0}: every cost model's probabilities floored at 1/N before the log, so
@@ -150,12 +157,16 @@ def main() -> int:
             rows = run_pipeline(b, p)["rows"]
             for r in rows:
                 if pick(r):
-                    res[label if r["role"] == "target" or label.startswith("(") else r["method"]] = record(r)
+                    res[label if r["role"] == "target" or label.startswith(("(", "kd")) else r["method"]] = record(r)
             print(f"[{name}] {label}: {time.time() - t:.0f} s", file=sys.stderr, flush=True)
 
         run("reference", [], lambda r: r["role"] != "target")
         for v in args.variants:
             params = VARIANTS[v]
+            if v.startswith("kd"):  # kd with these params (the distillation params it shares with D-SINK)
+                run(v, [f"pipeline.overrides={json.dumps({'combined': {'method': {'params': params}}})}",
+                        "pipeline.baselines=[]", "pipeline.combined=[kd]"], lambda r: r["role"] == "combined")
+                continue
             run(v, [f"pipeline.target={json.dumps(params)}", "pipeline.baselines=[]", "pipeline.combined=[]"],
                 lambda r: r["role"] == "target")
         if args.ladder_loss:

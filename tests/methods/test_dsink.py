@@ -187,3 +187,56 @@ def test_auto_class_totals_follow_the_better_validated_auxiliary(tmp_path, aux, 
     assert run.read_inputs()[2] == pytest.approx(scores)
     run.write_inputs(inputs["aux_probs"], fp)
     assert run.read_inputs()[2] == {}
+
+
+def test_auxiliaries_at_their_selected_checkpoint(tmp_path, aux, caplog):
+    """aux_checkpoint=selected: D-SINK and kd read f_L's and f_N's training-set probabilities at the checkpoint
+    their selection rule chose (stored by the evaluation); a run evaluated by an older dsink is refused with the fix
+    (and re-evaluated when a pipeline or a resume meets it finished); a run without a selected checkpoint gives its
+    last epoch, with a warning."""
+    import logging
+    import shutil
+
+    from dsink.config import MethodConfig
+    from dsink.runs import RunDir
+    from dsink.train.inputs import method_inputs
+
+    runs, _ = aux
+    fp = json.loads((runs["gce"] / "eval.json").read_text())["data_fingerprint"]
+    copies = {}
+    for m in ("la", "gce"):
+        copies[m] = RunDir(tmp_path / m)
+        shutil.copytree(runs[m], copies[m].path)
+        pred = copies[m].read_predictions()
+        assert {"best_train_probs", "best_val_probs", "best_test_probs"} <= set(pred)
+        assert pred["best_train_probs"].shape == pred["train_probs"].shape
+        fake = np.roll(np.eye(10, dtype=np.float32), 3, axis=1)[pred["train_noisy"]]  # unlike the last epoch's
+        copies[m].write_predictions({**pred, "best_train_probs": fake})
+    params = {"imbalance_run": str(copies["la"].path), "noise_run": str(copies["gce"].path)}
+    for name in ("dsink", "kd"):
+        got = method_inputs(MethodConfig(name=name, params={**params, "aux_checkpoint": "selected"}), fp)["aux_probs"]
+        last = method_inputs(MethodConfig(name=name, params=params), fp)["aux_probs"]
+        for role, m in (("imbalance", "la"), ("noise", "gce")):
+            pred = copies[m].read_predictions()
+            assert np.array_equal(got[role], pred["best_train_probs"])
+            assert np.array_equal(last[role], pred["train_probs"])
+    selected = MethodConfig(name="dsink", params={**params, "aux_checkpoint": "selected"})
+    with pytest.raises(InputError, match="unknown aux_checkpoint 'best'"):
+        method_inputs(MethodConfig(name="dsink", params={**params, "aux_checkpoint": "best"}), fp)
+    # evaluated before the selected checkpoint's training probabilities were stored: refused, naming the fix
+    pred = copies["la"].read_predictions()
+    copies["la"].write_predictions({k: v for k, v in pred.items() if k != "best_train_probs"})
+    assert not copies["la"].has_prediction("best_train_probs")
+    with pytest.raises(InputError, match=r"dsink eval .*aux_checkpoint=last"):
+        method_inputs(selected, fp)
+    # a finished run met again (a pipeline's cache, a resume) is evaluated again, which adds them
+    train_run(copies["la"].load_config(), copies["la"].path, resume=True)
+    assert copies["la"].has_prediction("best_train_probs")
+    # no selected checkpoint (no validation split): the last epoch, with a warning
+    copies["gce"].checkpoint_path("best").unlink()
+    pred = copies["gce"].read_predictions()
+    copies["gce"].write_predictions({k: v for k, v in pred.items() if not k.startswith("best_")})
+    with caplog.at_level(logging.WARNING):
+        got = method_inputs(selected, fp)["aux_probs"]
+    assert "has no selected checkpoint" in caplog.text
+    assert np.array_equal(got["noise"], pred["train_probs"])

@@ -81,7 +81,7 @@ def _write_average(runs: dict[str, RunDir], info, preds, out: RunDir, weight: fl
     }
     if "note" in ref:
         report["note"] = ref["note"]
-    for key in ("best_test_probs", "best_val_probs"):
+    for key in ("best_train_probs", "best_test_probs", "best_val_probs"):
         if key in pl and key in pn:
             arrays[key] = mix(key)
     if f"best_{split}_probs" in arrays:

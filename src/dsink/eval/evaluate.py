@@ -49,14 +49,12 @@ def evaluate_trainer(trainer: Any) -> dict[str, Any]:
     if run.has_checkpoint("best"):
         saved = {k: copy.deepcopy(m.state_dict()) for k, m in trainer.models.items()}
         epoch = trainer.load_weights("best")
-        best_test = _np(trainer.predict_probs("test"))
-        best_split = best_test if split == "test" else _np(trainer.predict_probs(split))
+        best = {s: _np(trainer.predict_probs(s)) for s in ("train", "val", "test")}
         for k, m in trainer.models.items():
             m.load_state_dict(saved[k])
-        report["best"] = {"epoch": epoch, **classification_report(best_split, labels, counts)}
-        extra["best_test_probs"] = best_test.astype(np.float32)
-        if split != "test":
-            extra["best_val_probs"] = best_split.astype(np.float32)
+        report["best"] = {"epoch": epoch, **classification_report(best[split], labels, counts)}
+        # the selected checkpoint's probabilities: a distillation may read its auxiliaries there (aux_checkpoint)
+        extra.update({f"best_{s}_probs": best[s].astype(np.float32) for s in ("train", "val", "test")})
     arrays = {
         "train_probs": probs["train"], "val_probs": probs["val"], "test_probs": probs["test"],
         "train_noisy": data.train_y, "train_index": data.train_index, "val_noisy": data.val_y,

@@ -41,6 +41,8 @@ class DistillParams:
     gce_q: float = 0.7  # q for base_loss=gce
     distill: str = "adjusted"  # plain: CE_soft(Q, f) | adjusted: CE_soft(Q, f + log pi), pi = Q's class shares,
     #                         so f's own output is the balanced posterior (logit-adjusted distillation)
+    aux_checkpoint: str = "last"  # the auxiliaries' probabilities from their last epoch | selected (the checkpoint
+    #                             their selection rule chose on the noisy validation split, before they memorise)
 
 
 @dataclass
@@ -76,6 +78,7 @@ class _Distill(Method):
         p = params
         check_choice(p.base_loss, BASE_LOSSES, "base loss")
         check_choice(p.distill, DISTILL_LOSSES, "distill")
+        check_choice(p.aux_checkpoint, ("last", "selected"), "aux_checkpoint")
         if p.alpha < 0:
             raise InputError(f"method.params.alpha must be >= 0, got {p.alpha}")
         if ctx.aux_probs is None:

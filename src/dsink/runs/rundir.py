@@ -125,6 +125,17 @@ class RunDir:
     def has_inputs(self) -> bool:
         return (self.path / self.INPUTS).is_file()
 
+    def has_prediction(self, name: str) -> bool:
+        """The saved predictions hold the array ``name`` (read from the file's index, not loaded)."""
+        folder = self.path / self.PREDICTIONS_DIR
+        if folder.is_dir():
+            return (folder / f"{name}.npy").is_file()
+        try:
+            with np.load(self.predictions_path) as z:
+                return name in z.files
+        except (OSError, ValueError):
+            return False
+
     def is_run(self) -> bool:
         """A dsink run directory: a trained run or an average."""
         return self.has_config() or self.is_average

@@ -91,7 +91,12 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, forc
             todo = run.read_status().get("status") != "finished"
         if not todo:
             log.info("run %s is already finished", run)
-            return (_stored_eval(run) or evaluate_run(run)) if info.is_main else None
+            if not info.is_main:
+                return None
+            report = _stored_eval(run)
+            if report is None or (run.has_checkpoint("best") and not run.has_prediction("best_train_probs")):
+                report = evaluate_run(run)  # evaluated by an older dsink: add what distillations now read
+            return report
         try:
             trainer.fit(resume=resume, stop_after=stop_after)
             if trainer.epoch < cfg.optim.epochs or not info.is_main:

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from typing import Any
 
 import numpy as np
 
 from ..config import MethodConfig, RunConfig, add_hash_hook, run_name
-from ..errors import InputError
+from ..errors import InputError, check_choice
 from ..eval.metrics import per_class_accuracy
 from ..methods import MethodContext, build_method as _build_method, get_method, method_params
 from ..runs import RunDir
 
 UNFINISHED_SWITCH = "--allow-unfinished (train.allow_unfinished_runs=true)"
+AUX_CHECKPOINTS = ("last", "selected")
+log = logging.getLogger(__name__)
 
 
 def auxiliary_runs(cfg: MethodConfig) -> dict[str, str]:
@@ -31,11 +34,16 @@ def auxiliary_runs(cfg: MethodConfig) -> dict[str, str]:
 
 
 def read_auxiliaries(runs: dict[str, str], fingerprint: str, *, allow_unfinished: bool = False, wait: bool = False,
-                     on_wait=None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+                     on_wait=None, checkpoint: str = "last") -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Training-set probabilities of the auxiliary runs (by role), read from their finished run directories and
     checked to belong to the target's data (the message names the run whose data differs), and their validation
     scores (:func:`validation_score`; roles without a validation split left out). A run another process holds
-    for writing is waited for (``wait``; ``on_wait(holder)``) or refused, naming the holder."""
+    for writing is waited for (``wait``; ``on_wait(holder)``) or refused, naming the holder.
+
+    ``checkpoint``: ``last`` (the last epoch) or ``selected`` (the checkpoint the run's selection rule chose on the
+    noisy validation split, before the model memorised its noisy labels; a run without a validation split has
+    none, and its last epoch is used, with a warning)."""
+    check_choice(checkpoint, AUX_CHECKPOINTS, "aux_checkpoint")
     for role, run in runs.items():
         if not run:
             raise InputError(f"D-SINK needs method.params.{role}_run: a finished run directory "
@@ -50,9 +58,23 @@ def read_auxiliaries(runs: dict[str, str], fingerprint: str, *, allow_unfinished
             fps[role] = run.data_fingerprint()
         _check_fingerprints(runs, fps, fingerprint)
         preds = {role: run.read_predictions() for role, run in dirs.items()}
+        if checkpoint == "selected":
+            preds = {role: _selected(role, dirs[role], p) for role, p in preds.items()}
     scores = {role: validation_score(p) for role, p in preds.items()}
     return ({role: p["train_probs"] for role, p in preds.items()},
             {role: v for role, v in scores.items() if v is not None})
+
+
+def _selected(role: str, run: RunDir, pred: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``pred`` with the selected checkpoint's training and validation probabilities in place of the last epoch's."""
+    if "best_train_probs" in pred:
+        return {**pred, "train_probs": pred["best_train_probs"], "val_probs": pred.get("best_val_probs", pred.get("val_probs"))}
+    if run.has_checkpoint("best"):
+        raise InputError(f"{role} run {str(run)!r} does not store the training-set probabilities of its selected "
+                         f"checkpoint (it was evaluated by an older dsink); run `dsink eval {run}` once, or set "
+                         "method.params.aux_checkpoint=last")
+    log.warning("%s run %s has no selected checkpoint (no validation split): D-SINK reads its last epoch", role, run)
+    return pred
 
 
 def validation_score(pred: dict[str, np.ndarray]) -> float | None:
@@ -112,7 +134,8 @@ def method_inputs(method: MethodConfig, fingerprint: str, run: RunDir | None = N
     if aux:
         got = _stored_inputs(run, set(aux), fingerprint) if (stored and run is not None) else None
         if got is None:
-            got = read_auxiliaries(aux, fingerprint, allow_unfinished=allow_unfinished, wait=wait, on_wait=on_wait)
+            got = read_auxiliaries(aux, fingerprint, allow_unfinished=allow_unfinished, wait=wait, on_wait=on_wait,
+                                   checkpoint=getattr(method_params(method), "aux_checkpoint", "last"))
         out["aux_probs"], out["aux_scores"] = got
     role = get_method(method.name).init_from(method_params(method))
     if role is not None and fresh_start:
