@@ -55,7 +55,7 @@ def main() -> int:
         for avg in sorted(cache.glob("average-la-*-gce-*")):
             m = re.fullmatch(r"average-(la-.+-[0-9a-f]+)-(gce-.+-[0-9a-f]+)", avg.name)
             runs = [RunDir(cache / m.group(1)), RunDir(cache / m.group(2))] if m else []
-            if not runs or not all(r.path.joinpath("predictions.npz").exists() for r in runs):
+            if not runs or not all(r.predictions_path.exists() for r in runs):
                 continue
             la, gce = (r.read_predictions() for r in runs)
             if "train_true" not in la:

@@ -110,8 +110,8 @@ def test_two_process_training_reaches_the_same_accuracy(tmp_path, capsys):
         assert a > 0.3 and b > 0.3 and abs(a - b) < 0.06, (method, a, b)  # chance is 0.1
 
 
-@pytest.mark.parametrize("method", [pytest.param("rolt", marks=pytest.mark.slow),
-                                    pytest.param("tabasco", marks=pytest.mark.slow), "sfa"])  # sfa draws centroids
+@pytest.mark.slow  # three torchrun launches: about a minute
+@pytest.mark.parametrize("method", ["rolt", "tabasco", "sfa"])
 def test_dedicated_methods_select_the_same_samples_under_two_processes(tmp_path, capsys, method):
     """RoLT, TABASCO and SFA fit their selection on a feature pass over the whole training set: under torchrun
     every process must reach the single-process selection (here from the shared initial weights, warm-up 0), and
