@@ -232,8 +232,10 @@ class RoLT(Method):
         super().__init__(params, ctx)
         _check(params)
         if params.warmup_epochs >= ctx.epochs:
-            log.warning("rolt: warmup_epochs=%d >= %d epochs: no selection is made, the run is CE",
-                        params.warmup_epochs, ctx.epochs)
+            start = None if params.drw_start is None else int(params.drw_start * ctx.epochs)
+            drw = f" (with class-balanced re-weighting from epoch {start + 1})" if start is not None and start < ctx.epochs else ""
+            log.warning("rolt: warmup_epochs=%d >= %d epochs: no selection is made, the run is CE%s; set "
+                        "method.params.warmup_epochs below optim.epochs", params.warmup_epochs, ctx.epochs, drw)
         self.ema_erm: torch.Tensor | None = None  # moving averages of the ERM and NCM logits (N, C)
         self.ema_ncm: torch.Tensor | None = None
         self.clean: torch.Tensor | None = None  # latest clean probability (N,)
