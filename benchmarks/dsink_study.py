@@ -7,8 +7,8 @@ epoch's test top-1, many/medium/few, label correction, the accuracy of argmax Q 
 labels, and the per-epoch curves (test accuracy, noisy validation accuracy and its class-balanced version),
 so that selection rules can be compared afterwards. Test numbers are recorded, never used to choose.
 
-Usage: python benchmarks/dsink_study.py --settings dev|held_out|NAME... [--seeds 1 2] [--variants NAME ...]
-       [--recipe mlp|cnn] [--work runs/study] [--out benchmarks/results/dsink_study.json]
+Usage: python benchmarks/dsink_study.py --settings dev|held_out|fresh|NAME... [--seeds 1 2] [--variants NAME ...]
+       [--recipe mlp|cnn] [--noise gce|elr|...] [--work runs/study] [--out benchmarks/results/dsink_study.json]
 """
 
 from __future__ import annotations
@@ -129,6 +129,7 @@ def main() -> int:
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), help=f"of: {', '.join(VARIANTS)}")
     ap.add_argument("--ladder-loss", default=None, help="variant whose loss settings the ladder uses (no ladder if unset)")
     ap.add_argument("--recipe", choices=list(RECIPES), default="mlp")
+    ap.add_argument("--noise", default="gce", help="f_N's method (pipeline.noise.name; default gce)")
     ap.add_argument("--work", default="runs/study")
     ap.add_argument("--out", default=None)
     ap.add_argument("--report", metavar="RESULTS", help="print the markdown tables of a results file and exit")
@@ -148,8 +149,9 @@ def main() -> int:
         common = RECIPES[args.recipe] + [
             f"data.imbalance_ratio={rho}", f"data.noise_mode={mode}", f"data.noise_rate={rate}",
             "train.track_correction=true", "train.eval_test_every=1", f"pipeline.seeds={seeds}",
-            "pipeline.vary_data_seed=true", f"pipeline.cache_dir={args.work}/cache", f"pipeline.out={args.work}/tmp"]
-        res = report["results"].setdefault(f"{args.recipe}:{name}", {})
+            "pipeline.vary_data_seed=true", f"pipeline.cache_dir={args.work}/cache", f"pipeline.out={args.work}/tmp",
+            f"pipeline.noise.name={args.noise}"]
+        res = report["results"].setdefault(f"{args.recipe}:{name}" + ("" if args.noise == "gce" else f" f_N={args.noise}"), {})
 
         def run(label, extra, pick):
             t = time.time()
