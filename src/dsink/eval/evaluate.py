@@ -49,7 +49,8 @@ def evaluate_trainer(trainer: Any) -> dict[str, Any]:
     if run.has_checkpoint("best"):
         saved = {k: copy.deepcopy(m.state_dict()) for k, m in trainer.models.items()}
         epoch = trainer.load_weights("best")
-        best = {s: _np(trainer.predict_probs(s)) for s in ("train", "val", "test")}
+        # the selected checkpoint saved at the last epoch holds the same weights: its probabilities are those above
+        best = probs if epoch == trainer.epoch else {s: _np(trainer.predict_probs(s)) for s in ("train", "val", "test")}
         for k, m in trainer.models.items():
             m.load_state_dict(saved[k])
         report["best"] = {"epoch": epoch, **classification_report(best[split], labels, counts)}

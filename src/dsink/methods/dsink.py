@@ -26,6 +26,7 @@ from .base import Method, register_method
 log = logging.getLogger(__name__)
 BASE_LOSSES = ("none", "ce", "la", "gce")
 DISTILL_LOSSES = ("plain", "adjusted")
+AUX_CHECKPOINTS = ("last", "selected")  # which checkpoint of each auxiliary run a distillation reads
 
 
 @dataclass
@@ -78,7 +79,7 @@ class _Distill(Method):
         p = params
         check_choice(p.base_loss, BASE_LOSSES, "base loss")
         check_choice(p.distill, DISTILL_LOSSES, "distill")
-        check_choice(p.aux_checkpoint, ("last", "selected"), "aux_checkpoint")
+        check_choice(p.aux_checkpoint, AUX_CHECKPOINTS, "aux_checkpoint")
         if p.alpha < 0:
             raise InputError(f"method.params.alpha must be >= 0, got {p.alpha}")
         if ctx.aux_probs is None:

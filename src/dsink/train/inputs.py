@@ -19,10 +19,10 @@ from ..config import MethodConfig, RunConfig, add_hash_hook, run_name
 from ..errors import InputError, check_choice
 from ..eval.metrics import per_class_accuracy
 from ..methods import MethodContext, build_method as _build_method, get_method, method_params
+from ..methods.dsink import AUX_CHECKPOINTS
 from ..runs import RunDir
 
 UNFINISHED_SWITCH = "--allow-unfinished (train.allow_unfinished_runs=true)"
-AUX_CHECKPOINTS = ("last", "selected")
 log = logging.getLogger(__name__)
 
 
@@ -68,7 +68,7 @@ def read_auxiliaries(runs: dict[str, str], fingerprint: str, *, allow_unfinished
 def _selected(role: str, run: RunDir, pred: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """``pred`` with the selected checkpoint's training and validation probabilities in place of the last epoch's."""
     if "best_train_probs" in pred:
-        return {**pred, "train_probs": pred["best_train_probs"], "val_probs": pred.get("best_val_probs", pred.get("val_probs"))}
+        return {**pred, "train_probs": pred["best_train_probs"], "val_probs": pred["best_val_probs"]}  # written together
     if run.has_checkpoint("best"):
         raise InputError(f"{role} run {str(run)!r} does not store the training-set probabilities of its selected "
                          f"checkpoint (it was evaluated by an older dsink); run `dsink eval {run}` once, or set "
@@ -78,8 +78,9 @@ def _selected(role: str, run: RunDir, pred: dict[str, np.ndarray]) -> dict[str, 
 
 
 def validation_score(pred: dict[str, np.ndarray]) -> float | None:
-    """A run's class-balanced accuracy on the (noisy) validation split at its last epoch, from its saved
-    predictions (None without a validation split): the evidence a method may weigh its auxiliaries by."""
+    """A run's class-balanced accuracy on the (noisy) validation split, from the saved predictions ``pred`` (its
+    last epoch's, or its selected checkpoint's when :func:`read_auxiliaries` reads that; None without a validation
+    split): the evidence a method may weigh its auxiliaries by."""
     probs, labels = pred.get("val_probs"), pred.get("val_noisy")
     if probs is None or labels is None or len(labels) == 0:
         return None
