@@ -7,7 +7,7 @@ epoch's test top-1, many/medium/few, label correction, the accuracy of argmax Q 
 labels, and the per-epoch curves (test accuracy, noisy validation accuracy and its class-balanced version),
 so that selection rules can be compared afterwards. Test numbers are recorded, never used to choose.
 
-Usage: python benchmarks/dsink_study.py --settings dev|held_out|fresh|NAME... [--seeds 1 2] [--variants NAME ...]
+Usage: python benchmarks/dsink_study.py --settings dev|held_out|fresh|confirm|NAME... [--seeds 1 2] [--variants NAME ...]
        [--recipe mlp|cnn] [--noise gce|elr|...] [--work runs/study] [--out benchmarks/results/dsink_study.json]
 """
 
@@ -38,10 +38,15 @@ SETTINGS = {
     "r50-unif20": (50, "uniform_excl_true", 0.2),
     "r100-pair40": (100, "pair_random", 0.4),
     "r20-sem30": (20, "semantic", 0.3),
+    "r30-unif30": (30, "uniform_excl_true", 0.3),
+    "r10-pair20": (10, "pair_random", 0.2),
+    "r70-sem20": (70, "semantic", 0.2),
 }
 # fresh: settings first run on 2026-12-03 to confirm aux_checkpoint=selected, chosen before any result was seen
 GROUPS = {"dev": ["r100-unif40", "r10-unif40"], "held_out": ["r50-csp30", "r20-pair30", "r200-incl50"],
-          "fresh": ["r50-unif20", "r100-pair40", "r20-sem30"]}
+          "fresh": ["r50-unif20", "r100-pair40", "r20-sem30"],
+          # confirm: settings first run on 2026-12-03 (fourth session) to confirm f_N = ELR, chosen before any result
+          "confirm": ["r30-unif30", "r10-pair20", "r70-sem20"]}
 PREVIOUS = {"base_loss": "ce", "distill": "plain", "class_totals": "argmax", "cost": "noise+target",
             "target_ema": 0.0, "target_probs": "eval"}
 VARIANTS = {
