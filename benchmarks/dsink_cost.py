@@ -5,7 +5,10 @@ recipe (MLP, Fashion-MNIST-LT rho=100, 40 % uniform_excl_true) and compares the 
 ``time_s`` of each ``metrics.jsonl`` row: the training pass, D-SINK's refresh and the validation pass) and
 the total training time (D-SINK with its defaults). Run it on an idle machine: the numbers are times.
 
-Usage: python benchmarks/dsink_cost.py [--epochs 15] [--torchrun] [--out benchmarks/results/dsink_cost.json]
+Usage: python benchmarks/dsink_cost.py [--epochs 15] [--torchrun] [--variant NAME=KEY=VALUE[,KEY=VALUE]...]
+       [--out benchmarks/results/dsink_cost.json]
+
+``--variant "tol 1e-4=tol=1e-4"`` also times a D-SINK target with those ``method.params`` (one row per variant).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--torchrun", action="store_true", help="also time both under torchrun with 2 gloo processes")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]",
+                    help="also time D-SINK with these method.params (repeatable)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "dsink_cost.json"))
     args = ap.parse_args()
     over = MLP + [f"optim.epochs={args.epochs}"]
@@ -56,6 +61,15 @@ def main() -> int:
         t = time.perf_counter()
         train_run(distill_config(tmp / "la", tmp / "gce", None, over[-1:]), tmp / "dsink")
         report["rows"]["dsink"] = {"total_s": time.perf_counter() - t, "epochs": epoch_times(tmp / "dsink")}
+        for i, spec in enumerate(args.variant):
+            name, _, sets = spec.partition("=")
+            if not sets:
+                ap.error(f"--variant {spec!r}: expected NAME=KEY=VALUE[,KEY=VALUE]")
+            params = [f"method.params.{kv}" for kv in sets.split(",")]
+            t = time.perf_counter()
+            train_run(distill_config(tmp / "la", tmp / "gce", None, over[-1:] + params), tmp / f"variant{i}")
+            report["rows"][f"dsink, {name}"] = {"total_s": time.perf_counter() - t, "epochs": epoch_times(tmp / f"variant{i}"),
+                                               "params": params}
         if args.torchrun:
             sets = [a for o in over for a in ("--set", o)]
             for name, cmd in (("ce (torchrun 2)", ["train", "--method", "ce", *sets]),
@@ -65,13 +79,13 @@ def main() -> int:
                 t = time.perf_counter()
                 torchrun([*cmd, "--out", str(out)], tmp)
                 report["rows"][name] = {"total_s": time.perf_counter() - t, "epochs": epoch_times(out)}
-    print(f"{'run':<22}{'median epoch s':>16}{'total s':>10}{'epoch ratio':>13}{'total ratio':>13}")
+    print(f"{'run':<30}{'median epoch s':>16}{'total s':>10}{'epoch ratio':>13}{'total ratio':>13}")
     for name, r in report["rows"].items():
         base = report["rows"]["ce (torchrun 2)" if "torchrun" in name else "ce"]
         r["median_epoch_s"] = statistics.median(r["epochs"])
         r["epoch_ratio"] = r["median_epoch_s"] / statistics.median(base["epochs"])
         r["total_ratio"] = r["total_s"] / base["total_s"]
-        print(f"{name:<22}{r['median_epoch_s']:>16.3f}{r['total_s']:>10.1f}{r['epoch_ratio']:>13.2f}{r['total_ratio']:>13.2f}")
+        print(f"{name:<30}{r['median_epoch_s']:>16.3f}{r['total_s']:>10.1f}{r['epoch_ratio']:>13.2f}{r['total_ratio']:>13.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     return 0

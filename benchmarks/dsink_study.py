@@ -55,6 +55,11 @@ VARIANTS = {
     "default": {},
     "selected auxiliaries": {"aux_checkpoint": "selected"},  # f_L's and f_N's probabilities at their selected checkpoint
     "kd, selected auxiliaries": {"aux_checkpoint": "selected"},  # the same for kd (variants named "kd..." train kd)
+    # cheaper refreshes (the cost target of <= 1.10x a CE epoch): a looser Sinkhorn tolerance, a float32 solve, a
+    # refresh every second epoch
+    "tol 1e-4": {"tol": 1e-4},
+    "float32 solve, tol 1e-4": {"solver_dtype": "float32", "tol": 1e-4},  # 1e-6 is below float32's error floor
+    "refresh every 2": {"refresh_every": 2},
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
     "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
     # "probability floor 1/N" ({"prob_floor": 1.0}: every cost model's probabilities floored at 1/N before the log, so
