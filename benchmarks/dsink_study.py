@@ -60,6 +60,7 @@ VARIANTS = {
     "tol 1e-4": {"tol": 1e-4},
     "float32 solve, tol 1e-4": {"solver_dtype": "float32", "tol": 1e-4},  # 1e-6 is below float32's error floor
     "refresh every 2": {"refresh_every": 2},
+    "sinkhorn solver": {"solver": "sinkhorn"},  # the scaling iterations instead of Newton (the default at C <= 32)
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
     "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
     # "probability floor 1/N" ({"prob_floor": 1.0}: every cost model's probabilities floored at 1/N before the log, so

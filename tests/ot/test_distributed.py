@@ -1,6 +1,7 @@
-"""Sharded Sinkhorn across 2 gloo processes gives the single-process surrogate labels."""
+"""Sharded solves (Sinkhorn and Newton) across 2 gloo processes give the single-process surrogate labels."""
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -14,13 +15,13 @@ def _problem():
     return rng.dirichlet(np.ones(c) * 0.4, n), rng.dirichlet(np.ones(c), n), rng.dirichlet(np.ones(c) * 0.4, n)
 
 
-def _worker(rank, world, init_file, out_dir, class_totals):
+def _worker(rank, world, init_file, out_dir, class_totals, solver):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         pn, pl, pf = _problem()
         shard = np.array_split(np.arange(len(pn)), world)[rank]
         q, res = surrogate_labels(pn[shard], pl[shard], pf[shard], tol=1e-10, max_iter=5000,
-                                  class_totals=class_totals, return_result=True)
+                                  class_totals=class_totals, return_result=True, solver=solver)
         np.save(f"{out_dir}/q{rank}.npy", q)
         np.save(f"{out_dir}/it{rank}.npy", np.array([res.iterations, res.marginal_error]))
         top = distributed.all_reduce(torch.tensor([float(rank), 1.0]), "max")  # the solver's collectives
@@ -30,13 +31,15 @@ def _worker(rank, world, init_file, out_dir, class_totals):
         dist.destroy_process_group()
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize("solver", ["sinkhorn", "newton"])
+def test_two_gloo_processes_match_one_process(tmp_path, solver):
     pn, pl, pf = _problem()
     for totals in ("soft", "argmax"):
         out = tmp_path / totals
         out.mkdir()
-        ref, res = surrogate_labels(pn, pl, pf, tol=1e-10, max_iter=5000, class_totals=totals, return_result=True)
-        mp.spawn(_worker, args=(2, str(tmp_path / f"init-{totals}"), str(out), totals), nprocs=2, join=True)
+        ref, res = surrogate_labels(pn, pl, pf, tol=1e-10, max_iter=5000, class_totals=totals, return_result=True,
+                                    solver=solver)
+        mp.spawn(_worker, args=(2, str(tmp_path / f"init-{totals}"), str(out), totals, solver), nprocs=2, join=True)
         q = np.concatenate([np.load(out / "q0.npy"), np.load(out / "q1.npy")])
         assert q.shape == ref.shape
         assert np.abs(q - ref).max() < 1e-9

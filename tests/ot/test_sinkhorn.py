@@ -175,7 +175,7 @@ def test_shape_and_mass_errors():
 def test_non_convergence_warns_with_the_dedicated_class():
     pn, pl, pf = problem(n=400, c=10, seed=8, conc=0.2)
     with pytest.warns(SolverWarning, match="raise max_iter"):
-        _, res = surrogate_labels(pn, pl, pf, eps=0.05, tol=1e-12, max_iter=3, return_result=True)
+        _, res = surrogate_labels(pn, pl, pf, eps=0.05, tol=1e-12, max_iter=3, return_result=True, solver="sinkhorn")
     assert not res.converged and res.iterations == 3 and res.marginal_error > 1e-12
 
 
@@ -183,7 +183,8 @@ def test_warm_start_gives_the_same_plan_in_fewer_iterations():
     pn, pl, pf = problem(n=2000, c=10, seed=5, conc=0.05)
     pn, pf = (np.clip(p, 1e-12, None) / np.clip(p, 1e-12, None).sum(1, keepdims=True) for p in (pn, pf))
     t = np.linspace(1, 10, 10) ** 2  # far from the kernel's own column sums: ~90 iterations from a cold start
-    kw = dict(class_totals=t, tol=1e-9, max_iter=20000, return_result=True, omega=1.0)  # plain: warm start alone
+    kw = dict(class_totals=t, tol=1e-9, max_iter=20000, return_result=True, omega=1.0,  # plain: warm start alone
+              solver="sinkhorn")
     q0, r0 = surrogate_labels(pn, pl, pf, **kw)
     # the next refresh: the target's predictions moved a little
     pf2 = pf * np.random.default_rng(1).uniform(0.99, 1.01, pf.shape)
@@ -213,7 +214,7 @@ def _hard_refresh():
 
 def test_over_relaxation_reaches_the_same_plan_in_far_fewer_iterations():
     pn, pf, t = _hard_refresh()
-    kw = dict(class_totals=t, tol=1e-8, max_iter=50000, return_result=True)
+    kw = dict(class_totals=t, tol=1e-8, max_iter=50000, return_result=True, solver="sinkhorn")
     plain, rp = surrogate_labels(pn, pn, pf, omega=1.0, **kw)
     auto, ra = surrogate_labels(pn, pn, pf, **kw)  # default: adaptive over-relaxation
     fixed, rf = surrogate_labels(pn, pn, pf, omega=1.8, **kw)
@@ -226,8 +227,8 @@ def test_over_relaxation_reaches_the_same_plan_in_far_fewer_iterations():
         assert np.abs(q - plain).max() < 1e-5
     # on easy problems the automatic choice costs nothing
     pn2, pl2, pf2 = problem(n=3000, c=10, seed=7, conc=0.3)
-    _, e1 = surrogate_labels(pn2, pl2, pf2, omega=1.0, tol=1e-8, return_result=True)
-    _, e2 = surrogate_labels(pn2, pl2, pf2, tol=1e-8, return_result=True)
+    _, e1 = surrogate_labels(pn2, pl2, pf2, omega=1.0, tol=1e-8, return_result=True, solver="sinkhorn")
+    _, e2 = surrogate_labels(pn2, pl2, pf2, tol=1e-8, return_result=True, solver="sinkhorn")
     assert e2.iterations <= e1.iterations
     for bad in (0.0, 2.0, "fast"):
         with pytest.raises(ValueError, match="omega must be in"):
@@ -238,6 +239,7 @@ def test_a_too_large_fixed_omega_falls_back_to_plain_sinkhorn_and_converges():
     pn, pl, pf = problem(n=3000, c=10, seed=7, conc=0.03)
     pn, pf = (np.clip(p, 1e-12, None) / np.clip(p, 1e-12, None).sum(1, keepdims=True) for p in (pn, pf))
     t = np.geomspace(1, 1000, 10)  # omega 1.8 oscillates here without converging
-    q, r = surrogate_labels(pn, pl, pf, class_totals=t, tol=1e-8, max_iter=5000, omega=1.8, return_result=True)
-    ref = surrogate_labels(pn, pl, pf, class_totals=t, tol=1e-8, max_iter=5000, omega=1.0)
+    kw = dict(class_totals=t, tol=1e-8, max_iter=5000, solver="sinkhorn")
+    q, r = surrogate_labels(pn, pl, pf, omega=1.8, return_result=True, **kw)
+    ref = surrogate_labels(pn, pl, pf, omega=1.0, **kw)
     assert r.converged and np.abs(q - ref).max() < 1e-6

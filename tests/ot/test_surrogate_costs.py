@@ -6,7 +6,8 @@ import torch
 
 from dsink import surrogate_labels
 from dsink.errors import InputError
-from dsink.ot import sinkhorn, sinkhorn_reference, surrogate_problem
+from dsink.ot import sinkhorn_reference, surrogate_problem
+from dsink.ot.newton import solve
 
 
 def _probs(rng, n, c, sharp=3.0):
@@ -74,12 +75,12 @@ def test_explicit_eps_and_unknown_cost(probs):
 @pytest.mark.parametrize("cost,totals,eps", [("noise+target", "soft", None),
                                               ("noise+imbalance+target", "noise_argmax", 1.5)])
 def test_problem_then_solver_is_surrogate_labels(probs, cost, totals, eps):
-    """surrogate_problem + sinkhorn is surrogate_labels, bit for bit (the benchmark times this split)."""
+    """surrogate_problem + the solver is surrogate_labels, bit for bit (the benchmark times this split)."""
     pn, pl, pf = probs
     q, res = surrogate_labels(pn, pl, pf, cost=cost, class_totals=totals, eps=eps, return_result=True)
     L, a, b, e = surrogate_problem(pn, pl, pf, cost=cost, class_totals=totals, eps=eps)
     assert e == (eps or float(cost.count("+") + 1)) and L.dtype == torch.float64 and L.shape == (400, 5)
     assert torch.equal(a, torch.ones(400, dtype=torch.float64)) and float(b.sum()) == pytest.approx(400)
-    r = sinkhorn(L, a, b, eps=e)
+    r = solve(L, a, b, eps=e)  # auto: Newton at 5 classes
     assert np.array_equal(r.plan.numpy(), q) and r.iterations == res.iterations
     assert torch.equal(r.log_v, res.log_v)

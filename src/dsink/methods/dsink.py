@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError, TrainingError, check_choice
 from ..losses import gce, logit_adjusted_ce, soft_ce
+from ..ot.newton import SOLVERS
 from ..ot.surrogate import CLASS_TOTALS, COSTS, class_totals_from, resolve_class_totals, surrogate_labels
 from .base import Method, register_method
 
@@ -66,6 +67,7 @@ class DSinkParams(DistillParams):
     omega: float = 0.0  # Sinkhorn over-relaxation: 0 = adaptive (default), 1 = plain Sinkhorn, (1, 2) fixed
     warm_start: bool = False  # start each refresh from the previous one's class potentials (docs/dsink.md)
     solver_dtype: str = "float64"  # float64 | float32 (float32 halves memory; its error floor is ~sqrt(N)*6e-8)
+    solver: str = "auto"  # auto (Newton up to 32 classes, else Sinkhorn) | newton | sinkhorn: same Q (docs/dsink.md)
 
 
 class _Distill(Method):
@@ -168,6 +170,7 @@ class DSink(_Distill):
         check_choice(p.target_probs, ("eval", "train"), "target_probs")
         check_choice(p.init, ("scratch", "noise"), "init")
         check_choice(p.solver_dtype, ("float64", "float32"), "solver_dtype")
+        check_choice(p.solver, SOLVERS, "solver")
         if p.alpha < 0 or p.refresh_every < 1 or p.eps < 0:
             raise InputError("D-SINK needs alpha >= 0, refresh_every >= 1 and eps >= 0 (0: one per model in the cost)")
         if not 0 <= p.omega < 2 or 0 < p.omega < 1:
@@ -215,7 +218,7 @@ class DSink(_Distill):
                                   cost=self.p.cost, class_totals=self.totals, tol=self.p.tol, max_iter=self.p.max_iter,
                                   dtype=getattr(torch, self.p.solver_dtype), distributed=info.active,
                                   return_result=True, init_log_v=self.log_v if self.p.warm_start else None,
-                                  omega=self.p.omega or None)
+                                  omega=self.p.omega or None, solver=self.p.solver)
         q = distributed.all_gather_rows(q.float(), self.ctx.num_train)  # every process trains on any rows
         if not torch.isfinite(q).all():
             raise TrainingError(f"the Sinkhorn step produced non-finite surrogate labels in epoch {epoch + 1}")

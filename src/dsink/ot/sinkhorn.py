@@ -118,6 +118,11 @@ def _block_rows(c: int, itemsize: int) -> int:
     return max(1, (1 << 21) // (max(c, 1) * itemsize))
 
 
+def check_omega(omega) -> None:
+    if omega is not None and not (isinstance(omega, (int, float)) and 0 < omega < 2):
+        raise ValueError(f"omega must be in (0, 2) (1 = plain Sinkhorn) or None for automatic, got {omega!r}")
+
+
 class _Relaxation:
     """The over-relaxation omega of the scaling updates over one solve: fixed or automatic (adapted every
     ``_WINDOW`` iterations after ``_PROBE`` plain ones), with a fall-back to plain Sinkhorn for good when the
@@ -125,8 +130,7 @@ class _Relaxation:
     ``now`` is the omega of the coming iteration: 1 (plain) in the first, which has no previous scaling."""
 
     def __init__(self, omega: float | None) -> None:
-        if omega is not None and not (isinstance(omega, (int, float)) and 0 < omega < 2):
-            raise ValueError(f"omega must be in (0, 2) (1 = plain Sinkhorn) or None for automatic, got {omega!r}")
+        check_omega(omega)
         self.w = 1.0 if omega is None else float(omega)
         self.auto = omega is None
         self.now = 1.0

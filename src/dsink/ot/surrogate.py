@@ -23,7 +23,8 @@ import torch
 
 from ..errors import InputError
 from ..distributed import all_reduce, world_size
-from .sinkhorn import SinkhornResult, sinkhorn
+from .newton import SOLVERS, solve
+from .sinkhorn import SinkhornResult
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,8 @@ def surrogate_problem(
     eps : float
         The regularisation used (the default resolved from ``cost``).
 
-    ``surrogate_labels(...)`` is ``sinkhorn(log_kernel, a, b, eps=eps, ...).plan``.
+    ``surrogate_labels(...)`` is ``dsink.ot.newton.solve(log_kernel, a, b, eps=eps, ...).plan`` (Newton's
+    method or Sinkhorn, same solution).
 
     Examples
     --------
@@ -202,6 +204,7 @@ def surrogate_labels(
     return_result: bool = False,
     init_log_v=None,
     omega: float | None = None,
+    solver: str = "auto",
 ):
     r"""D-SINK surrogate labels :math:`Q` (N, C) for N samples and C classes.
 
@@ -240,7 +243,11 @@ def surrogate_labels(
         Warm start from the class potentials ``log_v`` of an earlier result with the same ``eps`` (e.g. the
         previous refresh's); same solution within ``tol``, usually in far fewer iterations.
     omega : float, optional
-        Over-relaxation of the solver (see :func:`dsink.ot.sinkhorn`): None = automatic, 1 = plain Sinkhorn.
+        Over-relaxation of the Sinkhorn solver (see :func:`dsink.ot.sinkhorn`): None = automatic, 1 = plain Sinkhorn.
+    solver : "auto", "newton" or "sinkhorn"
+        ``newton``: Newton's method on the semi-dual (:func:`dsink.ot.semidual_newton`, a handful of passes
+        over the kernel); ``sinkhorn``: the scaling iterations (:func:`dsink.ot.sinkhorn`); ``auto`` (default):
+        Newton up to ``dsink.ot.newton.NEWTON_MAX_CLASSES`` classes, Sinkhorn beyond. Same problem and solution.
 
     Returns
     -------
@@ -257,12 +264,14 @@ def surrogate_labels(
     >>> bool(np.allclose(q.sum(1), 1) and np.allclose(q.sum(0), p_l.sum(0), atol=1e-4))
     True
     """
+    if solver not in SOLVERS:
+        raise InputError(f"unknown solver {solver!r}; valid: {', '.join(SOLVERS)}")
     is_numpy = isinstance(p_noise, np.ndarray)
     L, a, b, eps = surrogate_problem(p_noise, p_imbalance, p_target, eps=eps, class_totals=class_totals, cost=cost,
                                      dtype=dtype, distributed=distributed)
     with torch.no_grad():
-        res = sinkhorn(L, a, b, eps=eps, tol=tol, max_iter=max_iter, distributed=_world(distributed) > 1,
-                       init_log_v=init_log_v, omega=omega)
+        res = solve(L, a, b, solver=solver, eps=eps, tol=tol, max_iter=max_iter, distributed=_world(distributed) > 1,
+                    init_log_v=init_log_v, omega=omega)
     del L
     q = res.plan
     out = q.cpu().numpy() if is_numpy else q

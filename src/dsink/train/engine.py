@@ -386,6 +386,7 @@ class Trainer:
         for epoch in range(self.epoch, end):
             t0 = time.perf_counter()
             extra = self.method.on_epoch_start(epoch, self)
+            start_s = time.perf_counter() - t0  # the method's epoch-start work (D-SINK: the refresh of Q)
             train_row = self._run_epoch(epoch)
             self.method.on_epoch_end(epoch, self)
             row = {"epoch": epoch + 1, **train_row, **extra, **self._val_metrics()}
@@ -395,6 +396,7 @@ class Trainer:
             if self.cfg.train.track_correction and self.data.train_true is not None:
                 row.update(self._correction_metrics())
             row["time_s"] = time.perf_counter() - t0
+            row["epoch_start_s"] = start_s
             self.epoch = epoch + 1
             improved = SELECTION_RULE in row and row[SELECTION_RULE] > self.best.get(SELECTION_RULE, -1.0)
             if improved:
