@@ -5,7 +5,7 @@ recipe (MLP, Fashion-MNIST-LT rho=100, 40 % uniform_excl_true) and compares the 
 ``time_s`` of each ``metrics.jsonl`` row: the training pass, D-SINK's refresh and the validation pass) and
 the total training time (D-SINK with its defaults). Run it on an idle machine: the numbers are times.
 
-Usage: python benchmarks/dsink_cost.py [--epochs 15] [--torchrun] [--variant NAME=KEY=VALUE[,KEY=VALUE]...]
+Usage: python benchmarks/dsink_cost.py [--epochs 15] [--recipe mlp|cnn] [--torchrun] [--variant NAME=KEY=VALUE[,KEY=VALUE]...]
        [--out benchmarks/results/dsink_cost.json]
 
 ``--variant "tol 1e-4=tol=1e-4"`` also times a D-SINK target with those ``method.params`` (one row per variant).
@@ -27,7 +27,7 @@ from pathlib import Path
 from dsink.config import load_config
 from dsink.runs import RunDir
 from dsink.train import distill_config, train_run
-from recipes import MLP  # benchmarks/recipes.py
+from recipes import RECIPES  # benchmarks/recipes.py
 
 
 def epoch_times(run: Path) -> list[float]:
@@ -48,12 +48,13 @@ def torchrun(args: list[str], cwd: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--recipe", choices=list(RECIPES), default="mlp", help="the offline default's MLP, or the CPU CNN")
     ap.add_argument("--torchrun", action="store_true", help="also time both under torchrun with 2 gloo processes")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]",
                     help="also time D-SINK with these method.params (repeatable)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "dsink_cost.json"))
     args = ap.parse_args()
-    over = MLP + [f"optim.epochs={args.epochs}"]
+    over = RECIPES[args.recipe] + [f"optim.epochs={args.epochs}"]
     report = {"meta": {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
                        "python": platform.python_version()}, "rows": {}}
     with tempfile.TemporaryDirectory() as tmp:

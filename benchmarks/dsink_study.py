@@ -61,6 +61,9 @@ VARIANTS = {
     "float32 solve, tol 1e-4": {"solver_dtype": "float32", "tol": 1e-4},  # 1e-6 is below float32's error floor
     "refresh every 2": {"refresh_every": 2},
     "sinkhorn solver": {"solver": "sinkhorn"},  # the scaling iterations instead of Newton (the default at C <= 32)
+    # f out of the cost: Q = OT(f_N, f_L at the totals' prior) is solved once and stays fixed, like kd's average
+    # (hypothesis: f's own predictions in the cost confirm its errors where the auxiliaries are already good)
+    "f out of the cost": {"cost": "noise+imbalance"},
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
     "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
     # "probability floor 1/N" ({"prob_floor": 1.0}: every cost model's probabilities floored at 1/N before the log, so
