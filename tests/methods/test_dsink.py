@@ -43,6 +43,20 @@ def test_dsink_smoke_run_logs_the_solver(tmp_path, aux):
     assert np.allclose(Q.sum(0).numpy(), totals, atol=0.05)
 
 
+def test_newton_solver_gives_the_first_refresh_of_sinkhorn(tmp_path, aux):
+    """One epoch: the checkpointed Q is the first refresh's, made before any training, so the two solvers must agree."""
+    runs, _ = aux
+    qs = {}
+    for solver in ("sinkhorn", "newton"):
+        train_run(distill_config(runs["la"], runs["gce"], None, ["optim.epochs=1", f"method.params.solver={solver}"]),
+                  tmp_path / solver)
+        row = json.loads((tmp_path / solver / "metrics.jsonl").read_text().splitlines()[0])
+        assert row["sinkhorn_error"] <= 1e-6 and row["epoch_start_s"] >= 0
+        qs[solver] = (load_checkpoint(tmp_path / solver / "checkpoints" / "last.pt")["method"]["Q"], row["sinkhorn_iters"])
+    assert float((qs["newton"][0] - qs["sinkhorn"][0]).abs().max()) < 1e-5
+    assert qs["newton"][1] <= min(10, qs["sinkhorn"][1])  # passes over the kernel
+
+
 def test_dsink_resume_is_bit_identical(tmp_path, aux):
     runs, _ = aux
     # a refresh every epoch, warm-started: the resumed epoch's Sinkhorn starts from the checkpointed potentials
