@@ -64,6 +64,9 @@ VARIANTS = {
     # f out of the cost: Q = OT(f_N, f_L at the totals' prior) is solved once and stays fixed, like kd's average
     # (hypothesis: f's own predictions in the cost confirm its errors where the auxiliaries are already good)
     "f out of the cost": {"cost": "noise+imbalance"},
+    # softer Q: two units of entropy per model in the cost instead of one (hypothesis: kd's edge where the
+    # auxiliaries are good is its soft target; D-SINK's Q has about half the average's entropy on the training set)
+    "softer Q (eps 6)": {"eps": 6.0},
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
     "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
     # "probability floor 1/N" ({"prob_floor": 1.0}: every cost model's probabilities floored at 1/N before the log, so
