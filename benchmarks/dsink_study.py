@@ -41,12 +41,17 @@ SETTINGS = {
     "r30-unif30": (30, "uniform_excl_true", 0.3),
     "r10-pair20": (10, "pair_random", 0.2),
     "r70-sem20": (70, "semantic", 0.2),
+    "r150-unif30": (150, "uniform_excl_true", 0.3),
+    "r40-pair25": (40, "pair_random", 0.25),
+    "r15-csp40": (15, "class_size_prop", 0.4),
 }
 # fresh: settings first run on 2026-12-03 to confirm aux_checkpoint=selected, chosen before any result was seen
 GROUPS = {"dev": ["r100-unif40", "r10-unif40"], "held_out": ["r50-csp30", "r20-pair30", "r200-incl50"],
           "fresh": ["r50-unif20", "r100-pair40", "r20-sem30"],
           # confirm: settings first run on 2026-12-03 (fourth session) to confirm f_N = ELR, chosen before any result
-          "confirm": ["r30-unif30", "r10-pair20", "r70-sem20"]}
+          "confirm": ["r30-unif30", "r10-pair20", "r70-sem20"],
+          # decide: chosen on 2026-12-03 (seventh session) before any run, to decide the softer-Q exploration
+          "decide": ["r150-unif30", "r40-pair25", "r15-csp40"]}
 PREVIOUS = {"base_loss": "ce", "distill": "plain", "class_totals": "argmax", "cost": "noise+target",
             "target_ema": 0.0, "target_probs": "eval"}
 VARIANTS = {
