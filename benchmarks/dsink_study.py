@@ -44,6 +44,9 @@ SETTINGS = {
     "r150-unif30": (150, "uniform_excl_true", 0.3),
     "r40-pair25": (40, "pair_random", 0.25),
     "r15-csp40": (15, "class_size_prop", 0.4),
+    "r80-unif35": (80, "uniform_excl_true", 0.35),
+    "r25-sem40": (25, "semantic", 0.4),
+    "r120-pair30": (120, "pair_random", 0.3),
 }
 # fresh: settings first run on 2026-12-03 to confirm aux_checkpoint=selected, chosen before any result was seen
 GROUPS = {"dev": ["r100-unif40", "r10-unif40"], "held_out": ["r50-csp30", "r20-pair30", "r200-incl50"],
@@ -51,7 +54,9 @@ GROUPS = {"dev": ["r100-unif40", "r10-unif40"], "held_out": ["r50-csp30", "r20-p
           # confirm: settings first run on 2026-12-03 (fourth session) to confirm f_N = ELR, chosen before any result
           "confirm": ["r30-unif30", "r10-pair20", "r70-sem20"],
           # decide: chosen on 2026-12-03 (seventh session) before any run, to decide the softer-Q exploration
-          "decide": ["r150-unif30", "r40-pair25", "r15-csp40"]}
+          "decide": ["r150-unif30", "r40-pair25", "r15-csp40"],
+          # decide2: chosen on 2026-12-03 (seventh session) before any run, to decide the half-kd exploration
+          "decide2": ["r80-unif35", "r25-sem40", "r120-pair30"]}
 PREVIOUS = {"base_loss": "ce", "distill": "plain", "class_totals": "argmax", "cost": "noise+target",
             "target_ema": 0.0, "target_probs": "eval"}
 VARIANTS = {
@@ -72,6 +77,9 @@ VARIANTS = {
     # softer Q: two units of entropy per model in the cost instead of one (hypothesis: kd's edge where the
     # auxiliaries are good is its soft target; D-SINK's Q has about half the average's entropy on the training set)
     "softer Q (eps 6)": {"eps": 6.0},
+    # half kd: Q = (OT-Q + (f_L + f_N) / 2) / 2 (hypothesis: the product kernel vetoes f_L's vote for a class f_N is
+    # blind to, and its Q is sharper than kd's; the arithmetic mix keeps the vote, softens Q, keeps half the moves)
+    "half kd (avg_mix 0.5)": {"avg_mix": 0.5},
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
     "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
     # "probability floor 1/N" ({"prob_floor": 1.0}: every cost model's probabilities floored at 1/N before the log, so

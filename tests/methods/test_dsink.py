@@ -57,6 +57,24 @@ def test_newton_solver_gives_the_first_refresh_of_sinkhorn(tmp_path, aux):
     assert qs["newton"][1] <= min(10, qs["sinkhorn"][1])  # passes over the kernel
 
 
+def test_avg_mix_blends_the_naive_average_into_q(tmp_path, aux):
+    """avg_mix = m: Q = (1 - m) OT-Q + m (f_L + f_N) / 2, on the first refresh (made before any training)."""
+    from dsink.runs import RunDir
+
+    runs, _ = aux
+    qs = {}
+    for mix in (0.0, 0.5):
+        train_run(distill_config(runs["la"], runs["gce"], None, ["optim.epochs=1", f"method.params.avg_mix={mix}"]),
+                  tmp_path / str(mix))
+        qs[mix] = load_checkpoint(tmp_path / str(mix) / "checkpoints" / "last.pt")["method"]["Q"]
+    pl, pn = (torch.as_tensor(RunDir(runs[m]).read_predictions()["train_probs"]).float() for m in ("la", "gce"))
+    assert torch.allclose(qs[0.5], 0.5 * qs[0.0] + 0.25 * (pl + pn), atol=1e-6)
+    assert not torch.allclose(qs[0.5], qs[0.0], atol=1e-3)  # the average differs from the transported Q
+    with pytest.raises(InputError, match="avg_mix must be in"):
+        train_run(distill_config(runs["la"], runs["gce"], None, ["method.params.avg_mix=1.5"]), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_dsink_resume_is_bit_identical(tmp_path, aux):
     runs, _ = aux
     # a refresh every epoch, warm-started: the resumed epoch's Sinkhorn starts from the checkpointed potentials

@@ -66,6 +66,7 @@ class DSinkParams(DistillParams):
     max_iter: int = 1000  # Sinkhorn iteration cap
     omega: float = 0.0  # Sinkhorn over-relaxation: 0 = adaptive (default), 1 = plain Sinkhorn, (1, 2) fixed
     warm_start: bool = False  # start each refresh from the previous one's class potentials (docs/dsink.md)
+    avg_mix: float = 0.0  # share of the naive average (f_L + f_N) / 2 mixed into Q after each refresh (0: Q alone)
     solver_dtype: str = "float64"  # float64 | float32 (float32 halves memory; its error floor is ~sqrt(N)*6e-8)
     solver: str = "sinkhorn"  # sinkhorn | newton (Newton on the semi-dual: same Q, 4-5 passes) | auto (Newton up to
     #                           32 classes); Newton failed the pre-registered accuracy rule by 0.01 points (docs/dsink.md)
@@ -174,6 +175,8 @@ class DSink(_Distill):
         check_choice(p.solver, SOLVERS, "solver")
         if p.alpha < 0 or p.refresh_every < 1 or p.eps < 0:
             raise InputError("D-SINK needs alpha >= 0, refresh_every >= 1 and eps >= 0 (0: one per model in the cost)")
+        if not 0.0 <= p.avg_mix <= 1.0:
+            raise InputError(f"method.params.avg_mix must be in [0, 1] (the share of the naive average in Q), got {p.avg_mix}")
         if not 0 <= p.omega < 2 or 0 < p.omega < 1:
             raise InputError(f"method.params.omega must be 0 (adaptive), 1 (plain Sinkhorn) or in (1, 2), got {p.omega}")
         super().__init__(params, ctx)
@@ -223,6 +226,8 @@ class DSink(_Distill):
         q = distributed.all_gather_rows(q.float(), self.ctx.num_train)  # every process trains on any rows
         if not torch.isfinite(q).all():
             raise TrainingError(f"the Sinkhorn step produced non-finite surrogate labels in epoch {epoch + 1}")
+        if self.p.avg_mix > 0:  # keeps each auxiliary's vote where the product kernel vetoes it (docs/dsink.md)
+            q = (1.0 - self.p.avg_mix) * q + self.p.avg_mix * 0.5 * (self.p_imb + self.p_noise)
         self.set_target(q)
         lv = res.log_v.double()
         self.log_v = torch.where(torch.isfinite(lv), lv, torch.zeros_like(lv))  # a class without mass: cold
