@@ -70,7 +70,8 @@ VARIANTS = {
     "tol 1e-4": {"tol": 1e-4},
     "float32 solve, tol 1e-4": {"solver_dtype": "float32", "tol": 1e-4},  # 1e-6 is below float32's error floor
     "refresh every 2": {"refresh_every": 2},
-    "sinkhorn solver": {"solver": "sinkhorn"},  # the scaling iterations instead of Newton (the default at C <= 32)
+    "sinkhorn solver": {"solver": "sinkhorn"},
+    "newton solver": {"solver": "newton"},  # Newton's method on the semi-dual (the same Q to ~1e-5)  # the scaling iterations instead of Newton (the default at C <= 32)
     # f out of the cost: Q = OT(f_N, f_L at the totals' prior) is solved once and stays fixed, like kd's average
     # (hypothesis: f's own predictions in the cost confirm its errors where the auxiliaries are already good)
     "f out of the cost": {"cost": "noise+imbalance"},
