@@ -68,8 +68,8 @@ class DSinkParams(DistillParams):
     warm_start: bool = False  # start each refresh from the previous one's class potentials (docs/dsink.md)
     avg_mix: float = 0.0  # share of the naive average (f_L + f_N) / 2 mixed into Q after each refresh (0: Q alone)
     solver_dtype: str = "float64"  # float64 | float32 (float32 halves memory; its error floor is ~sqrt(N)*6e-8)
-    solver: str = "sinkhorn"  # sinkhorn | newton (Newton on the semi-dual: same Q, 4-5 passes) | auto (Newton up to
-    #                           32 classes); Newton failed the pre-registered accuracy rule by 0.01 points (docs/dsink.md)
+    solver: str = "auto"  # auto (Newton on the semi-dual up to 32 classes, Sinkhorn beyond) | newton | sinkhorn:
+    #                       the same Q; Newton in 4-5 passes (docs/dsink.md, seventh round)
 
 
 class _Distill(Method):
