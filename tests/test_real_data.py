@@ -14,6 +14,7 @@ from dsink.cli import main
 from dsink.config import RunConfig, build_dataclass, config_hash
 from dsink.data import build_data
 from dsink.train import Trainer
+from dsink.train.engine import TIMING_KEYS
 
 from .data.test_images import make_folder
 
@@ -48,7 +49,7 @@ def test_streaming_trains_exactly_like_memory(tmp_path, workers):
         data = build_data(cfg.data)
         t = Trainer(cfg, data, tmp_path / f"run-{stream}")
         assert t.backend == ("stream" if stream else "memory")
-        rows[stream] = [{k: v for k, v in r.items() if k not in ("time_s", "images_per_s")} for r in t.fit()]
+        rows[stream] = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in t.fit()]
         logits[stream] = t.predict_logits("train")
     assert rows[True] == rows[False]
     assert torch.equal(logits[True], logits[False])

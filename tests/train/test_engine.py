@@ -7,12 +7,12 @@ import torch
 from dsink.config import load_config
 from dsink.errors import InputError
 from dsink.train import train_run
+from dsink.train.engine import TIMING_KEYS
 from dsink.runs import load_checkpoint
 
 
 def _rows(run):
-    drop = {"time_s", "images_per_s"}
-    return [{k: v for k, v in json.loads(l).items() if k not in drop} for l in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in json.loads(l).items() if k not in TIMING_KEYS} for l in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_smoke_run_writes_the_run_directory_contract(tmp_path, fmnist_small):

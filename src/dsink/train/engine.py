@@ -65,6 +65,9 @@ def _tensor(a: np.ndarray | None, device, dtype=None) -> torch.Tensor | None:
 SPLITS = ("train", "val", "test")
 
 
+# metrics-row fields that measure time: they differ between otherwise identical runs
+TIMING_KEYS = ("time_s", "images_per_s", "epoch_start_s")
+
 class Trainer:
     """Trains a method's networks on a :class:`~dsink.data.DataBundle` and writes a run directory.
 
