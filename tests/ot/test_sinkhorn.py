@@ -243,3 +243,30 @@ def test_a_too_large_fixed_omega_falls_back_to_plain_sinkhorn_and_converges():
     q, r = surrogate_labels(pn, pl, pf, omega=1.8, return_result=True, **kw)
     ref = surrogate_labels(pn, pl, pf, omega=1.0, **kw)
     assert r.converged and np.abs(q - ref).max() < 1e-6
+
+
+def test_block_rows_cache_sized_on_cpu_one_block_on_accelerators():
+    from dsink.ot.sinkhorn import _block_rows
+
+    assert _block_rows(1_000_000, 10, 8, torch.device("cpu")) == (1 << 21) // 80  # about 2 MB of float64
+    assert _block_rows(1_000_000, 10, 4, torch.device("cpu")) == (1 << 21) // 40
+    assert _block_rows(1_000_000, 10, 8, torch.device("cuda")) == 1_000_000  # launches, not traffic, on a GPU
+    assert _block_rows(0, 10, 8, torch.device("cuda")) == 1
+
+
+@pytest.mark.parametrize("omega", [None, 1.0])
+def test_one_block_and_many_blocks_give_the_same_plan(monkeypatch, omega):
+    """The GPU's single block and the CPU's cache-sized blocks are the same arithmetic up to summation order."""
+    import importlib
+
+    sk = importlib.import_module("dsink.ot.sinkhorn")  # the module (the package exports the function by that name)
+    pn, pl, pf = problem(n=500, c=6, seed=3)
+    L = torch.as_tensor((np.log(pn) + np.log(pf)) / 2)
+    a, b = torch.ones(500, dtype=torch.float64), torch.as_tensor(pl.sum(0) * 500 / pl.sum())
+    plans = {}
+    for rows in (7, 500):
+        monkeypatch.setattr(sk, "_block_rows", lambda n, c, itemsize, device, rows=rows: rows)
+        res = sk.sinkhorn(L, a, b, tol=1e-9, omega=omega)
+        assert res.converged
+        plans[rows] = res.plan
+    assert torch.allclose(plans[7], plans[500], atol=1e-12, rtol=0)

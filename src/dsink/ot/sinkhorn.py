@@ -112,9 +112,13 @@ def _adapt_omega(errs: list[float], w: float) -> float:
     return max(w, min(_OMEGA_MAX, 2.0 / (1.0 + math.sqrt(1.0 - theta))))
 
 
-def _block_rows(c: int, itemsize: int) -> int:
-    """Rows per block of about 2 MB (measured best here, between 1 and 4 MB): a block stays in cache
-    between the products K v and K^T u of one pass."""
+def _block_rows(n: int, c: int, itemsize: int, device: torch.device) -> int:
+    """Rows per block. On a CPU about 2 MB (measured best on the project's CPU, between 1 and 4 MB): a block
+    stays in cache between the products K v and K^T u of one pass. On an accelerator all rows in one block:
+    each block costs a handful of kernel launches, and with 2 MB blocks the launches, not the memory traffic,
+    set the pace (docs/benchmarks.md, "On a GPU")."""
+    if device.type != "cpu":
+        return max(1, n)
     return max(1, (1 << 21) // (max(c, 1) * itemsize))
 
 
@@ -200,7 +204,7 @@ def _start(L: torch.Tensor, a: torch.Tensor, b: torch.Tensor, init_log_v, absorb
         beta = torch.where(b > 0, init, beta)
     a_pos, b_pos = a > 0, b > 0  # with full support (the D-SINK case) range checks are one min/max each
     u = torch.empty(n, dtype=dtype, device=dev)
-    return _Solve(L, a, b, a_pos, b_pos, bool(a_pos.all()), bool(b_pos.all()), _block_rows(c, L.element_size()),
+    return _Solve(L, a, b, a_pos, b_pos, bool(a_pos.all()), bool(b_pos.all()), _block_rows(n, c, L.element_size(), dev),
                   1.0 / absorb, absorb, torch.finfo(dtype).tiny, alpha, beta, torch.empty_like(L), u,
                   torch.empty_like(u), torch.ones(c, dtype=dtype, device=dev))
 
