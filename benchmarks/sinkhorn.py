@@ -20,7 +20,11 @@ equivalent stopping threshold, given M = -log_kernel and reg = 1 (kernel exp(-M 
 exactly). Times are medians of --repeats interleaved solves; the errors are each plan's relative L1
 marginal error (rows and columns).
 
-Usage: python benchmarks/sinkhorn.py [--quick] [--sizes 50000x100 ...] [--repeats 5] [--out FILE]
+With ``--device cuda`` the synthetic problems are solved on the GPU (ours, and POT's torch backend on the
+same CUDA tensors; POT's numpy backend stays on the CPU), each time taken after a device synchronisation, the
+bandwidth bound from the GPU's copy bandwidth; for C <= 32 the row also times Newton on the semi-dual.
+
+Usage: python benchmarks/sinkhorn.py [--quick] [--sizes 50000x100 ...] [--repeats 5] [--device cpu] [--out FILE]
        python benchmarks/sinkhorn.py --real RUN [RUN ...] [--repeats 5] [--out FILE]
 """
 
@@ -41,15 +45,24 @@ import torch
 from dsink.ot import sinkhorn
 from dsink.ot.newton import solve
 
+DEVICE = torch.device("cpu")  # set by main() from --device
+
+
+def _sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
 
 def copy_bandwidth(nbytes: int = 1 << 29) -> float:
     """Bytes moved per second (read + write) by a large tensor copy."""
-    x = torch.empty(nbytes // 4, dtype=torch.float32).uniform_()
+    x = torch.empty(nbytes // 4, dtype=torch.float32, device=DEVICE).uniform_()
     y = torch.empty_like(x)
     best = math.inf
     for _ in range(5):
+        _sync()
         t = time.perf_counter()
         y.copy_(x)
+        _sync()
         best = min(best, time.perf_counter() - t)
     return 2 * nbytes / best
 
@@ -70,8 +83,9 @@ def make_problem(n, c, dtype, seed=0):
 
 
 def rel_error(Q, a, b):
-    Q = torch.as_tensor(Q, dtype=torch.float64)
-    return float(((Q.sum(1) - a.double()).abs().sum() + (Q.sum(0) - b.double()).abs().sum()) / a.double().sum())
+    Q = torch.as_tensor(Q).cpu().double()
+    a, b = a.cpu().double(), b.cpu().double()
+    return float(((Q.sum(1) - a).abs().sum() + (Q.sum(0) - b).abs().sum()) / a.sum())
 
 
 def iteration_time(L, a, b, k=21):
@@ -82,8 +96,10 @@ def iteration_time(L, a, b, k=21):
         for iters in (1, k):
             best = math.inf
             for _ in range(2):
+                _sync()
                 t = time.perf_counter()
                 sinkhorn(L, a, b, tol=0.0, max_iter=iters)
+                _sync()
                 best = min(best, time.perf_counter() - t)
             times[iters] = best
     return (times[k] - times[1]) / (k - 1)
@@ -93,8 +109,10 @@ def run_ours(L, a, b, tol, omega=None, solver="sinkhorn"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         solve(L, a, b, tol=tol, max_iter=5, omega=omega, solver=solver)  # warm-up
+    _sync()
     t = time.perf_counter()
     res = solve(L, a, b, tol=tol, max_iter=10000, omega=omega, solver=solver)
+    _sync()
     total = time.perf_counter() - t
     return res, total
 
@@ -112,20 +130,23 @@ def pot_solve(L, a, b, thr, variant, reg=2.0, log=False):
 
     method, backend = variant.split("/")
     M = (-reg * L).double()
-    args = (a.double(), b.double(), M) if backend == "torch" else (a.double().numpy(), b.double().numpy(), M.numpy())
+    args = (a.double(), b.double(), M) if backend == "torch" else \
+        (a.double().cpu().numpy(), b.double().cpu().numpy(), M.cpu().numpy())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        _sync()
         t = time.perf_counter()
         out = ot.sinkhorn(*args, reg, method=method, stopThr=thr, numItermax=10000, log=log)
+        _sync()
         dt = time.perf_counter() - t
     Q, info = out if log else (out, None)
-    return torch.as_tensor(Q), dt, info
+    return torch.as_tensor(Q).cpu(), dt, info
 
 
 def pot_correct(Q, a, b, tol, ours_plan):
     """A POT plan is correct when finite, within 10 x tol of the marginals and within 1e-4 of ours."""
     return bool(torch.isfinite(Q).all()) and rel_error(Q, a, b) <= 10 * tol and \
-        float((Q - ours_plan.double()).abs().max()) < 1e-4
+        float((Q - ours_plan.cpu().double()).abs().max()) < 1e-4
 
 
 def pot_time(L, a, b, tol, variant):
@@ -251,9 +272,12 @@ def main():
     ap.add_argument("--sizes", nargs="+", metavar="NxC", help="only these sizes, e.g. 50000x100")
     ap.add_argument("--real", nargs="+", metavar="RUN", help="time the refreshes of these finished D-SINK runs instead")
     ap.add_argument("--repeats", type=int, default=1, help="interleaved timings of ours and POT (medians kept)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N: where the synthetic problems are solved")
     ap.add_argument("--out", help="JSON results (default benchmarks/results/sinkhorn.json, with --real "
                                   "benchmarks/results/sinkhorn_real.json)")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     results = Path(__file__).parent / "results"
     if args.real:
         rows = run_real(args.real, args.repeats)
@@ -274,13 +298,16 @@ def main():
         for dtype, tol in ((torch.float64, 1e-6), (torch.float32, max(1e-5, 2e-7 * math.sqrt(n)))):
             if big and dtype == torch.float64:
                 continue  # 1M x 100 and more: float32 only (memory)
-            L, a, b = make_problem(n, c, dtype)
+            L, a, b = (t.to(DEVICE) for t in make_problem(n, c, dtype))
             res, total = run_ours(L, a, b, tol)
             per_iter = iteration_time(L, a, b)
             bound = 2 * n * c * L.element_size() / bw  # two reads of the kernel per iteration
             row = {"N": n, "C": c, "dtype": str(dtype).replace("torch.", ""), "tol": tol, "iterations": res.iterations,
                    "converged": res.converged, "ours_s": total, "ours_iter_ms": 1e3 * per_iter,
-                   "bound_iter_ms": 1e3 * bound, "x_bound": per_iter / bound}
+                   "bound_iter_ms": 1e3 * bound, "x_bound": per_iter / bound, "device": str(DEVICE)}
+            if c <= 32:
+                res_n, row["newton_s"] = run_ours(L, a, b, tol, solver="newton")
+                row["newton_converged"] = res_n.converged
             if dtype == torch.float64 and not big:
                 pot = run_pot(L, a, b, tol, res.plan)
                 if pot and args.repeats > 1:  # interleave further timings of both; keep the medians
@@ -296,13 +323,16 @@ def main():
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
             del L, res
     print(f"\ncopy bandwidth {bw / 1e9:.1f} GB/s")
-    print(f"{'N':>8}{'C':>6}{'dtype':>9}{'iters':>7}{'ours s':>9}{'POT s':>9}{'POT variant':>26}{'x POT':>7}{'x bound':>9}")
+    print(f"{'N':>8}{'C':>6}{'dtype':>9}{'iters':>7}{'ours s':>9}{'newton s':>9}{'POT s':>9}{'POT variant':>26}{'x POT':>7}"
+          f"{'x bound':>9}")
     for r in rows:
         pot_s = f"{r['pot_s']:.3f}" if r.get("pot_s") else "-"
         sp = f"{r['speedup_vs_pot']:.1f}" if r.get("speedup_vs_pot") else "-"
-        print(f"{r['N']:>8}{r['C']:>6}{r['dtype']:>9}{r['iterations']:>7}{r['ours_s']:>9.3f}{pot_s:>9}"
+        newton_s = f"{r['newton_s']:.3f}" if r.get("newton_s") is not None else "-"
+        print(f"{r['N']:>8}{r['C']:>6}{r['dtype']:>9}{r['iterations']:>7}{r['ours_s']:>9.3f}{newton_s:>9}{pot_s:>9}"
               f"{r.get('pot_variant', '-'):>26}{sp:>7}{r['x_bound']:>9.2f}")
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "copy_bandwidth_GBps": bw / 1e9,
+            "device": str(DEVICE), "gpu": torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else None,
             "machine": platform.machine(), "command": "python benchmarks/sinkhorn.py " + " ".join(sys.argv[1:])}
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
 
