@@ -47,6 +47,9 @@ SETTINGS = {
     "r80-unif35": (80, "uniform_excl_true", 0.35),
     "r25-sem40": (25, "semantic", 0.4),
     "r120-pair30": (120, "pair_random", 0.3),
+    "r60-sem30": (60, "semantic", 0.3),
+    "r90-pair35": (90, "pair_random", 0.35),
+    "r35-unif30": (35, "uniform_excl_true", 0.3),
 }
 # fresh: settings first run on 2026-12-03 to confirm aux_checkpoint=selected, chosen before any result was seen
 GROUPS = {"dev": ["r100-unif40", "r10-unif40"], "held_out": ["r50-csp30", "r20-pair30", "r200-incl50"],
@@ -56,7 +59,9 @@ GROUPS = {"dev": ["r100-unif40", "r10-unif40"], "held_out": ["r50-csp30", "r20-p
           # decide: chosen on 2026-12-03 (seventh session) before any run, to decide the softer-Q exploration
           "decide": ["r150-unif30", "r40-pair25", "r15-csp40"],
           # decide2: chosen on 2026-12-03 (seventh session) before any run, to decide the half-kd exploration
-          "decide2": ["r80-unif35", "r25-sem40", "r120-pair30"]}
+          "decide2": ["r80-unif35", "r25-sem40", "r120-pair30"],
+          # decide3: chosen on 2026-12-04 before any run, to decide blind_vote (docs/dsink.md, eighth round)
+          "decide3": ["r60-sem30", "r90-pair35", "r35-unif30"]}
 PREVIOUS = {"base_loss": "ce", "distill": "plain", "class_totals": "argmax", "cost": "noise+target",
             "target_ema": 0.0, "target_probs": "eval"}
 VARIANTS = {
@@ -81,6 +86,9 @@ VARIANTS = {
     # half kd: Q = (OT-Q + (f_L + f_N) / 2) / 2 (hypothesis: the product kernel vetoes f_L's vote for a class f_N is
     # blind to, and its Q is sharper than kd's; the arithmetic mix keeps the vote, softens Q, keeps half the moves)
     "half kd (avg_mix 0.5)": {"avg_mix": 0.5},
+    # blind vote: the agreeing samples of the classes f_N is blind to get kd's target (hypothesis: D-SINK's losses to
+    # kd and the average come from classes f_N hardly predicts, where the product kernel vetoes f_L's vote)
+    "blind vote 0.1": {"blind_vote": 0.1},
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
     "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
     # "probability floor 1/N" ({"prob_floor": 1.0}: every cost model's probabilities floored at 1/N before the log, so

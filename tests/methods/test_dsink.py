@@ -75,6 +75,45 @@ def test_avg_mix_blends_the_naive_average_into_q(tmp_path, aux):
     assert not (tmp_path / "bad").exists()
 
 
+def test_blind_class_rows_finds_the_classes_f_n_never_predicts():
+    from dsink.methods.dsink import blind_class_rows
+
+    # 3 classes; f_N never predicts class 2, f_L predicts it on rows 0-3, of which rows 0-2 carry label 2
+    p_imb = torch.tensor([[.1, .1, .8]] * 4 + [[.8, .1, .1]] * 4 + [[.1, .8, .1]] * 4)
+    p_noise = torch.tensor([[.6, .3, .1]] * 4 + [[.8, .1, .1]] * 4 + [[.1, .8, .1]] * 4)
+    labels = torch.tensor([2, 2, 2, 0, 0, 0, 0, 1, 1, 1, 1, 2])
+    rows = blind_class_rows(p_imb, p_noise, labels, 0.1)
+    assert rows.tolist() == [True] * 3 + [False] * 9  # the agreeing samples of the blind class only
+    # class 1: f_N predicts 4, f_L agrees with 3 labels: blind only if 4 < ratio * 3
+    assert not blind_class_rows(p_imb, p_noise, labels, 1.0)[7:11].any()
+    p_noise2 = p_noise.clone()
+    p_noise2[8:] = torch.tensor([.8, .1, .1])  # f_N now predicts class 1 once (row 7)
+    assert blind_class_rows(p_imb, p_noise2, labels, 0.5)[8:11].all()  # 1 < 0.5 * 3
+
+
+def test_blind_vote_gives_blind_rows_the_naive_average(tmp_path, aux):
+    """blind_vote > 0: Q's rows of the blind classes' agreeing samples are (f_L + f_N) / 2, the others Q's."""
+    from dsink.methods.dsink import blind_class_rows
+    from dsink.runs import RunDir
+
+    runs, _ = aux
+    qs = {}
+    for ratio in (0.0, 1.0):  # 1.0: blind wherever f_N predicts a class less often than f_L agrees with its labels
+        train_run(distill_config(runs["la"], runs["gce"], None, ["optim.epochs=1", f"method.params.blind_vote={ratio}"]),
+                  tmp_path / str(ratio))
+        qs[ratio] = load_checkpoint(tmp_path / str(ratio) / "checkpoints" / "last.pt")["method"]["Q"]
+    pred = RunDir(runs["la"]).read_predictions()
+    pl, pn = (torch.as_tensor(RunDir(runs[m]).read_predictions()["train_probs"]).float() for m in ("la", "gce"))
+    rows = blind_class_rows(pl, pn, torch.as_tensor(pred["train_noisy"]), 1.0)
+    assert 0 < int(rows.sum()) < len(rows)
+    assert torch.allclose(qs[1.0][rows], 0.5 * (pl + pn)[rows], atol=1e-6)
+    assert torch.equal(qs[1.0][~rows], qs[0.0][~rows])
+    metrics = [json.loads(x) for x in (tmp_path / "1.0" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["blind_rows"] == int(rows.sum())
+    with pytest.raises(InputError, match="blind_vote must be in"):
+        train_run(distill_config(runs["la"], runs["gce"], None, ["method.params.blind_vote=2"]), tmp_path / "bad")
+
+
 def test_dsink_resume_is_bit_identical(tmp_path, aux):
     runs, _ = aux
     # a refresh every epoch, warm-started: the resumed epoch's Sinkhorn starts from the checkpointed potentials

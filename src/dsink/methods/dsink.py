@@ -67,9 +67,26 @@ class DSinkParams(DistillParams):
     omega: float = 0.0  # Sinkhorn over-relaxation: 0 = adaptive (default), 1 = plain Sinkhorn, (1, 2) fixed
     warm_start: bool = False  # start each refresh from the previous one's class potentials (docs/dsink.md)
     avg_mix: float = 0.0  # share of the naive average (f_L + f_N) / 2 mixed into Q after each refresh (0: Q alone)
+    blind_vote: float = 0.0  # a class is "blind" when f_N predicts it for fewer than blind_vote x the samples whose
+    #                          noisy label f_L agrees with; those samples' rows of Q become the naive average (0: off)
     solver_dtype: str = "float64"  # float64 | float32 (float32 halves memory; its error floor is ~sqrt(N)*6e-8)
     solver: str = "auto"  # auto (Newton on the semi-dual up to 32 classes, Sinkhorn beyond) | newton | sinkhorn:
     #                       the same Q; Newton in 4-5 passes (docs/dsink.md, seventh round)
+
+
+def blind_class_rows(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Rows whose surrogate label should keep f_L's vote because f_N is blind to their class (docs/dsink.md, eighth
+    round): a class is blind when f_N predicts it for fewer than ``ratio`` times the number of samples whose noisy
+    label f_L's argmax agrees with; the rows returned are those agreeing samples of the blind classes. Uses the
+    noisy labels and the auxiliaries' predictions only (never true labels)."""
+    c = p_imb.shape[1]
+    arg_l, arg_n = p_imb.argmax(1), p_noise.argmax(1)
+    labels = labels.to(arg_l.device)
+    agree = arg_l == labels
+    n_noise = torch.bincount(arg_n, minlength=c)
+    n_agree = torch.bincount(labels[agree], minlength=c)
+    blind = (n_agree > 0) & (n_noise.double() < ratio * n_agree.double())
+    return agree & blind[labels]
 
 
 class _Distill(Method):
@@ -177,6 +194,9 @@ class DSink(_Distill):
             raise InputError("D-SINK needs alpha >= 0, refresh_every >= 1 and eps >= 0 (0: one per model in the cost)")
         if not 0.0 <= p.avg_mix <= 1.0:
             raise InputError(f"method.params.avg_mix must be in [0, 1] (the share of the naive average in Q), got {p.avg_mix}")
+        if not 0.0 <= p.blind_vote <= 1.0:
+            raise InputError(f"method.params.blind_vote must be in [0, 1] (0: off; the share of f_L's agreeing samples "
+                             f"below which f_N's count makes a class blind), got {p.blind_vote}")
         if not 0 <= p.omega < 2 or 0 < p.omega < 1:
             raise InputError(f"method.params.omega must be 0 (adaptive), 1 (plain Sinkhorn) or in (1, 2), got {p.omega}")
         super().__init__(params, ctx)
@@ -187,6 +207,7 @@ class DSink(_Distill):
         self.target_avg: torch.Tensor | None = None  # EMA of f's probabilities (target_ema > 0)
         self.train_pass = torch.full((ctx.num_train, ctx.num_classes), 1.0 / ctx.num_classes, device=ctx.device)
         self.seen = torch.zeros(ctx.num_train, dtype=torch.bool, device=ctx.device)  # rows of this epoch's pass
+        self.blind_rows: torch.Tensor | None = None  # rows whose target is the naive average (blind_vote > 0)
 
     @classmethod
     def init_from(cls, params):
@@ -228,11 +249,19 @@ class DSink(_Distill):
             raise TrainingError(f"the Sinkhorn step produced non-finite surrogate labels in epoch {epoch + 1}")
         if self.p.avg_mix > 0:  # keeps each auxiliary's vote where the product kernel vetoes it (docs/dsink.md)
             q = (1.0 - self.p.avg_mix) * q + self.p.avg_mix * 0.5 * (self.p_imb + self.p_noise)
+        extra = {}
+        if self.p.blind_vote > 0:
+            if self.blind_rows is None:
+                self.blind_rows = blind_class_rows(self.p_imb, self.p_noise, trainer.train_y, self.p.blind_vote)
+            rows = self.blind_rows
+            q = torch.where(rows[:, None], 0.5 * (self.p_imb + self.p_noise), q)
+            extra["blind_rows"] = int(rows.sum())
         self.set_target(q)
         lv = res.log_v.double()
         self.log_v = torch.where(torch.isfinite(lv), lv, torch.zeros_like(lv))  # a class without mass: cold
         disagree = float((self.Q.argmax(1) != trainer.train_y).float().mean())
-        return {"sinkhorn_iters": res.iterations, "sinkhorn_error": res.marginal_error, "q_disagree": disagree}
+        return {"sinkhorn_iters": res.iterations, "sinkhorn_error": res.marginal_error, "q_disagree": disagree,
+                **extra}
 
     def training_step(self, models, x, y, idx, epoch):
         out = super().training_step(models, x, y, idx, epoch)
