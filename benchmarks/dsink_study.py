@@ -88,7 +88,8 @@ VARIANTS = {
     "half kd (avg_mix 0.5)": {"avg_mix": 0.5},
     # blind vote: the agreeing samples of the classes f_N is blind to get kd's target (hypothesis: D-SINK's losses to
     # kd and the average come from classes f_N hardly predicts, where the product kernel vetoes f_L's vote)
-    "blind vote 0.1": {"blind_vote": 0.1},
+    "blind vote 0.1": {"blind_vote": 0.1},  # the default since the eighth round
+    "no blind vote": {"blind_vote": 0.0},  # the default before the eighth round
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
     "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
     # "probability floor 1/N" ({"prob_floor": 1.0}: every cost model's probabilities floored at 1/N before the log, so
