@@ -90,6 +90,8 @@ VARIANTS = {
     # kd and the average come from classes f_N hardly predicts, where the product kernel vetoes f_L's vote)
     "blind vote 0.1": {"blind_vote": 0.1},  # the default since the eighth round
     "no blind vote": {"blind_vote": 0.0},  # the default before the eighth round
+    "blind vote 0.05": {"blind_vote": 0.05},  # sensitivity of the threshold (reported, not a decision)
+    "blind vote 0.2": {"blind_vote": 0.2},
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
     "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
     # "probability floor 1/N" ({"prob_floor": 1.0}: every cost model's probabilities floored at 1/N before the log, so
