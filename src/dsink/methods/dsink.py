@@ -115,6 +115,11 @@ class _Distill(Method):
         self.Q: torch.Tensor | None = None
         self.log_pi: torch.Tensor | None = None  # log of Q's class shares (distill=adjusted)
 
+    def average(self, weight: float = 0.5, rows=slice(None)) -> torch.Tensor:
+        """``weight * f_L + (1 - weight) * f_N`` on ``rows`` of the training set: ``kd``'s target (the naive
+        average at 0.5), which D-SINK mixes in with ``avg_mix`` and gives blind classes with ``blind_vote``."""
+        return weight * self.p_imb[rows] + (1.0 - weight) * self.p_noise[rows]
+
     def set_target(self, q: torch.Tensor) -> None:
         """Use ``q`` (N, C) as the soft target; its class shares are the prior of the adjusted distillation."""
         self.Q = q.float()
@@ -165,7 +170,7 @@ class KD(_Distill):
         if not 0.0 <= params.weight <= 1.0:
             raise InputError(f"method.params.weight must be in [0, 1] (the share of f_L), got {params.weight}")
         super().__init__(params, ctx)
-        self.set_target(params.weight * self.p_imb + (1.0 - params.weight) * self.p_noise)
+        self.set_target(self.average(params.weight))
 
     def on_epoch_start(self, epoch, trainer):
         return {"q_disagree": float((self.Q.argmax(1) != trainer.train_y).float().mean())} if epoch == 0 else {}
@@ -207,7 +212,8 @@ class DSink(_Distill):
         self.target_avg: torch.Tensor | None = None  # EMA of f's probabilities (target_ema > 0)
         self.train_pass = torch.full((ctx.num_train, ctx.num_classes), 1.0 / ctx.num_classes, device=ctx.device)
         self.seen = torch.zeros(ctx.num_train, dtype=torch.bool, device=ctx.device)  # rows of this epoch's pass
-        self.blind_rows: torch.Tensor | None = None  # rows whose target is the naive average (blind_vote > 0)
+        self.blind_rows: torch.Tensor | None = None  # indices of the rows whose target is the naive average
+        self.blind_target: torch.Tensor | None = None  # (blind_vote > 0) and that target
 
     @classmethod
     def init_from(cls, params):
@@ -248,14 +254,15 @@ class DSink(_Distill):
         if not torch.isfinite(q).all():
             raise TrainingError(f"the Sinkhorn step produced non-finite surrogate labels in epoch {epoch + 1}")
         if self.p.avg_mix > 0:  # keeps each auxiliary's vote where the product kernel vetoes it (docs/dsink.md)
-            q = (1.0 - self.p.avg_mix) * q + self.p.avg_mix * 0.5 * (self.p_imb + self.p_noise)
+            q = (1.0 - self.p.avg_mix) * q + self.p.avg_mix * self.average()
         extra = {}
         if self.p.blind_vote > 0:
-            if self.blind_rows is None:
-                self.blind_rows = blind_class_rows(self.p_imb, self.p_noise, trainer.train_y, self.p.blind_vote)
-            rows = self.blind_rows
-            q = torch.where(rows[:, None], 0.5 * (self.p_imb + self.p_noise), q)
-            extra["blind_rows"] = int(rows.sum())
+            if self.blind_rows is None:  # fixed by the auxiliaries and the noisy labels: found once, its target too
+                rows = blind_class_rows(self.p_imb, self.p_noise, trainer.train_y, self.p.blind_vote)
+                self.blind_rows = rows.nonzero().squeeze(1)
+                self.blind_target = self.average(rows=self.blind_rows)
+            q = q.index_put((self.blind_rows,), self.blind_target)
+            extra["blind_rows"] = len(self.blind_rows)
         self.set_target(q)
         lv = res.log_v.double()
         self.log_v = torch.where(torch.isfinite(lv), lv, torch.zeros_like(lv))  # a class without mass: cold
