@@ -1,0 +1,171 @@
+"""Where `kd`'s edge over D-SINK comes from (docs/dsink.md, ninth round): a diagnosis of finished study runs.
+
+Reads the pipeline caches that ``benchmarks/dsink_study.py`` fills (``--work DIR`` -> ``DIR/cache``), pairs every
+default D-SINK run with the ``kd``, f_L (LA) and f_N (GCE) runs of the same setting and data seed, and reports:
+
+1. **D-SINK minus kd, per seed** (last-epoch test top-1, points), and how the difference splits over classes:
+   the confusable pair of Fashion-MNIST's head and its hardest medium class (T-shirt 0 / Shirt 6), pullover 2 /
+   coat 4, and the rest (each class is a tenth of the balanced test top-1). Test numbers are reported, never used
+   to choose anything.
+2. **Who under-fits the hard class** (validation split, its *true* labels, which no method reads): recall of
+   classes 0 and 6 for D-SINK's target, f_N moved to a balanced output (f_N / pi, pi = f_N's argmax shares) and f_L.
+3. **Could better class totals close the gap?** For each estimate of the training class sizes, its L1 error and
+   the error on class 6, and a training-set proxy that needs no training: D-SINK's transport rebuilt from the
+   stored f_N, f_L and the target's final training probabilities with those totals, scored by the class-balanced
+   accuracy of argmax Q / pi against the true training labels. Estimates: f_N argmax (the default), f_N soft
+   sums, noisy-label counts de-mixed with a transition read from f_N's confident samples ("anchors"), and the
+   true counts (an oracle, the upper bound).
+
+Usage: python benchmarks/kd_gap.py CACHE [CACHE ...] [--out benchmarks/results/kd_gap.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.optimize import nnls
+
+from dsink.methods.dsink import DSinkParams, KDParams
+from dsink.ot import surrogate_labels
+from dsink.runs import RunDir
+
+PAIRS = {"T-shirt+shirt": (0, 6), "pullover+coat": (2, 4)}
+RUN_PATHS = ("imbalance_run", "noise_run")
+
+
+def is_default(params: dict, kind=DSinkParams) -> bool:
+    """A run with today's default knobs of its method (only the auxiliary run paths may differ)."""
+    want = {k: v for k, v in dataclasses.asdict(kind()).items() if k not in RUN_PATHS}
+    return all(params.get(k) == v for k, v in want.items())
+
+
+def recall(pred: np.ndarray, y: np.ndarray, c: int) -> np.ndarray:
+    return np.array([(pred[y == k] == k).mean() if (y == k).any() else np.nan for k in range(c)])
+
+
+def anchor_totals(p_noise: np.ndarray, noisy: np.ndarray, q: float = 0.5) -> np.ndarray:
+    """Noisy-label counts de-mixed with a transition estimated from f_N's confident samples: row c of T is the
+    noisy-label histogram of the samples f_N predicts as c with a probability above that class's q-quantile."""
+    c = p_noise.shape[1]
+    pred, t = p_noise.argmax(1), np.eye(c)
+    for k in range(c):
+        mine = pred == k
+        if mine.any():
+            sure = mine & (p_noise[:, k] >= np.quantile(p_noise[mine, k], q))
+            t[k] = np.bincount(noisy[sure], minlength=c) / sure.sum()
+    share, _ = nnls(t.T, np.bincount(noisy, minlength=c) / len(noisy))
+    return share * len(noisy)
+
+
+def balanced_q_accuracy(pn, pl, p_target_balanced, totals, y) -> float:
+    """Class-balanced accuracy of argmax Q / pi on the training set, Q rebuilt with the given totals."""
+    t = np.maximum(totals.astype(float), 1e-9)
+    pi = t / t.sum()
+    f = p_target_balanced * pi
+    f /= f.sum(1, keepdims=True)
+    as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = surrogate_labels(as_t(pn), as_t(pl), as_t(f), class_totals=t, cost="noise+imbalance+target").numpy()
+    return float(np.nanmean(recall((q / pi).argmax(1), y, len(t))))
+
+
+def collect(caches: list[Path]) -> dict:
+    runs = defaultdict(dict)  # (setting, data seed) -> role -> RunDir
+    for cache in caches:
+        for path in sorted(p for p in cache.iterdir() if p.is_dir()):
+            rd = RunDir(path)
+            if not rd.predictions_path.exists() or not (path / "config.yaml").exists():
+                continue
+            cfg = rd.load_config()
+            name, d = cfg.method.name, cfg.data
+            key = (f"rho={d.imbalance_ratio:g} {d.noise_mode} {d.noise_rate:g}", d.data_seed)
+            params = dict(cfg.method.params or {})
+            if name == "dsink" and is_default(params):
+                runs[key]["dsink"] = rd
+                runs[key]["la"], runs[key]["gce"] = RunDir(params["imbalance_run"]), RunDir(params["noise_run"])
+            elif name == "kd" and is_default(params, KDParams):
+                runs[key]["kd"] = rd
+    return {k: v for k, v in runs.items() if {"dsink", "kd", "la", "gce"} <= set(v)}
+
+
+def diagnose(roles: dict) -> dict:
+    ds, kd, la, gce = (roles[r].read_predictions() for r in ("dsink", "kd", "la", "gce"))
+    c = ds["test_probs"].shape[1]
+    y_test = ds["test_labels"]
+    gap = 100 / c * (recall(kd["test_probs"].argmax(1), y_test, c) - recall(ds["test_probs"].argmax(1), y_test, c))
+    split = {name: float(gap[list(ix)].sum()) for name, ix in PAIRS.items()}
+    split["rest"] = float(gap.sum() - sum(split.values()))
+    pn, pl, y, noisy = gce["train_probs"], la["train_probs"], ds["train_true"], ds["train_noisy"]
+    pi = np.bincount(pn.argmax(1), minlength=c) / len(pn)
+    yv = ds["val_true"]
+    val = {"D-SINK": ds["val_probs"], "f_N / pi": gce["val_probs"] / np.maximum(pi, 1e-12), "f_L": la["val_probs"]}
+    val_recall = {k: recall(p.argmax(1), yv, c)[[0, 6]].tolist() for k, p in val.items()}
+    true = np.bincount(y, minlength=c).astype(float)
+    totals = {"f_N argmax": np.bincount(pn.argmax(1), minlength=c).astype(float), "f_N soft": pn.sum(0),
+              "anchors": anchor_totals(pn, noisy), "true (oracle)": true}
+    est = {}
+    for k, t in totals.items():
+        share = t / t.sum()
+        est[k] = {"l1": float(np.abs(share - true / true.sum()).sum()),
+                  "class6_rel_err": float(share[6] / (true[6] / true.sum()) - 1),
+                  "balanced_q_acc": balanced_q_accuracy(pn, pl, ds["train_probs"], t, y)}
+    return {"dsink_minus_kd": -float(gap.sum()), "kd_minus_dsink_by_classes": split, "val_recall_0_6": val_recall,
+            "totals": est}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("caches", nargs="+", type=Path, help="pipeline cache folders (e.g. runs/study/cache)")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "kd_gap.json"))
+    args = ap.parse_args()
+    found = collect(args.caches)
+    if not found:
+        print("no setting with default D-SINK, kd, LA and GCE runs (with true labels) found", file=sys.stderr)
+        return 2
+    cells = {f"{s} seed {seed}": diagnose(r) for (s, seed), r in sorted(found.items())}
+    by_setting = defaultdict(list)
+    for (s, _), r in zip(sorted(found), cells.values()):
+        by_setting[s].append(r)
+    rho = lambda s: float(s.split()[0][4:])  # noqa: E731
+    print("| setting | seeds | D-SINK - kd (per seed) | mean ± SE | kd - D-SINK: T-shirt+shirt / pullover+coat / rest "
+          "| val recall T-shirt, shirt: D-SINK / f_N/pi / f_L |")
+    print("|---|---|---|---|---|---|")
+    summary = {}
+    for s in sorted(by_setting, key=lambda s: (rho(s), s)):
+        rs = by_setting[s]
+        d = np.array([r["dsink_minus_kd"] for r in rs])
+        se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+        sp = {k: float(np.mean([r["kd_minus_dsink_by_classes"][k] for r in rs])) for k in rs[0]["kd_minus_dsink_by_classes"]}
+        vr = {k: np.mean([r["val_recall_0_6"][k] for r in rs], 0) for k in rs[0]["val_recall_0_6"]}
+        summary[s] = {"dsink_minus_kd": d.tolist(), "mean": float(d.mean()), "se": float(se), "split": sp,
+                      "val_recall_0_6": {k: v.tolist() for k, v in vr.items()},
+                      "totals": {k: {m: float(np.mean([r["totals"][k][m] for r in rs])) for m in rs[0]["totals"][k]}
+                                 for k in rs[0]["totals"]}}
+        print(f"| {s} | {len(d)} | {', '.join(f'{x:+.2f}' for x in d)} | {d.mean():+.2f} ± {se:.2f} | "
+              + " / ".join(f"{v:+.2f}" for v in sp.values()) + " | "
+              + " / ".join(f"{100 * v[0]:.0f}, {100 * v[1]:.0f}" for v in vr.values()) + " |")
+    names = list(next(iter(cells.values()))["totals"])
+    print("\n| totals | L1 of the class shares | class 6 (shirt) relative error | balanced accuracy of argmax Q / pi |")
+    print("|---|---|---|---|")
+    overall = {}
+    for k in names:
+        m = {q: float(np.mean([c["totals"][k][q] for c in cells.values()])) for q in ("l1", "class6_rel_err",
+                                                                                   "balanced_q_acc")}
+        overall[k] = m
+        print(f"| {k} | {m['l1']:.3f} | {100 * m['class6_rel_err']:+.0f} % | {100 * m['balanced_q_acc']:.2f} |")
+    Path(args.out).write_text(json.dumps({"command": "python " + " ".join(sys.argv), "settings": summary,
+                                          "totals_overall": overall, "cells": cells}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
