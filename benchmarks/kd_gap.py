@@ -12,9 +12,13 @@ default D-SINK run with the ``kd``, f_L (LA) and f_N (GCE) runs of the same sett
 3. **Could better class totals close the gap?** For each estimate of the training class sizes, its L1 error and
    the error on class 6, and a training-set proxy that needs no training: D-SINK's transport rebuilt from the
    stored f_N, f_L and the target's final training probabilities with those totals, scored by the class-balanced
-   accuracy of argmax Q / pi against the true training labels. Estimates: f_N argmax (the default), f_N soft
-   sums, noisy-label counts de-mixed with a transition read from f_N's confident samples ("anchors"), and the
-   true counts (an oracle, the upper bound).
+   accuracy of argmax Q / pi against the true training labels (the blind vote's row replacement is left out).
+   Estimates: f_N argmax (the default), f_N soft sums, noisy-label counts de-mixed with a transition read from
+   f_N's confident samples ("anchors"), and the true counts (an oracle, the upper bound).
+4. **Is kd's stronger adjustment the answer?** With Q built as D-SINK builds it (f_N's argmax totals), the same
+   proxy for the decision argmax Q / pi_adj: pi_adj = Q's own class shares (what logit-adjusted distillation
+   learns), the true shares, and Q's shares to the power 1.5 (an over-adjustment like kd's, whose target holds
+   f_L's already balanced posterior and is adjusted again).
 
 Usage: python benchmarks/kd_gap.py CACHE [CACHE ...] [--out benchmarks/results/kd_gap.json]
 """
@@ -65,8 +69,9 @@ def anchor_totals(p_noise: np.ndarray, noisy: np.ndarray, q: float = 0.5) -> np.
     return share * len(noisy)
 
 
-def balanced_q_accuracy(pn, pl, p_target_balanced, totals, y) -> float:
-    """Class-balanced accuracy of argmax Q / pi on the training set, Q rebuilt with the given totals."""
+def rebuilt_q(pn, pl, p_target_balanced, totals) -> tuple[np.ndarray, np.ndarray]:
+    """D-SINK's transport rebuilt with the given totals (f = the target's balanced output moved to their prior);
+    returns Q and the totals' shares."""
     t = np.maximum(totals.astype(float), 1e-9)
     pi = t / t.sum()
     f = p_target_balanced * pi
@@ -75,7 +80,12 @@ def balanced_q_accuracy(pn, pl, p_target_balanced, totals, y) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         q = surrogate_labels(as_t(pn), as_t(pl), as_t(f), class_totals=t, cost="noise+imbalance+target").numpy()
-    return float(np.nanmean(recall((q / pi).argmax(1), y, len(t))))
+    return q, pi
+
+
+def balanced_accuracy(q: np.ndarray, prior: np.ndarray, y: np.ndarray) -> float:
+    """Class-balanced accuracy of argmax q / prior against the true labels."""
+    return float(np.nanmean(recall((q / np.maximum(prior, 1e-300)).argmax(1), y, len(prior))))
 
 
 def collect(caches: list[Path]) -> dict:
@@ -117,9 +127,12 @@ def diagnose(roles: dict) -> dict:
         share = t / t.sum()
         est[k] = {"l1": float(np.abs(share - true / true.sum()).sum()),
                   "class6_rel_err": float(share[6] / (true[6] / true.sum()) - 1),
-                  "balanced_q_acc": balanced_q_accuracy(pn, pl, ds["train_probs"], t, y)}
+                  "balanced_q_acc": balanced_accuracy(*rebuilt_q(pn, pl, ds["train_probs"], t), y)}
+    q, pi = rebuilt_q(pn, pl, ds["train_probs"], totals["f_N argmax"])
+    adjust = {k: balanced_accuracy(q, p, y) for k, p in
+              {"Q's shares": pi, "true shares": true / true.sum(), "Q's shares ^ 1.5": pi ** 1.5}.items()}
     return {"dsink_minus_kd": -float(gap.sum()), "kd_minus_dsink_by_classes": split, "val_recall_0_6": val_recall,
-            "totals": est}
+            "totals": est, "adjustment": adjust}
 
 
 def main() -> int:
@@ -162,8 +175,17 @@ def main() -> int:
                                                                                    "balanced_q_acc")}
         overall[k] = m
         print(f"| {k} | {m['l1']:.3f} | {100 * m['class6_rel_err']:+.0f} % | {100 * m['balanced_q_acc']:.2f} |")
+    adj_names = list(next(iter(cells.values()))["adjustment"])
+    print("\n| setting | " + " | ".join(f"argmax Q / ({k})" for k in adj_names) + " |")
+    print("|---|" + "---|" * len(adj_names))
+    adjust = {}
+    for s in sorted(by_setting, key=lambda s: (rho(s), s)):
+        adjust[s] = {k: float(np.mean([r["adjustment"][k] for r in by_setting[s]])) for k in adj_names}
+        print(f"| {s} | " + " | ".join(f"{100 * v:.2f}" for v in adjust[s].values()) + " |")
+    adjust["mean"] = {k: float(np.mean([c["adjustment"][k] for c in cells.values()])) for k in adj_names}
+    print("| mean | " + " | ".join(f"{100 * v:.2f}" for v in adjust["mean"].values()) + " |")
     Path(args.out).write_text(json.dumps({"command": "python " + " ".join(sys.argv), "settings": summary,
-                                          "totals_overall": overall, "cells": cells}, indent=1))
+                                          "totals_overall": overall, "adjustment": adjust, "cells": cells}, indent=1))
     return 0
 
 
