@@ -157,7 +157,8 @@ def main() -> int:
         rs = by_setting[s]
         d = np.array([r["dsink_minus_kd"] for r in rs])
         se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-        sp = {k: float(np.mean([r["kd_minus_dsink_by_classes"][k] for r in rs])) for k in rs[0]["kd_minus_dsink_by_classes"]}
+        parts = rs[0]["kd_minus_dsink_by_classes"]
+        sp = {k: float(np.mean([r["kd_minus_dsink_by_classes"][k] for r in rs])) for k in parts}
         vr = {k: np.mean([r["val_recall_0_6"][k] for r in rs], 0) for k in rs[0]["val_recall_0_6"]}
         summary[s] = {"dsink_minus_kd": d.tolist(), "mean": float(d.mean()), "se": float(se), "split": sp,
                       "val_recall_0_6": {k: v.tolist() for k, v in vr.items()},
