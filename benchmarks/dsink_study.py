@@ -50,6 +50,9 @@ SETTINGS = {
     "r60-sem30": (60, "semantic", 0.3),
     "r90-pair35": (90, "pair_random", 0.35),
     "r35-unif30": (35, "uniform_excl_true", 0.3),
+    "r12-unif25": (12, "uniform_excl_true", 0.25),
+    "r45-csp35": (45, "class_size_prop", 0.35),
+    "r75-sem25": (75, "semantic", 0.25),
 }
 # fresh: settings first run on 2026-12-03 to confirm aux_checkpoint=selected, chosen before any result was seen
 GROUPS = {"dev": ["r100-unif40", "r10-unif40"], "held_out": ["r50-csp30", "r20-pair30", "r200-incl50"],
@@ -61,7 +64,9 @@ GROUPS = {"dev": ["r100-unif40", "r10-unif40"], "held_out": ["r50-csp30", "r20-p
           # decide2: chosen on 2026-12-03 (seventh session) before any run, to decide the half-kd exploration
           "decide2": ["r80-unif35", "r25-sem40", "r120-pair30"],
           # decide3: chosen on 2026-12-04 before any run, to decide blind_vote (docs/dsink.md, eighth round)
-          "decide3": ["r60-sem30", "r90-pair35", "r35-unif30"]}
+          "decide3": ["r60-sem30", "r90-pair35", "r35-unif30"],
+          # decide4: chosen on 2026-12-04 before any run, to decide imbalance_weight (docs/dsink.md, ninth round)
+          "decide4": ["r12-unif25", "r45-csp35", "r75-sem25"]}
 PREVIOUS = {"base_loss": "ce", "distill": "plain", "class_totals": "argmax", "cost": "noise+target",
             "target_ema": 0.0, "target_probs": "eval"}
 VARIANTS = {
@@ -92,6 +97,11 @@ VARIANTS = {
     "no blind vote": {"blind_vote": 0.0},  # the default before the eighth round
     "blind vote 0.05": {"blind_vote": 0.05},  # sensitivity of the threshold (reported, not a decision)
     "blind vote 0.2": {"blind_vote": 0.2},
+    # f_L's weight in the transport cost (hypothesis: the target f is mostly f_N's echo, so the kernel counts the
+    # sample-level view twice and f_L's class-level view once; f_N under-fits hard minority classes and the target
+    # inherits it; weight 2 gives the two views parity) -- ninth round
+    "f_L weight 2": {"imbalance_weight": 2.0},
+    "f_L weight 1": {"imbalance_weight": 1.0},
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
     "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
     # "probability floor 1/N" ({"prob_floor": 1.0}: every cost model's probabilities floored at 1/N before the log, so
