@@ -114,6 +114,9 @@ def test_blind_vote_gives_blind_rows_the_naive_average(tmp_path, aux):
     assert metrics[0]["blind_rows"] == int(rows.sum())
     with pytest.raises(InputError, match="blind_vote must be in"):
         train_run(distill_config(runs["la"], runs["gce"], None, ["method.params.blind_vote=2"]), tmp_path / "bad")
+    with pytest.raises(InputError, match="imbalance_weight must be a finite number >= 0"):
+        train_run(distill_config(runs["la"], runs["gce"], None, ["method.params.imbalance_weight=-1"]),
+                  tmp_path / "bad2")
 
 
 def test_dsink_resume_is_bit_identical(tmp_path, aux):

@@ -13,6 +13,7 @@ run directories by :mod:`dsink.train.inputs`); the methods read no files.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +58,7 @@ class DSinkParams(DistillParams):
     #                               auxiliary with the higher class-balanced noisy-validation accuracy)
     cost: str = "noise+imbalance+target"  # models in the transport cost: noise+target (the paper) | noise |
     #                             noise+imbalance+target (f_L shifted to the totals' prior joins the kernel)
+    imbalance_weight: float = 1.0  # weight of f_L's KL term in the cost (with eps=0 the entropy is the total weight)
     target_ema: float = 0.7  # f's probabilities in the cost: EMA over refreshes with this decay (0 = the live f)
     refresh_every: int = 1  # epochs between Sinkhorn refreshes of Q
     target_probs: str = "train"  # f's probabilities for Q: eval (separate pass) | train (last training pass)
@@ -197,6 +199,9 @@ class DSink(_Distill):
         check_choice(p.solver, SOLVERS, "solver")
         if p.alpha < 0 or p.refresh_every < 1 or p.eps < 0:
             raise InputError("D-SINK needs alpha >= 0, refresh_every >= 1 and eps >= 0 (0: one per model in the cost)")
+        if not (math.isfinite(p.imbalance_weight) and p.imbalance_weight >= 0):
+            raise InputError(f"method.params.imbalance_weight must be a finite number >= 0 (the weight of f_L's KL term "
+                             f"in the transport cost; 1 = every model once), got {p.imbalance_weight}")
         if not 0.0 <= p.avg_mix <= 1.0:
             raise InputError(f"method.params.avg_mix must be in [0, 1] (the share of the naive average in Q), got {p.avg_mix}")
         if not 0.0 <= p.blind_vote <= 1.0:
@@ -249,7 +254,8 @@ class DSink(_Distill):
                                   cost=self.p.cost, class_totals=self.totals, tol=self.p.tol, max_iter=self.p.max_iter,
                                   dtype=getattr(torch, self.p.solver_dtype), distributed=info.active,
                                   return_result=True, init_log_v=self.log_v if self.p.warm_start else None,
-                                  omega=self.p.omega or None, solver=self.p.solver)
+                                  omega=self.p.omega or None, solver=self.p.solver,
+                                  imbalance_weight=self.p.imbalance_weight)
         q = distributed.all_gather_rows(q.float(), self.ctx.num_train)  # every process trains on any rows
         if not torch.isfinite(q).all():
             raise TrainingError(f"the Sinkhorn step produced non-finite surrogate labels in epoch {epoch + 1}")

@@ -16,6 +16,7 @@ factor that makes the totals match :math:`t`.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -119,6 +120,7 @@ def surrogate_problem(
     cost: str = "noise+target",
     dtype=None,
     distributed: bool | None = None,
+    imbalance_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     r"""The entropic OT problem behind :func:`surrogate_labels`, ready for :func:`dsink.ot.sinkhorn`.
 
@@ -160,8 +162,12 @@ def surrogate_problem(
         _check_probs(pf, "p_target", pn.shape)
     if cost not in COSTS:
         raise InputError(f"unknown cost {cost!r}; valid: {', '.join(COSTS)}")
-    if eps is None:
-        eps = float(cost.count("+") + 1)  # one KL term per model: the paper's eps = 2 for f_N and f
+    if not (isinstance(imbalance_weight, (int, float)) and math.isfinite(imbalance_weight) and imbalance_weight >= 0):
+        raise InputError(f"imbalance_weight must be a finite number >= 0 (the weight of f_L's KL term in the cost), "
+                         f"got {imbalance_weight!r}")
+    w_imb = float(imbalance_weight) if "imbalance" in cost else 0.0
+    if eps is None:  # one unit of entropy per unit of weight: the paper's eps = 2 for f_N and f
+        eps = float(cost.count("+") + 1) + (w_imb - 1.0 if "imbalance" in cost else 0.0)
     if not (isinstance(eps, (int, float)) and eps > 0):
         raise InputError(f"eps must be a positive number, got {eps!r}")
     if dtype is None:
@@ -181,8 +187,9 @@ def surrogate_problem(
     # solver handles.
     with torch.no_grad():
         L = pn.to(dtype).log()
-        if "imbalance" in cost:  # f_L's balanced posterior moved to the totals' prior: its training posterior
-            L.add_(torch.log_softmax(pl.to(dtype).log() + (t / n_total).clamp_min(1e-300).log().to(dtype), dim=1))
+        if w_imb > 0:  # f_L's balanced posterior moved to the totals' prior: its training posterior
+            L.add_(torch.log_softmax(pl.to(dtype).log() + (t / n_total).clamp_min(1e-300).log().to(dtype), dim=1),
+                   alpha=w_imb)
         if pf is not None and cost.endswith("target"):
             L.add_(pf.to(dtype).log())
         L.div_(eps)
@@ -205,6 +212,7 @@ def surrogate_labels(
     init_log_v=None,
     omega: float | None = None,
     solver: str = "auto",
+    imbalance_weight: float = 1.0,
 ):
     r"""D-SINK surrogate labels :math:`Q` (N, C) for N samples and C classes.
 
@@ -244,6 +252,10 @@ def surrogate_labels(
         previous refresh's); same solution within ``tol``, usually in far fewer iterations.
     omega : float, optional
         Over-relaxation of the Sinkhorn solver (see :func:`dsink.ot.sinkhorn`): None = automatic, 1 = plain Sinkhorn.
+    imbalance_weight : float
+        Weight (>= 0) of f_L's KL term when ``cost`` holds f_L: the kernel is
+        ``(p_noise * p_imb_at_prior ** w * p_target) ** (1 / eps)`` and the default ``eps`` is the total weight
+        (1 + w + 1), so the kernel stays a weighted geometric mean. 1 (default): every model counts once.
     solver : "auto", "newton" or "sinkhorn"
         ``newton``: Newton's method on the semi-dual (:func:`dsink.ot.semidual_newton`, a handful of passes
         over the kernel); ``sinkhorn``: the scaling iterations (:func:`dsink.ot.sinkhorn`); ``auto`` (default):
@@ -268,7 +280,7 @@ def surrogate_labels(
         raise InputError(f"unknown solver {solver!r}; valid: {', '.join(SOLVERS)}")
     is_numpy = isinstance(p_noise, np.ndarray)
     L, a, b, eps = surrogate_problem(p_noise, p_imbalance, p_target, eps=eps, class_totals=class_totals, cost=cost,
-                                     dtype=dtype, distributed=distributed)
+                                     dtype=dtype, distributed=distributed, imbalance_weight=imbalance_weight)
     with torch.no_grad():
         res = solve(L, a, b, solver=solver, eps=eps, tol=tol, max_iter=max_iter, distributed=_world(distributed) > 1,
                     init_log_v=init_log_v, omega=omega)
