@@ -34,6 +34,7 @@ SETTINGS = {
     "r50-csp30": (50, "class_size_prop", 0.3),
     "r20-pair30": (20, "pair_random", 0.3),
     "r100-sem20": (100, "semantic", 0.2),
+    "r10-sem20": (10, "semantic", 0.2),  # with the three above: the claims grid (benchmarks/claims.py)
     "r200-incl50": (200, "uniform_incl_true", 0.5),
     "r50-unif20": (50, "uniform_excl_true", 0.2),
     "r100-pair40": (100, "pair_random", 0.4),
@@ -185,9 +186,13 @@ def main() -> int:
     ap.add_argument("--work", default="runs/study")
     ap.add_argument("--out", default=None)
     ap.add_argument("--report", metavar="RESULTS", help="print the markdown tables of a results file and exit")
+    ap.add_argument("--decide", nargs=2, metavar=("BASE", "NEW"),
+                    help="with --report: the decision table of variant NEW against variant BASE (the issue's criterion "
+                         "for each, the change of D-SINK's top-1, label correction against f_N's)")
     args = ap.parse_args()
     if args.report:
-        print(markdown(json.loads(Path(args.report).read_text())["results"]))
+        results = json.loads(Path(args.report).read_text())["results"]
+        print(decision_table(results, *args.decide) if args.decide else markdown(results))
         return 0
     names = [n for s in args.settings for n in GROUPS.get(s, [s])]
     out = Path(args.out or Path(__file__).parent / "results" / f"dsink_study_{args.recipe}.json")
@@ -265,6 +270,41 @@ def markdown(results: dict) -> str:
                 cells.append(f"{np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.2f}" if v else "-")
             out.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
+
+
+OTHER_ROWS = ("ce", "f_L (la)", "f_N (gce)", "average (f_L + f_N)", "kd")  # the rows D-SINK must beat
+
+
+def decision_table(results: dict, base: str, new: str) -> str:
+    """Per setting holding both variants: D-SINK's mean top-1 (last / selected) with each, the best other row at
+    each checkpoint, whether the issue's criterion holds (best row at both), the change NEW - BASE, and label
+    correction of NEW against f_N's; then the counts and mean changes."""
+    mean = lambda recs, get: 100 * float(np.mean([get(r) for r in recs]))  # noqa: E731
+    last, sel = (lambda r: r["top1"]), selected_top1
+    out = [f"| setting | {base} | {new} | best other (last / selected) | criterion {base} / {new} | change | "
+           f"correction {new} / f_N |", "|---|---|---|---|---|---|---|"]
+    passes, changes = {base: 0, new: 0}, []
+    for setting, res in results.items():
+        if base not in res or new not in res:
+            continue
+        others = {k: res[k] for k in OTHER_ROWS if k in res}
+        best = [max(others, key=lambda k: mean(others[k], g)) for g in (last, sel)]
+        bl, bs = (mean(others[b], g) for b, g in zip(best, (last, sel)))
+        cells, ok = {}, {}
+        for v in (base, new):
+            vl, vs = mean(res[v], last), mean(res[v], sel)
+            cells[v], ok[v] = f"{vl:.2f} / {vs:.2f}", vl > bl and vs > bs
+            passes[v] += ok[v]
+        d = (mean(res[new], last) - mean(res[base], last), mean(res[new], sel) - mean(res[base], sel))
+        changes.append(d)
+        corr = mean(res[new], lambda r: r["correction"]), mean(res["f_N (gce)"], lambda r: r["correction"])
+        out.append(f"| {setting} | {cells[base]} | {cells[new]} | {best[0]} {bl:.2f} / {best[1]} {bs:.2f} | "
+                   f"{'pass' if ok[base] else 'fail'} / {'pass' if ok[new] else 'fail'} | {d[0]:+.2f} / {d[1]:+.2f} | "
+                   f"{corr[0]:.2f} / {corr[1]:.2f} |")
+    c = np.array(changes)
+    out.append(f"\n{len(c)} settings: criterion {passes[base]} ({base}) / {passes[new]} ({new}); mean change "
+               f"{c[:, 0].mean():+.2f} / {c[:, 1].mean():+.2f}; worst {c[:, 0].min():+.2f} / {c[:, 1].min():+.2f}")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
