@@ -93,7 +93,7 @@ def collect(caches: list[Path]) -> dict:
     for cache in caches:
         for path in sorted(p for p in cache.iterdir() if p.is_dir()):
             rd = RunDir(path)
-            if not rd.predictions_path.exists() or not (path / "config.yaml").exists():
+            if not rd.predictions_path.exists() or not rd.has_config():
                 continue
             cfg = rd.load_config()
             name, d = cfg.method.name, cfg.data
