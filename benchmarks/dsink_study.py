@@ -290,12 +290,13 @@ def decision_table(results: dict, base: str, new: str) -> str:
         others = {k: res[k] for k in OTHER_ROWS if k in res}
         best = [max(others, key=lambda k: mean(others[k], g)) for g in (last, sel)]
         bl, bs = (mean(others[b], g) for b, g in zip(best, (last, sel)))
-        cells, ok = {}, {}
+        top, ok = {}, {}
         for v in (base, new):
-            vl, vs = mean(res[v], last), mean(res[v], sel)
-            cells[v], ok[v] = f"{vl:.2f} / {vs:.2f}", vl > bl and vs > bs
+            top[v] = mean(res[v], last), mean(res[v], sel)
+            ok[v] = top[v][0] > bl and top[v][1] > bs
             passes[v] += ok[v]
-        d = (mean(res[new], last) - mean(res[base], last), mean(res[new], sel) - mean(res[base], sel))
+        cells = {v: f"{top[v][0]:.2f} / {top[v][1]:.2f}" for v in top}
+        d = (top[new][0] - top[base][0], top[new][1] - top[base][1])
         changes.append(d)
         corr = mean(res[new], lambda r: r["correction"]), mean(res["f_N (gce)"], lambda r: r["correction"])
         out.append(f"| {setting} | {cells[base]} | {cells[new]} | {best[0]} {bl:.2f} / {best[1]} {bs:.2f} | "

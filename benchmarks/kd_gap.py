@@ -37,9 +37,12 @@ import numpy as np
 import torch
 from scipy.optimize import nnls
 
+from dsink.eval import per_class_accuracy as recall
 from dsink.methods.dsink import DSinkParams, KDParams
 from dsink.ot import surrogate_labels
 from dsink.runs import RunDir
+
+from class_sizes import estimates  # benchmarks/class_sizes.py
 
 PAIRS = {"T-shirt+shirt": (0, 6), "pullover+coat": (2, 4)}
 RUN_PATHS = ("imbalance_run", "noise_run")
@@ -49,10 +52,6 @@ def is_default(params: dict, kind=DSinkParams) -> bool:
     """A run with today's default knobs of its method (only the auxiliary run paths may differ)."""
     want = {k: v for k, v in dataclasses.asdict(kind()).items() if k not in RUN_PATHS}
     return all(params.get(k) == v for k, v in want.items())
-
-
-def recall(pred: np.ndarray, y: np.ndarray, c: int) -> np.ndarray:
-    return np.array([(pred[y == k] == k).mean() if (y == k).any() else np.nan for k in range(c)])
 
 
 def anchor_totals(p_noise: np.ndarray, noisy: np.ndarray, q: float = 0.5) -> np.ndarray:
@@ -115,20 +114,20 @@ def diagnose(roles: dict) -> dict:
     split = {name: float(gap[list(ix)].sum()) for name, ix in PAIRS.items()}
     split["rest"] = float(gap.sum() - sum(split.values()))
     pn, pl, y, noisy = gce["train_probs"], la["train_probs"], ds["train_true"], ds["train_noisy"]
-    pi = np.bincount(pn.argmax(1), minlength=c) / len(pn)
-    yv = ds["val_true"]
-    val = {"D-SINK": ds["val_probs"], "f_N / pi": gce["val_probs"] / np.maximum(pi, 1e-12), "f_L": la["val_probs"]}
-    val_recall = {k: recall(p.argmax(1), yv, c)[[0, 6]].tolist() for k, p in val.items()}
     true = np.bincount(y, minlength=c).astype(float)
-    totals = {"f_N argmax": np.bincount(pn.argmax(1), minlength=c).astype(float), "f_N soft": pn.sum(0),
-              "anchors": anchor_totals(pn, noisy), "true (oracle)": true}
-    est = {}
+    default = estimates(pl, pn, noisy)  # the estimates benchmarks/class_sizes.py scores, D-SINK's default first
+    totals = {k: default[k] for k in ("f_N argmax", "f_N soft")}
+    totals.update({"anchors": anchor_totals(pn, noisy), "true (oracle)": true})
+    est, rebuilt = {}, {}
     for k, t in totals.items():
         share = t / t.sum()
+        rebuilt[k] = rebuilt_q(pn, pl, ds["train_probs"], t)
         est[k] = {"l1": float(np.abs(share - true / true.sum()).sum()),
                   "class6_rel_err": float(share[6] / (true[6] / true.sum()) - 1),
-                  "balanced_q_acc": balanced_accuracy(*rebuilt_q(pn, pl, ds["train_probs"], t), y)}
-    q, pi = rebuilt_q(pn, pl, ds["train_probs"], totals["f_N argmax"])
+                  "balanced_q_acc": balanced_accuracy(*rebuilt[k], y)}
+    q, pi = rebuilt["f_N argmax"]  # D-SINK's Q and its prior (f_N's argmax shares)
+    val = {"D-SINK": ds["val_probs"], "f_N / pi": gce["val_probs"] / np.maximum(pi, 1e-12), "f_L": la["val_probs"]}
+    val_recall = {k: recall(p.argmax(1), ds["val_true"], c)[[0, 6]].tolist() for k, p in val.items()}
     adjust = {k: balanced_accuracy(q, p, y) for k, p in
               {"Q's shares": pi, "true shares": true / true.sum(), "Q's shares ^ 1.5": pi ** 1.5}.items()}
     return {"dsink_minus_kd": -float(gap.sum()), "kd_minus_dsink_by_classes": split, "val_recall_0_6": val_recall,

@@ -166,8 +166,8 @@ def surrogate_problem(
         raise InputError(f"imbalance_weight must be a finite number >= 0 (the weight of f_L's KL term in the cost), "
                          f"got {imbalance_weight!r}")
     w_imb = float(imbalance_weight) if "imbalance" in cost else 0.0
-    if eps is None:  # one unit of entropy per unit of weight: the paper's eps = 2 for f_N and f
-        eps = float(cost.count("+") + 1) + (w_imb - 1.0 if "imbalance" in cost else 0.0)
+    if eps is None:  # one unit of entropy per unit of weight (f_L: w_imb; the others 1): the paper's 2 for f_N and f
+        eps = float(cost.count("+") + 1 - ("imbalance" in cost)) + w_imb
     if not (isinstance(eps, (int, float)) and eps > 0):
         raise InputError(f"eps must be a positive number, got {eps!r}")
     if dtype is None:
