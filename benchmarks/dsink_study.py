@@ -68,6 +68,41 @@ GROUPS = {"dev": ["r100-unif40", "r10-unif40"], "held_out": ["r50-csp30", "r20-p
           "decide3": ["r60-sem30", "r90-pair35", "r35-unif30"],
           # decide4: chosen on 2026-12-04 before any run, to decide imbalance_weight (docs/dsink.md, ninth round)
           "decide4": ["r12-unif25", "r45-csp35", "r75-sem25"]}
+MODES = {"unif": "uniform_excl_true", "incl": "uniform_incl_true", "pair": "pair_random", "csp": "class_size_prop",
+         "sem": "semantic"}
+
+
+def random_settings(k: int = 24, seed: int = 20261204) -> dict[str, list[int]]:
+    """The tenth round's random sample of unseen settings, fixed before any run: rho log-uniform in [10, 200] (rounded
+    to an integer), noise mode uniform over MODES, rate uniform over 20-45 % in steps of 5; no name any earlier
+    round used; setting j (0-based) gets the data and training seeds 100 + 3j, 101 + 3j, 102 + 3j."""
+    rng, out = np.random.default_rng(seed), {}
+    modes, rates = list(MODES), [20, 25, 30, 35, 40, 45]
+    while len(out) < k:
+        rho = int(round(10 ** rng.uniform(1.0, np.log10(200.0))))
+        name = f"r{rho}-{modes[rng.integers(len(modes))]}{rates[rng.integers(len(rates))]}"
+        if name not in SETTINGS and name not in out:
+            j = len(out)
+            out[name] = [100 + 3 * j, 101 + 3 * j, 102 + 3 * j]
+    return out
+
+
+RANDOM10 = random_settings()
+GROUPS["random10"] = list(RANDOM10)
+
+
+def setting(name: str) -> tuple[int, str, float]:
+    """(rho, noise mode, noise rate) of a setting name: SETTINGS' or any ``r<rho>-<mode><percent>`` (MODES)."""
+    if name in SETTINGS:
+        return SETTINGS[name]
+    import re
+    m = re.fullmatch(r"r(\d+)-([a-z]+?)(\d+)", name)
+    if not m or m[2] not in MODES:
+        raise SystemExit(f"unknown setting {name!r}: a group ({', '.join(GROUPS)}) or r<rho>-<mode><percent> with "
+                         f"mode one of {', '.join(MODES)}")
+    return int(m[1]), MODES[m[2]], int(m[3]) / 100
+
+
 PREVIOUS = {"base_loss": "ce", "distill": "plain", "class_totals": "argmax", "cost": "noise+target",
             "target_ema": 0.0, "target_probs": "eval"}
 VARIANTS = {
@@ -103,6 +138,11 @@ VARIANTS = {
     # inherits it; weight 2 gives the two views parity) -- ninth round
     "f_L weight 2": {"imbalance_weight": 2.0},
     "f_L weight 1": {"imbalance_weight": 1.0},
+    # each auxiliary read where it is trustworthy: f_L (LA, a CE) before it memorises its noisy labels (its selected
+    # checkpoint), f_N (GCE, noise-robust) at its last epoch, the best fit it reaches (an early-stopped GCE can be
+    # blind to a tail class) -- tenth round; kd reads the same checkpoints
+    "f_L selected": {"aux_checkpoint": "imbalance_selected"},
+    "kd, f_L selected": {"aux_checkpoint": "imbalance_selected"},
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
     "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
     # "probability floor 1/N" ({"prob_floor": 1.0}: every cost model's probabilities floored at 1/N before the log, so
@@ -183,6 +223,8 @@ def main() -> int:
     ap.add_argument("--ladder-loss", default=None, help="variant whose loss settings the ladder uses (no ladder if unset)")
     ap.add_argument("--recipe", choices=list(RECIPES), default="mlp")
     ap.add_argument("--noise", default="gce", help="f_N's method (pipeline.noise.name; default gce)")
+    ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override appended to the recipe's (e.g. optim.epochs=2 for a smoke run); repeatable")
     ap.add_argument("--work", default="runs/study")
     ap.add_argument("--out", default=None)
     ap.add_argument("--report", metavar="RESULTS", help="print the markdown tables of a results file and exit")
@@ -202,12 +244,12 @@ def main() -> int:
     t0 = time.time()
     seeds = "[" + ",".join(map(str, args.seeds)) + "]"
     for name in names:
-        rho, mode, rate = SETTINGS[name]
+        rho, mode, rate = setting(name)
         common = RECIPES[args.recipe] + [
             f"data.imbalance_ratio={rho}", f"data.noise_mode={mode}", f"data.noise_rate={rate}",
             "train.track_correction=true", "train.eval_test_every=1", f"pipeline.seeds={seeds}",
             "pipeline.vary_data_seed=true", f"pipeline.cache_dir={args.work}/cache", f"pipeline.out={args.work}/tmp",
-            f"pipeline.noise.name={args.noise}"]
+            f"pipeline.noise.name={args.noise}"] + args.extra
         res = report["results"].setdefault(f"{args.recipe}:{name}" + ("" if args.noise == "gce" else f" f_N={args.noise}"), {})
 
         def run(label, extra, pick):
@@ -278,7 +320,8 @@ OTHER_ROWS = ("ce", "f_L (la)", "f_N (gce)", "average (f_L + f_N)", "kd")  # the
 def decision_table(results: dict, base: str, new: str) -> str:
     """Per setting holding both variants: D-SINK's mean top-1 (last / selected) with each, the best other row at
     each checkpoint, whether the issue's criterion holds (best row at both), the change NEW - BASE, and label
-    correction of NEW against f_N's; then the counts and mean changes."""
+    correction of NEW against f_N's; then the counts and mean changes. A variant V measured together with
+    ``kd, V`` (the same auxiliaries' checkpoints for kd) is held against that kd row instead of the default kd."""
     mean = lambda recs, get: 100 * float(np.mean([get(r) for r in recs]))  # noqa: E731
     last, sel = (lambda r: r["top1"]), selected_top1
     out = [f"| setting | {base} | {new} | best other (last / selected) | criterion {base} / {new} | change | "
@@ -287,19 +330,24 @@ def decision_table(results: dict, base: str, new: str) -> str:
     for setting, res in results.items():
         if base not in res or new not in res:
             continue
-        others = {k: res[k] for k in OTHER_ROWS if k in res}
-        best = [max(others, key=lambda k: mean(others[k], g)) for g in (last, sel)]
-        bl, bs = (mean(others[b], g) for b, g in zip(best, (last, sel)))
-        top, ok = {}, {}
+        top, ok, best = {}, {}, {}
         for v in (base, new):
+            others = {k: res[k] for k in OTHER_ROWS if k in res}
+            if f"kd, {v}" in res:
+                others["kd"] = res[f"kd, {v}"]
+            names = [max(others, key=lambda k: mean(others[k], g)) for g in (last, sel)]
+            best[v] = [(b, mean(others[b], g)) for b, g in zip(names, (last, sel))]
             top[v] = mean(res[v], last), mean(res[v], sel)
-            ok[v] = top[v][0] > bl and top[v][1] > bs
+            ok[v] = top[v][0] > best[v][0][1] and top[v][1] > best[v][1][1]
             passes[v] += ok[v]
         cells = {v: f"{top[v][0]:.2f} / {top[v][1]:.2f}" for v in top}
         d = (top[new][0] - top[base][0], top[new][1] - top[base][1])
         changes.append(d)
         corr = mean(res[new], lambda r: r["correction"]), mean(res["f_N (gce)"], lambda r: r["correction"])
-        out.append(f"| {setting} | {cells[base]} | {cells[new]} | {best[0]} {bl:.2f} / {best[1]} {bs:.2f} | "
+        shown = [f"{b} {x:.2f}" for b, x in best[base]]
+        if best[new] != best[base]:
+            shown = [f"{a} ({n} {y:.2f})" for a, (n, y) in zip(shown, best[new])]
+        out.append(f"| {setting} | {cells[base]} | {cells[new]} | {shown[0]} / {shown[1]} | "
                    f"{'pass' if ok[base] else 'fail'} / {'pass' if ok[new] else 'fail'} | {d[0]:+.2f} / {d[1]:+.2f} | "
                    f"{corr[0]:.2f} / {corr[1]:.2f} |")
     c = np.array(changes)

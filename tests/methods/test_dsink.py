@@ -296,6 +296,11 @@ def test_auxiliaries_at_their_selected_checkpoint(tmp_path, aux, caplog):
             pred = copies[m].read_predictions()
             assert np.array_equal(got[role], pred["best_train_probs"])
             assert np.array_equal(last[role], pred["train_probs"])
+        # imbalance_selected: f_L at its selected checkpoint, f_N at its last epoch
+        mixed = method_inputs(MethodConfig(name=name, params={**params, "aux_checkpoint": "imbalance_selected"}),
+                              fp)["aux_probs"]
+        assert np.array_equal(mixed["imbalance"], copies["la"].read_predictions()["best_train_probs"])
+        assert np.array_equal(mixed["noise"], copies["gce"].read_predictions()["train_probs"])
     selected = MethodConfig(name="dsink", params={**params, "aux_checkpoint": "selected"})
     with pytest.raises(InputError, match="unknown aux_checkpoint 'best'"):
         method_inputs(MethodConfig(name="dsink", params={**params, "aux_checkpoint": "best"}), fp)

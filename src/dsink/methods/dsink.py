@@ -28,7 +28,10 @@ from .base import Method, register_method
 log = logging.getLogger(__name__)
 BASE_LOSSES = ("none", "ce", "la", "gce")
 DISTILL_LOSSES = ("plain", "adjusted")
-AUX_CHECKPOINTS = ("last", "selected")  # which checkpoint of each auxiliary run a distillation reads
+# which checkpoint of each auxiliary run a distillation reads: both runs' last epoch, both runs' selected checkpoint,
+# or f_L's selected checkpoint and f_N's last epoch (imbalance_selected)
+AUX_CHECKPOINTS = ("last", "selected", "imbalance_selected")
+SELECTED_ROLES = {"last": (), "selected": ("imbalance", "noise"), "imbalance_selected": ("imbalance",)}
 
 
 @dataclass
@@ -45,7 +48,8 @@ class DistillParams:
     distill: str = "adjusted"  # plain: CE_soft(Q, f) | adjusted: CE_soft(Q, f + log pi), pi = Q's class shares,
     #                         so f's own output is the balanced posterior (logit-adjusted distillation)
     aux_checkpoint: str = "last"  # the auxiliaries' probabilities from their last epoch | selected (the checkpoint
-    #                             their selection rule chose on the noisy validation split, before they memorise)
+    #                             their selection rule chose on the noisy validation split, before they memorise) |
+    #                             imbalance_selected (f_L's selected checkpoint, f_N's last epoch)
 
 
 @dataclass

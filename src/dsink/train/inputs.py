@@ -19,7 +19,7 @@ from ..config import MethodConfig, RunConfig, add_hash_hook, run_name
 from ..errors import InputError, check_choice
 from ..eval.metrics import per_class_accuracy
 from ..methods import MethodContext, build_method as _build_method, get_method, method_params
-from ..methods.dsink import AUX_CHECKPOINTS
+from ..methods.dsink import AUX_CHECKPOINTS, SELECTED_ROLES
 from ..runs import RunDir
 
 UNFINISHED_SWITCH = "--allow-unfinished (train.allow_unfinished_runs=true)"
@@ -40,9 +40,10 @@ def read_auxiliaries(runs: dict[str, str], fingerprint: str, *, allow_unfinished
     scores (:func:`validation_score`; roles without a validation split left out). A run another process holds
     for writing is waited for (``wait``; ``on_wait(holder)``) or refused, naming the holder.
 
-    ``checkpoint``: ``last`` (the last epoch) or ``selected`` (the checkpoint the run's selection rule chose on the
+    ``checkpoint``: ``last`` (the last epoch), ``selected`` (the checkpoint the run's selection rule chose on the
     noisy validation split, before the model memorised its noisy labels; a run without a validation split has
-    none, and its last epoch is used, with a warning)."""
+    none, and its last epoch is used, with a warning) or ``imbalance_selected`` (the f_L run's selected checkpoint,
+    the f_N run's last epoch)."""
     check_choice(checkpoint, AUX_CHECKPOINTS, "aux_checkpoint")
     for role, run in runs.items():
         if not run:
@@ -58,8 +59,8 @@ def read_auxiliaries(runs: dict[str, str], fingerprint: str, *, allow_unfinished
             fps[role] = run.data_fingerprint()
         _check_fingerprints(runs, fps, fingerprint)
         preds = {role: run.read_predictions() for role, run in dirs.items()}
-        if checkpoint == "selected":
-            preds = {role: _selected(role, dirs[role], p) for role, p in preds.items()}
+        preds = {role: _selected(role, dirs[role], p) if role in SELECTED_ROLES[checkpoint] else p
+                 for role, p in preds.items()}
     scores = {role: validation_score(p) for role, p in preds.items()}
     return ({role: p["train_probs"] for role, p in preds.items()},
             {role: v for role, v in scores.items() if v is not None})
