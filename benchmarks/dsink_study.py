@@ -351,9 +351,18 @@ def decision_table(results: dict, base: str, new: str) -> str:
                    f"{'pass' if ok[base] else 'fail'} / {'pass' if ok[new] else 'fail'} | {d[0]:+.2f} / {d[1]:+.2f} | "
                    f"{corr[0]:.2f} / {corr[1]:.2f} |")
     c = np.array(changes)
+    big = int(((c[:, 0] < -1.0) | (c[:, 1] < -1.0)).sum())
     out.append(f"\n{len(c)} settings: criterion {passes[base]} ({base}) / {passes[new]} ({new}); mean change "
-               f"{c[:, 0].mean():+.2f} / {c[:, 1].mean():+.2f}; worst {c[:, 0].min():+.2f} / {c[:, 1].min():+.2f}")
+               f"{c[:, 0].mean():+.2f} / {c[:, 1].mean():+.2f}; worst {c[:, 0].min():+.2f} / {c[:, 1].min():+.2f}; "
+               f"{big} lose more than 1 point at a checkpoint; chance that at least 2 of 3 settings drawn from these "
+               f"pass: {two_of_three(passes[base], len(c)):.2f} ({base}) / {two_of_three(passes[new], len(c)):.2f} ({new})")
     return "\n".join(out)
+
+
+def two_of_three(k: int, n: int) -> float:
+    """The chance that at least 2 of 3 settings drawn without replacement from n, k of which pass, pass."""
+    from math import comb
+    return (comb(k, 2) * (n - k) + comb(k, 3)) / comb(n, 3) if n >= 3 else float("nan")
 
 
 if __name__ == "__main__":
