@@ -143,6 +143,8 @@ VARIANTS = {
     # blind to a tail class) -- tenth round; kd reads the same checkpoints
     "f_L selected": {"aux_checkpoint": "imbalance_selected"},
     "kd, f_L selected": {"aux_checkpoint": "imbalance_selected"},
+    # the ninth round's f_L weight 2 lost where f_L had memorised; with f_L read before it memorises -- tenth round
+    "f_L selected, weight 2": {"aux_checkpoint": "imbalance_selected", "imbalance_weight": 2.0},
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
     "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
     # "probability floor 1/N" ({"prob_floor": 1.0}: every cost model's probabilities floored at 1/N before the log, so
@@ -315,13 +317,15 @@ def markdown(results: dict) -> str:
 
 
 OTHER_ROWS = ("ce", "f_L (la)", "f_N (gce)", "average (f_L + f_N)", "kd")  # the rows D-SINK must beat
+KD_ROWS = {"f_L selected, weight 2": "kd, f_L selected"}  # kd reading the same checkpoints (kd has no weight knob)
 
 
 def decision_table(results: dict, base: str, new: str) -> str:
     """Per setting holding both variants: D-SINK's mean top-1 (last / selected) with each, the best other row at
     each checkpoint, whether the issue's criterion holds (best row at both), the change NEW - BASE, and label
     correction of NEW against f_N's; then the counts and mean changes. A variant V measured together with
-    ``kd, V`` (the same auxiliaries' checkpoints for kd) is held against that kd row instead of the default kd."""
+    ``kd, V`` (the same auxiliaries' checkpoints for kd; or its KD_ROWS entry) is held against that kd row instead
+    of the default kd."""
     mean = lambda recs, get: 100 * float(np.mean([get(r) for r in recs]))  # noqa: E731
     last, sel = (lambda r: r["top1"]), selected_top1
     out = [f"| setting | {base} | {new} | best other (last / selected) | criterion {base} / {new} | change | "
@@ -333,8 +337,9 @@ def decision_table(results: dict, base: str, new: str) -> str:
         top, ok, best = {}, {}, {}
         for v in (base, new):
             others = {k: res[k] for k in OTHER_ROWS if k in res}
-            if f"kd, {v}" in res:
-                others["kd"] = res[f"kd, {v}"]
+            kd = KD_ROWS.get(v, f"kd, {v}")
+            if kd in res:
+                others["kd"] = res[kd]
             names = [max(others, key=lambda k: mean(others[k], g)) for g in (last, sel)]
             best[v] = [(b, mean(others[b], g)) for b, g in zip(names, (last, sel))]
             top[v] = mean(res[v], last), mean(res[v], sel)
