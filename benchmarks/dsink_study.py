@@ -233,10 +233,14 @@ def main() -> int:
     ap.add_argument("--decide", nargs=2, metavar=("BASE", "NEW"),
                     help="with --report: the decision table of variant NEW against variant BASE (the issue's criterion "
                          "for each, the change of D-SINK's top-1, label correction against f_N's)")
+    ap.add_argument("--gaps", metavar="VARIANT",
+                    help="with --report: VARIANT minus the best other row per setting, paired by seed (mean +- standard "
+                         "error), and the ceiling of its test curve against the best other row's selected checkpoint")
     args = ap.parse_args()
     if args.report:
         results = json.loads(Path(args.report).read_text())["results"]
-        print(decision_table(results, *args.decide) if args.decide else markdown(results))
+        print(decision_table(results, *args.decide) if args.decide else
+              gap_table(results, args.gaps) if args.gaps else markdown(results))
         return 0
     names = [n for s in args.settings for n in GROUPS.get(s, [s])]
     out = Path(args.out or Path(__file__).parent / "results" / f"dsink_study_{args.recipe}.json")
@@ -361,6 +365,44 @@ def decision_table(results: dict, base: str, new: str) -> str:
                f"{c[:, 0].mean():+.2f} / {c[:, 1].mean():+.2f}; worst {c[:, 0].min():+.2f} / {c[:, 1].min():+.2f}; "
                f"{big} lose more than 1 point at a checkpoint; chance that at least 2 of 3 settings drawn from these "
                f"pass: {two_of_three(passes[base], len(c)):.2f} ({base}) / {two_of_three(passes[new], len(c)):.2f} ({new})")
+    return "\n".join(out)
+
+
+def gap_table(results: dict, variant: str) -> str:
+    """Where VARIANT loses and by how much. Per setting: the best other row at the last epoch and at the selected
+    checkpoint, and VARIANT minus it paired by seed (the rows share data and training seeds), mean +- standard
+    error; then the ceiling of VARIANT's test curve (its best epoch on the test split: a diagnostic of whether any
+    selection rule could close a gap, never used to choose anything) against the best other row's selected
+    top-1. Counts at the end: losses within two standard errors, wins beyond them, settings whose ceiling is
+    below the best selected other row."""
+    pct = lambda recs, get: 100 * np.array([get(r) for r in recs], dtype=float)  # noqa: E731
+    last, sel = (lambda r: r["top1"]), selected_top1
+    out = [f"| setting | last: best other, {variant} - it | selected: best other, {variant} - it | "
+           f"ceiling of {variant} / best other selected |", "|---|---|---|---|"]
+    n = {"loss": 0, "noise": 0, "win": 0, "ceiling": 0, "settings": 0}
+    for setting, res in results.items():
+        if variant not in res:
+            continue
+        others = {k: res[k] for k in OTHER_ROWS if k in res}
+        cells = []
+        for get in (last, sel):
+            b = max(others, key=lambda k: pct(others[k], get).mean())
+            d = pct(res[variant], get) - pct(others[b], get)
+            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+            n["loss"] += d.mean() < 0
+            n["noise"] += -2 * se < d.mean() < 0
+            n["win"] += d.mean() > 2 * se
+            cells.append(f"{b} {d.mean():+.2f} ± {se:.2f}")
+            if get is sel:
+                best_sel = pct(others[b], get).mean()
+        curves_ok = all((r.get("curves") or {}).get("test_acc") for r in res[variant])
+        ceiling = pct(res[variant], lambda r: max(r["curves"]["test_acc"])).mean() if curves_ok else float("nan")
+        n["ceiling"] += ceiling < best_sel
+        n["settings"] += 1
+        out.append(f"| {setting} | {cells[0]} | {cells[1]} | {ceiling:.2f} / {best_sel:.2f} |")
+    out.append(f"\n{n['settings']} settings, {2 * n['settings']} comparisons: {variant} behind the best other row in "
+               f"{n['loss']} ({n['noise']} of them within two standard errors), ahead by more than two standard errors "
+               f"in {n['win']}; its test-curve ceiling below the best other row's selected top-1 in {n['ceiling']} settings")
     return "\n".join(out)
 
 
