@@ -72,23 +72,31 @@ MODES = {"unif": "uniform_excl_true", "incl": "uniform_incl_true", "pair": "pair
          "sem": "semantic"}
 
 
-def random_settings(k: int = 24, seed: int = 20261204) -> dict[str, list[int]]:
-    """The tenth round's random sample of unseen settings, fixed before any run: rho log-uniform in [10, 200] (rounded
-    to an integer), noise mode uniform over MODES, rate uniform over 20-45 % in steps of 5; no name any earlier
-    round used; setting j (0-based) gets the data and training seeds 100 + 3j, 101 + 3j, 102 + 3j."""
+def random_settings(k: int = 24, seed: int = 20261204, first_seed: int = 100,
+                    exclude: tuple[str, ...] = ()) -> dict[str, list[int]]:
+    """A random sample of unseen settings, fixed before any run: rho log-uniform in [10, 200] (rounded to an
+    integer), noise mode uniform over MODES, rate uniform over 20-45 % in steps of 5; no name any earlier round used
+    (SETTINGS, ``exclude``); setting j (0-based) gets the data and training seeds first_seed + 3j ... + 3j + 2."""
     rng, out = np.random.default_rng(seed), {}
     modes, rates = list(MODES), [20, 25, 30, 35, 40, 45]
     while len(out) < k:
         rho = int(round(10 ** rng.uniform(1.0, np.log10(200.0))))
         name = f"r{rho}-{modes[rng.integers(len(modes))]}{rates[rng.integers(len(rates))]}"
-        if name not in SETTINGS and name not in out:
+        if name not in SETTINGS and name not in exclude and name not in out:
             j = len(out)
-            out[name] = [100 + 3 * j, 101 + 3 * j, 102 + 3 * j]
+            out[name] = [first_seed + 3 * j + i for i in range(3)]
     return out
 
 
-RANDOM10 = random_settings()
+RANDOM10 = random_settings()  # tenth round
+# eleventh round (2026-12-05), drawn before any run: the first 12 for the learning-rate schedule exploration, the
+# other 12 kept unseen for a later decision
+RANDOM11 = random_settings(seed=20261205, first_seed=200, exclude=tuple(RANDOM10))
 GROUPS["random10"] = list(RANDOM10)
+GROUPS["random11"] = list(RANDOM11)
+GROUPS["random11a"] = list(RANDOM11)[:12]
+GROUPS["random11b"] = list(RANDOM11)[12:]
+GROUP_SEEDS = {**RANDOM10, **RANDOM11}  # each random setting's own data-and-training seeds
 
 
 def setting(name: str) -> tuple[int, str, float]:

@@ -22,12 +22,12 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from dsink_study import GROUPS, RANDOM10  # noqa: E402
+from dsink_study import GROUP_SEEDS, GROUPS  # noqa: E402
 
 
 def cells(names: list[str], seeds: list[int] | None) -> list[tuple[str, int]]:
     """(setting, seed) in the order they should run: setting by setting, so that whole settings finish first."""
-    return [(n, s) for n in names for s in (seeds or RANDOM10.get(n) or [])]
+    return [(n, s) for n in names for s in (seeds or GROUP_SEEDS.get(n) or [])]
 
 
 def merge(parts: list[Path]) -> tuple[dict, dict]:
@@ -47,7 +47,7 @@ def merge(parts: list[Path]) -> tuple[dict, dict]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--group", default="random10", help=f"a settings group ({', '.join(GROUPS)}) or one setting name")
-    ap.add_argument("--seeds", type=int, nargs="*", default=None, help="default: the group's own seeds (random10)")
+    ap.add_argument("--seeds", type=int, nargs="*", default=None, help="default: the group's own seeds (random10, random11)")
     ap.add_argument("--first", type=int, default=None, help="only the first N settings of the group")
     ap.add_argument("--skip", type=int, default=0, help="leave out the group's first N settings")
     ap.add_argument("--variants", nargs="+", default=["default"])
