@@ -4,7 +4,9 @@ and merge what finished into one results file (the format ``dsink_study.py --rep
 Made for a machine with many cores (each cell is one setting and one seed, trained with OMP_NUM_THREADS=1 in its
 own work folder), and for a time limit: no cell starts after ``--start-by`` seconds, cells still running at
 ``--stop-at`` seconds are stopped, and the merged file is rewritten after every finished cell, so that whatever
-finished survives. A setting is in the merged file with the seeds that finished (``seeds`` beside its rows).
+finished survives. Run again with the same ``--work``, it skips the cells that already hold every one of
+``--variants`` (``--fresh`` reruns them). A setting is in the merged file with the seeds that finished (``seeds``
+beside its rows).
 
 Usage: python benchmarks/study_pool.py --group random10 --variants default "f_L selected" "kd, f_L selected"
        --jobs 16 --work runs/pool --out benchmarks/results/dsink_study_mlp_random.json [--first N] [--skip N]
@@ -28,6 +30,18 @@ from dsink_study import GROUP_SEEDS, GROUPS  # noqa: E402
 def cells(names: list[str], seeds: list[int] | None) -> list[tuple[str, int]]:
     """(setting, seed) in the order they should run: setting by setting, so that whole settings finish first."""
     return [(n, s) for n in names for s in (seeds or GROUP_SEEDS.get(n) or [])]
+
+
+def pending(todo: list[tuple[str, int]], parts: Path, variants: list[str]) -> list[tuple[str, int]]:
+    """The cells of ``todo`` whose part file in ``parts`` is missing or lacks one of ``variants`` (a rerun resumes
+    where the last one stopped, and a pass that adds variants to finished cells runs them)."""
+    def done(name: str, seed: int) -> bool:
+        part = parts / f"{name}-s{seed}.json"
+        if not part.exists():
+            return False
+        rows = json.loads(part.read_text()).get("results", {})
+        return bool(rows) and all(set(variants) <= set(r) for r in rows.values())
+    return [(n, s) for n, s in todo if not done(n, s)]
 
 
 def merge(parts: list[Path]) -> tuple[dict, dict]:
@@ -58,6 +72,8 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--start-by", type=float, default=float("inf"), help="seconds after which no cell starts")
     ap.add_argument("--stop-at", type=float, default=float("inf"), help="seconds after which running cells stop")
+    ap.add_argument("--fresh", action="store_true",
+                    help="rerun the cells that already hold every one of --variants in --work (skipped by default)")
     args = ap.parse_args()
     names = GROUPS.get(args.group, [args.group])[args.skip:]
     todo = cells(names[: args.first] if args.first else names, args.seeds)
@@ -65,6 +81,12 @@ def main() -> int:
         raise SystemExit(f"no cells: group {args.group!r} has no seeds of its own; pass --seeds")
     work, parts = Path(args.work), Path(args.work) / "parts"
     parts.mkdir(parents=True, exist_ok=True)
+    if not args.fresh:
+        kept = len(todo)
+        todo = pending(todo, parts, args.variants)
+        if kept > len(todo):
+            print(f"{kept - len(todo)} cells already hold {', '.join(args.variants)} in {parts}: skipped "
+                  "(--fresh reruns them)", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     t0, running, done, failed, stopped, skipped = time.time(), {}, [], [], [], []
     out = Path(args.out)

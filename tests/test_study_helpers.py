@@ -70,3 +70,18 @@ def test_gap_table_pairs_by_seed_and_reads_the_ceiling():
     assert "82.00 / 80.00 |" in table
     assert "behind the best other row in 1 (0 of them within two standard errors)" in table
     assert "ceiling below the best other row's selected top-1 in 0 settings" in table
+
+
+def test_the_pool_resumes_past_finished_cells(tmp_path):
+    import study_pool
+
+    todo = study_pool.cells(["r26-sem30", "r38-incl25"], None)
+    assert todo == [("r26-sem30", 200), ("r26-sem30", 201), ("r26-sem30", 202),
+                    ("r38-incl25", 203), ("r38-incl25", 204), ("r38-incl25", 205)]
+    import json
+
+    part = {"results": {"mlp:r26-sem30": {"ce": [], "kd": [], "default": []}}}
+    (tmp_path / "r26-sem30-s201.json").write_text(json.dumps(part))
+    assert study_pool.pending(todo, tmp_path, ["default"]) == [c for c in todo if c != ("r26-sem30", 201)]
+    # a pass that adds a variant runs the finished cell again (its reference rows come from the cache)
+    assert study_pool.pending(todo, tmp_path, ["default", "f_L selected"]) == todo
