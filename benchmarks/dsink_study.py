@@ -146,6 +146,10 @@ VARIANTS = {
     # inherits it; weight 2 gives the two views parity) -- ninth round
     "f_L weight 2": {"imbalance_weight": 2.0},
     "f_L weight 1": {"imbalance_weight": 1.0},
+    # the noisy label as evidence (eleventh round): f_N's term in the cost becomes f_N's posterior given the noisy
+    # label through a transition estimated from f_N and the noisy labels (hypothesis: D-SINK's Q echoes f_N and
+    # ignores the label, which in unstructured noise is right far more often than the transition's off-diagonal)
+    "label evidence": {"label_evidence": "transition"},
     # each auxiliary read where it is trustworthy: f_L (LA, a CE) before it memorises its noisy labels (its selected
     # checkpoint), f_N (GCE, noise-robust) at its last epoch, the best fit it reaches (an early-stopped GCE can be
     # blind to a tail class) -- tenth round; kd reads the same checkpoints

@@ -321,3 +321,50 @@ def test_auxiliaries_at_their_selected_checkpoint(tmp_path, aux, caplog):
         got = method_inputs(selected, fp)["aux_probs"]
     assert "has no selected checkpoint" in caplog.text
     assert np.array_equal(got["noise"], pred["train_probs"])
+
+
+def test_noise_transition_and_label_posterior_follow_bayes_rule():
+    from dsink.methods.dsink import label_posterior, noise_transition
+
+    # f_N is sure of the class; class 0's samples carry label 1 a quarter of the time (a pair flip), class 1's never
+    p_noise = torch.tensor([[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 4)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1])
+    t = noise_transition(p_noise, labels)
+    # counts [[3, 1], [0, 4]] plus half a pseudo-count per cell, rows normalised
+    assert torch.allclose(t, torch.tensor([[3.5 / 5, 1.5 / 5], [0.5 / 5, 4.5 / 5]], dtype=torch.float64))
+    # a sample f_N finds ambiguous (0.5 / 0.5) with label 1: posterior proportional to 0.5 T[0, 1] and 0.5 T[1, 1]
+    post = label_posterior(torch.tensor([[0.5, 0.5]]), torch.tensor([1]))
+    t_amb = noise_transition(torch.tensor([[0.5, 0.5]]), torch.tensor([1]))  # estimated from that sample alone
+    want = torch.tensor([t_amb[0, 1], t_amb[1, 1]]) / (t_amb[0, 1] + t_amb[1, 1])
+    assert torch.allclose(post[0], want.float())
+    post = label_posterior(p_noise, labels)
+    assert torch.allclose(post.sum(1), torch.ones(8))
+    assert torch.equal(post.argmax(1), p_noise.argmax(1))  # a sure f_N is not overruled by the label
+    # an unsure f_N leans to the label, less where the label is a known flip of the predicted class
+    unsure = torch.tensor([[0.6, 0.4]] * 4 + [[0.4, 0.6]] * 4)
+    post = label_posterior(unsure, labels)
+    assert float(post[0, 0]) > 0.6 and float(post[4, 1]) > 0.6
+
+
+def test_label_evidence_puts_f_n_posterior_in_the_cost(tmp_path, aux):
+    """label_evidence=transition: the first refresh (before any training, f uniform) is the transport of f_N's
+    posterior given the noisy labels instead of f_N itself, with the same class totals."""
+    from dsink.methods.dsink import label_posterior
+    from dsink.ot import surrogate_labels
+    from dsink.runs import RunDir
+
+    runs, _ = aux
+    over = ["optim.epochs=1", "method.params.blind_vote=0", "method.params.label_evidence=transition"]
+    train_run(distill_config(runs["la"], runs["gce"], None, over), tmp_path / "le")
+    q = load_checkpoint(tmp_path / "le" / "checkpoints" / "last.pt")["method"]["Q"]
+    pred = RunDir(runs["la"]).read_predictions()
+    pl, pn = (torch.as_tensor(RunDir(runs[m]).read_predictions()["train_probs"]).float() for m in ("la", "gce"))
+    post = label_posterior(pn, torch.as_tensor(pred["train_noisy"]))
+    totals = torch.bincount(pn.argmax(1), minlength=10).double()
+    want = surrogate_labels(post, pl, None, class_totals=totals, cost="noise+imbalance+target")
+    assert float((q - want.float()).abs().max()) < 1e-4
+    plain = surrogate_labels(pn, pl, None, class_totals=totals, cost="noise+imbalance+target")
+    assert float((q - plain.float()).abs().max()) > 1e-3  # the label evidence changed Q
+    with pytest.raises(InputError, match="label_evidence"):
+        train_run(distill_config(runs["la"], runs["gce"], None, ["method.params.label_evidence=labels"]),
+                  tmp_path / "bad")

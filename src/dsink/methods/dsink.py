@@ -75,9 +75,33 @@ class DSinkParams(DistillParams):
     avg_mix: float = 0.0  # share of the naive average (f_L + f_N) / 2 mixed into Q after each refresh (0: Q alone)
     blind_vote: float = 0.1  # a class is "blind" when f_N predicts it for fewer than blind_vote x the samples whose
     #                          noisy label f_L agrees with; those samples' rows of Q become the naive average (0: off)
+    label_evidence: str = "none"  # none | transition: f_N's term in the cost becomes its posterior given the noisy
+    #                               label, f_N(k|x) T[k, y~] renormalised, T estimated from f_N and the noisy labels
     solver_dtype: str = "float64"  # float64 | float32 (float32 halves memory; its error floor is ~sqrt(N)*6e-8)
     solver: str = "auto"  # auto (Newton on the semi-dual up to 32 classes, Sinkhorn beyond) | newton | sinkhorn:
     #                       the same Q; Newton in 4-5 passes (docs/dsink.md, seventh round)
+
+
+LABEL_EVIDENCE = ("none", "transition")
+
+
+def noise_transition(p_noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A label-noise transition estimated without clean labels: row k is the noisy-label histogram of the training
+    samples, each weighted by f_N's probability of class k (``T[k, j]`` ~ P(noisy label j | class k)), with one
+    pseudo-count per row spread evenly (a class f_N never predicts gets the uniform row)."""
+    c = p_noise.shape[1]
+    counts = torch.zeros(c, c, dtype=torch.float64, device=p_noise.device)
+    counts.index_add_(1, labels.to(p_noise.device), p_noise.double().T)  # counts[k, j] = sum_i p_N(k|x_i) [y~_i = j]
+    counts += 1.0 / c
+    return counts / counts.sum(1, keepdim=True)
+
+
+def label_posterior(p_noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """f_N's posterior given each sample's noisy label: ``p_N(k|x_i) T[k, y~_i]`` renormalised over k (Bayes' rule
+    with f_N as the prior and :func:`noise_transition` as the likelihood of the observed label)."""
+    t = noise_transition(p_noise, labels)
+    post = p_noise.double() * t[:, labels.to(p_noise.device)].T
+    return (post / post.sum(1, keepdim=True).clamp_min(1e-300)).to(p_noise.dtype)
 
 
 def blind_class_rows(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -201,6 +225,7 @@ class DSink(_Distill):
         check_choice(p.init, ("scratch", "noise"), "init")
         check_choice(p.solver_dtype, ("float64", "float32"), "solver_dtype")
         check_choice(p.solver, SOLVERS, "solver")
+        check_choice(p.label_evidence, LABEL_EVIDENCE, "label_evidence")
         if p.alpha < 0 or p.refresh_every < 1 or p.eps < 0:
             raise InputError("D-SINK needs alpha >= 0, refresh_every >= 1 and eps >= 0 (0: one per model in the cost)")
         if not (math.isfinite(p.imbalance_weight) and p.imbalance_weight >= 0):
@@ -223,6 +248,7 @@ class DSink(_Distill):
         self.seen = torch.zeros(ctx.num_train, dtype=torch.bool, device=ctx.device)  # rows of this epoch's pass
         self.blind_rows: torch.Tensor | None = None  # indices of the rows whose target is the naive average
         self.blind_target: torch.Tensor | None = None  # (blind_vote > 0) and that target
+        self.p_cost_noise: torch.Tensor | None = None  # f_N's term in the cost (label_evidence): found once
 
     @classmethod
     def init_from(cls, params):
@@ -254,7 +280,10 @@ class DSink(_Distill):
             d = self.p.target_ema
             self.target_avg = pf if self.target_avg is None else d * self.target_avg + (1 - d) * pf
             pf = self.target_avg
-        q, res = surrogate_labels(self.p_noise[lo:hi], self.p_imb[lo:hi], pf, eps=self.p.eps or None,
+        if self.p_cost_noise is None:  # fixed by f_N and the noisy labels (every process holds all rows)
+            self.p_cost_noise = (label_posterior(self.p_noise, trainer.train_y) if self.p.label_evidence == "transition"
+                                 else self.p_noise)
+        q, res = surrogate_labels(self.p_cost_noise[lo:hi], self.p_imb[lo:hi], pf, eps=self.p.eps or None,
                                   cost=self.p.cost, class_totals=self.totals, tol=self.p.tol, max_iter=self.p.max_iter,
                                   dtype=getattr(torch, self.p.solver_dtype), distributed=info.active,
                                   return_result=True, init_log_v=self.log_v if self.p.warm_start else None,
