@@ -19,6 +19,8 @@ default D-SINK run with the ``kd``, f_L (LA) and f_N (GCE) runs of the same sett
    proxy for the decision argmax Q / pi_adj: pi_adj = Q's own class shares (what logit-adjusted distillation
    learns), the true shares, and Q's shares to the power 1.5 (an over-adjustment like kd's, whose target holds
    f_L's already balanced posterior and is adjusted again).
+5. **The noisy label as evidence** (``label_evidence=transition``, twelfth round): the same proxy and the accuracy of
+   argmax Q against the true training labels, with f_N or f_N's posterior given the noisy label in the cost.
 
 Usage: python benchmarks/kd_gap.py CACHE [CACHE ...] [--out benchmarks/results/kd_gap.json]
 """
@@ -39,6 +41,7 @@ from scipy.optimize import nnls
 
 from dsink.eval import per_class_accuracy as recall
 from dsink.methods.dsink import DSinkParams, KDParams
+from dsink.methods.dsink import label_posterior
 from dsink.ot import surrogate_labels
 from dsink.runs import RunDir
 
@@ -49,9 +52,10 @@ RUN_PATHS = ("imbalance_run", "noise_run")
 
 
 def is_default(params: dict, kind=DSinkParams) -> bool:
-    """A run with today's default knobs of its method (only the auxiliary run paths may differ)."""
+    """A run with today's default knobs of its method (only the auxiliary run paths may differ; a knob the run's
+    config does not hold did not exist yet, which is its default)."""
     want = {k: v for k, v in dataclasses.asdict(kind()).items() if k not in RUN_PATHS}
-    return all(params.get(k) == v for k, v in want.items())
+    return all(params.get(k, v) == v for k, v in want.items())
 
 
 def anchor_totals(p_noise: np.ndarray, noisy: np.ndarray, q: float = 0.5) -> np.ndarray:
@@ -126,12 +130,17 @@ def diagnose(roles: dict) -> dict:
                   "class6_rel_err": float(share[6] / (true[6] / true.sum()) - 1),
                   "balanced_q_acc": balanced_accuracy(*rebuilt[k], y)}
     q, pi = rebuilt["f_N argmax"]  # D-SINK's Q and its prior (f_N's argmax shares)
+    # the noisy label as evidence (label_evidence=transition): f_N's posterior given the label in f_N's place
+    post = label_posterior(torch.as_tensor(pn, dtype=torch.float64), torch.as_tensor(noisy)).numpy()
+    q_label, _ = rebuilt_q(post, pl, ds["train_probs"], totals["f_N argmax"])
+    label = {"balanced_q_acc": [balanced_accuracy(q, pi, y), balanced_accuracy(q_label, pi, y)],
+             "q_acc": [float((q.argmax(1) == y).mean()), float((q_label.argmax(1) == y).mean())]}
     val = {"D-SINK": ds["val_probs"], "f_N / pi": gce["val_probs"] / np.maximum(pi, 1e-12), "f_L": la["val_probs"]}
     val_recall = {k: recall(p.argmax(1), ds["val_true"], c)[[0, 6]].tolist() for k, p in val.items()}
     adjust = {k: balanced_accuracy(q, p, y) for k, p in
               {"Q's shares": pi, "true shares": true / true.sum(), "Q's shares ^ 1.5": pi ** 1.5}.items()}
     return {"dsink_minus_kd": -float(gap.sum()), "kd_minus_dsink_by_classes": split, "val_recall_0_6": val_recall,
-            "totals": est, "adjustment": adjust}
+            "totals": est, "adjustment": adjust, "label_evidence": label}
 
 
 def main() -> int:
@@ -184,8 +193,17 @@ def main() -> int:
         print(f"| {s} | " + " | ".join(f"{100 * v:.2f}" for v in adjust[s].values()) + " |")
     adjust["mean"] = {k: float(np.mean([c["adjustment"][k] for c in cells.values()])) for k in adj_names}
     print("| mean | " + " | ".join(f"{100 * v:.2f}" for v in adjust["mean"].values()) + " |")
+    print("\n| setting | balanced accuracy of argmax Q / pi: f_N / f_N given the label | argmax Q accuracy: f_N / "
+          "f_N given the label |")
+    print("|---|---|---|")
+    label = {}
+    for s in sorted(by_setting, key=lambda s: (rho(s), s)):
+        label[s] = {k: np.mean([r["label_evidence"][k] for r in by_setting[s]], 0).tolist()
+                    for k in ("balanced_q_acc", "q_acc")}
+        print(f"| {s} | " + " | ".join(f"{100 * a:.2f} / {100 * b:.2f}" for a, b in label[s].values()) + " |")
     Path(args.out).write_text(json.dumps({"command": "python " + " ".join(sys.argv), "settings": summary,
-                                          "totals_overall": overall, "adjustment": adjust, "cells": cells}, indent=1))
+                                          "totals_overall": overall, "adjustment": adjust, "label_evidence": label,
+                                          "cells": cells}, indent=1))
     return 0
 
 
