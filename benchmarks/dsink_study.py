@@ -150,6 +150,10 @@ VARIANTS = {
     # label through a transition estimated from f_N and the noisy labels (hypothesis: D-SINK's Q echoes f_N and
     # ignores the label, which in unstructured noise is right far more often than the transition's off-diagonal)
     "label evidence": {"label_evidence": "transition"},
+    # kd's average, transported (twelfth round, second candidate): the kernel holds the arithmetic mean of f_N and f_L
+    # (at the totals' prior) instead of their product, then f (hypothesis: in unstructured noise the product lets
+    # f_N's low probability for a class it under-fits override f_L's vote, which kd's plain average keeps)
+    "average kernel": {"cost": "average+target"},
     # each auxiliary read where it is trustworthy: f_L (LA, a CE) before it memorises its noisy labels (its selected
     # checkpoint), f_N (GCE, noise-robust) at its last epoch, the best fit it reaches (an early-stopped GCE can be
     # blind to a tail class) -- tenth round; kd reads the same checkpoints

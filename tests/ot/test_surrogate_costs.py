@@ -61,6 +61,18 @@ def test_costs_match_reference(probs, cost):
     np.testing.assert_allclose(q, expected, atol=1e-7)
 
 
+def test_average_cost_transports_the_arithmetic_mean(probs):
+    """cost=average+target: kernel ((p_N + f_L at the prior) / 2 * p_f)^(1/2), solved by the reference solver."""
+    pn, pl, pf = probs
+    totals = np.bincount(pn.argmax(1), minlength=5).astype(float)
+    q = surrogate_labels(pn, pl, pf, cost="average+target", class_totals=totals, tol=1e-12, max_iter=10000)
+    shifted = np.exp(np.log(pl) + np.log(totals / totals.sum()))
+    avg = 0.5 * (pn + shifted / shifted.sum(1, keepdims=True))
+    np.testing.assert_allclose(q, _reference((np.log(avg) + np.log(pf)) / 2, totals), atol=1e-7)
+    assert surrogate_problem(pn, pl, pf, cost="average+target", class_totals=totals)[3] == 2.0  # one unit per term
+    assert not np.allclose(q, surrogate_labels(pn, pl, pf, cost="noise+imbalance+target", class_totals=totals))
+
+
 def test_explicit_eps_and_unknown_cost(probs):
     pn, pl, pf = probs
     q2 = surrogate_labels(pn, pl, pf, eps=2.0, tol=1e-12, max_iter=5000)

@@ -61,7 +61,8 @@ class DSinkParams(DistillParams):
     #                               noise_soft | noise_argmax (the same from f_N) | auto (the argmax counts of the
     #                               auxiliary with the higher class-balanced noisy-validation accuracy)
     cost: str = "noise+imbalance+target"  # models in the transport cost: noise+target (the paper) | noise |
-    #                             noise+imbalance+target (f_L shifted to the totals' prior joins the kernel)
+    #                             noise+imbalance+target (f_L shifted to the totals' prior joins the kernel) |
+    #                             average+target (the arithmetic mean of f_N and that f_L, then f)
     imbalance_weight: float = 1.0  # weight of f_L's KL term in the cost (with eps=0 the entropy is the total weight)
     target_ema: float = 0.7  # f's probabilities in the cost: EMA over refreshes with this decay (0 = the live f)
     refresh_every: int = 1  # epochs between Sinkhorn refreshes of Q

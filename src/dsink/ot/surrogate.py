@@ -30,7 +30,7 @@ from .sinkhorn import SinkhornResult
 log = logging.getLogger(__name__)
 
 CLASS_TOTALS = ("soft", "argmax", "noise_soft", "noise_argmax")
-COSTS = ("noise+target", "noise", "noise+imbalance+target", "noise+imbalance")
+COSTS = ("noise+target", "noise", "noise+imbalance+target", "noise+imbalance", "average+target")
 
 
 def _as_tensor(x, name: str, device=None) -> torch.Tensor:
@@ -186,7 +186,11 @@ def surrogate_problem(
     # log-kernel (sum of the cost models' log-probabilities) / eps; zeros give -inf (no mass), which the
     # solver handles.
     with torch.no_grad():
-        L = pn.to(dtype).log()
+        if cost.startswith("average"):  # the arithmetic mean of f_N and f_L at the totals' prior: one term
+            prior = (t / n_total).clamp_min(1e-300).log().to(dtype)
+            L = (0.5 * (pn.to(dtype) + torch.softmax(pl.to(dtype).log() + prior, dim=1))).log()
+        else:
+            L = pn.to(dtype).log()
         if w_imb > 0:  # f_L's balanced posterior moved to the totals' prior: its training posterior
             L.add_(torch.log_softmax(pl.to(dtype).log() + (t / n_total).clamp_min(1e-300).log().to(dtype), dim=1),
                    alpha=w_imb)
@@ -236,7 +240,8 @@ def surrogate_labels(
         The models whose KL terms make the cost: ``noise+target`` (the paper: f_N and f), ``noise`` (f_N
         alone), ``noise+imbalance+target`` or ``noise+imbalance`` (also f_L's probabilities moved to the
         class totals' prior, ``softmax(log p_imbalance + log(t / N))``: an imbalance-robust model predicts
-        the balanced posterior, and this is its estimate of the training posterior).
+        the balanced posterior, and this is its estimate of the training posterior), or ``average+target``
+        (one term for the arithmetic mean of f_N and that f_L, one for f: ``kd``'s average, transported).
     tol, max_iter : float, int
         Solver tolerance on the relative marginal error (default 1e-6 in float64, max(1e-5, 2e-7 sqrt(N)) in float32) and
         iteration cap (see :func:`dsink.ot.sinkhorn`).
