@@ -340,6 +340,11 @@ OTHER_ROWS = ("ce", "f_L (la)", "f_N (gce)", "average (f_L + f_N)", "kd")  # the
 KD_ROWS = {"f_L selected, weight 2": "kd, f_L selected"}  # kd reading the same checkpoints (kd has no weight knob)
 
 
+def best_other(others: dict, score) -> str:
+    """The row of ``others`` (label -> per-seed records) with the highest ``score(records)``."""
+    return max(others, key=lambda k: score(others[k]))
+
+
 def decision_table(results: dict, base: str, new: str) -> str:
     """Per setting holding both variants: D-SINK's mean top-1 (last / selected) with each, the best other row at
     each checkpoint, whether the issue's criterion holds (best row at both), the change NEW - BASE, and label
@@ -360,7 +365,7 @@ def decision_table(results: dict, base: str, new: str) -> str:
             kd = KD_ROWS.get(v, f"kd, {v}")
             if kd in res:
                 others["kd"] = res[kd]
-            names = [max(others, key=lambda k: mean(others[k], g)) for g in (last, sel)]
+            names = [best_other(others, lambda recs: mean(recs, g)) for g in (last, sel)]
             best[v] = [(b, mean(others[b], g)) for b, g in zip(names, (last, sel))]
             top[v] = mean(res[v], last), mean(res[v], sel)
             ok[v] = top[v][0] > best[v][0][1] and top[v][1] > best[v][1][1]
@@ -402,15 +407,14 @@ def gap_table(results: dict, variant: str) -> str:
         others = {k: res[k] for k in OTHER_ROWS if k in res}
         cells = []
         for get in (last, sel):
-            b = max(others, key=lambda k: pct(others[k], get).mean())
+            b = best_other(others, lambda recs: pct(recs, get).mean())
             d = pct(res[variant], get) - pct(others[b], get)
             se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
             n["loss"] += d.mean() < 0
             n["noise"] += -2 * se < d.mean() < 0
             n["win"] += d.mean() > 2 * se
             cells.append(f"{b} {d.mean():+.2f} ± {se:.2f}")
-            if get is sel:
-                best_sel = pct(others[b], get).mean()
+        best_sel = pct(others[b], sel).mean()  # b: the best other row at the selected checkpoint
         curves_ok = all((r.get("curves") or {}).get("test_acc") for r in res[variant])
         ceiling = pct(res[variant], lambda r: max(r["curves"]["test_acc"])).mean() if curves_ok else float("nan")
         n["ceiling"] += ceiling < best_sel

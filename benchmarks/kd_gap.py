@@ -40,8 +40,7 @@ import torch
 from scipy.optimize import nnls
 
 from dsink.eval import per_class_accuracy as recall
-from dsink.methods.dsink import DSinkParams, KDParams
-from dsink.methods.dsink import label_posterior
+from dsink.methods.dsink import DSinkParams, KDParams, label_posterior
 from dsink.ot import surrogate_labels
 from dsink.runs import RunDir
 

@@ -61,7 +61,8 @@ def merge(parts: list[Path]) -> tuple[dict, dict]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--group", default="random10", help=f"a settings group ({', '.join(GROUPS)}) or one setting name")
-    ap.add_argument("--seeds", type=int, nargs="*", default=None, help="default: the group's own seeds (random10, random11)")
+    ap.add_argument("--seeds", type=int, nargs="*", default=None,
+                    help="default: the group's own seeds (random10, random11)")
     ap.add_argument("--first", type=int, default=None, help="only the first N settings of the group")
     ap.add_argument("--skip", type=int, default=0, help="leave out the group's first N settings")
     ap.add_argument("--variants", nargs="+", default=["default"])

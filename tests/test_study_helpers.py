@@ -1,6 +1,7 @@
 """The helpers the D-SINK study's decisions rest on (benchmarks/dsink_study.py): the random samples of unseen
 settings, the setting names, the 2-of-3 chance, the decision table and the paired gap table."""
 
+import json
 import sys
 from math import comb
 from pathlib import Path
@@ -78,8 +79,6 @@ def test_the_pool_resumes_past_finished_cells(tmp_path):
     todo = study_pool.cells(["r26-sem30", "r38-incl25"], None)
     assert todo == [("r26-sem30", 200), ("r26-sem30", 201), ("r26-sem30", 202),
                     ("r38-incl25", 203), ("r38-incl25", 204), ("r38-incl25", 205)]
-    import json
-
     part = {"results": {"mlp:r26-sem30": {"ce": [], "kd": [], "default": []}}}
     (tmp_path / "r26-sem30-s201.json").write_text(json.dumps(part))
     assert study_pool.pending(todo, tmp_path, ["default"]) == [c for c in todo if c != ("r26-sem30", 201)]

@@ -186,14 +186,14 @@ def surrogate_problem(
     # log-kernel (sum of the cost models' log-probabilities) / eps; zeros give -inf (no mass), which the
     # solver handles.
     with torch.no_grad():
-        if cost.startswith("average"):  # the arithmetic mean of f_N and f_L at the totals' prior: one term
-            prior = (t / n_total).clamp_min(1e-300).log().to(dtype)
-            L = (0.5 * (pn.to(dtype) + torch.softmax(pl.to(dtype).log() + prior, dim=1))).log()
+        # f_L's balanced posterior moved to the totals' prior (its estimate of the training posterior), in logits
+        imb_logits = pl.to(dtype).log() + (t / n_total).clamp_min(1e-300).log().to(dtype)
+        if cost.startswith("average"):  # the arithmetic mean of f_N and that f_L: one term
+            L = (0.5 * (pn.to(dtype) + torch.softmax(imb_logits, dim=1))).log()
         else:
             L = pn.to(dtype).log()
-        if w_imb > 0:  # f_L's balanced posterior moved to the totals' prior: its training posterior
-            L.add_(torch.log_softmax(pl.to(dtype).log() + (t / n_total).clamp_min(1e-300).log().to(dtype), dim=1),
-                   alpha=w_imb)
+        if w_imb > 0:
+            L.add_(torch.log_softmax(imb_logits, dim=1), alpha=w_imb)
         if pf is not None and cost.endswith("target"):
             L.add_(pf.to(dtype).log())
         L.div_(eps)
