@@ -249,14 +249,17 @@ def main() -> int:
     ap.add_argument("--decide", nargs=2, metavar=("BASE", "NEW"),
                     help="with --report: the decision table of variant NEW against variant BASE (the issue's criterion "
                          "for each, the change of D-SINK's top-1, label correction against f_N's)")
+    ap.add_argument("--regimes", metavar="VARIANT",
+                    help="with --report: VARIANT minus kd by noise structure (pair, semantic / the others) and imbalance "
+                         "(rho <= 60 / above), and each row's late-epoch jitter and selected-minus-last gain")
     ap.add_argument("--gaps", metavar="VARIANT",
                     help="with --report: VARIANT minus the best other row per setting, paired by seed (mean +- standard "
                          "error), and the ceiling of its test curve against the best other row's selected checkpoint")
     args = ap.parse_args()
     if args.report:
         results = json.loads(Path(args.report).read_text())["results"]
-        print(decision_table(results, *args.decide) if args.decide else
-              gap_table(results, args.gaps) if args.gaps else markdown(results))
+        print(decision_table(results, *args.decide) if args.decide else gap_table(results, args.gaps) if args.gaps
+              else regime_table(results, args.regimes) if args.regimes else markdown(results))
         return 0
     names = [n for s in args.settings for n in GROUPS.get(s, [s])]
     out = Path(args.out or Path(__file__).parent / "results" / f"dsink_study_{args.recipe}.json")
@@ -423,6 +426,41 @@ def gap_table(results: dict, variant: str) -> str:
     out.append(f"\n{n['settings']} settings, {2 * n['settings']} comparisons: {variant} behind the best other row in "
                f"{n['loss']} ({n['noise']} of them within two standard errors), ahead by more than two standard errors "
                f"in {n['win']}; its test-curve ceiling below the best other row's selected top-1 in {n['ceiling']} settings")
+    return "\n".join(out)
+
+
+STRUCTURED = ("pair_random", "semantic")  # noise with systematic flips; the other modes spread them
+
+
+def regime_table(results: dict, variant: str, split_rho: int = 60) -> str:
+    """VARIANT minus kd (mean over the settings of each cell, last epoch / selected checkpoint, and how many settings
+    VARIANT leads at the last epoch), by noise structure and imbalance: a descriptive split (docs/dsink.md, eleventh
+    round). Then, per row, the mean epoch-to-epoch change of test top-1 over the last six epochs (the jitter a
+    selection rule can pick peaks from) and the mean gain of the selected checkpoint over the last epoch."""
+    mean = lambda recs, get: 100 * float(np.mean([get(r) for r in recs]))  # noqa: E731
+    last = lambda r: r["top1"]  # noqa: E731
+    cellsd: dict = {}
+    for name, res in results.items():
+        if variant not in res or "kd" not in res:
+            continue
+        rho, mode, _ = setting(name.split(":", 1)[1].split()[0])
+        key = ("structured" if mode in STRUCTURED else "unstructured", f"rho <= {split_rho}" if rho <= split_rho
+               else f"rho > {split_rho}")
+        cellsd.setdefault(key, []).append([mean(res[variant], g) - mean(res["kd"], g) for g in (last, selected_top1)])
+    out = [f"| noise, imbalance | settings | {variant} - kd (last / selected) | ahead at the last epoch |",
+           "|---|---|---|---|"]
+    for key in sorted(cellsd):
+        a = np.array(cellsd[key])
+        out.append(f"| {key[0]}, {key[1]} | {len(a)} | {a[:, 0].mean():+.2f} / {a[:, 1].mean():+.2f} | "
+                   f"{int((a[:, 0] > 0).sum())} of {len(a)} |")
+    out += ["", "| row | jitter (last six epochs) | selected - last |", "|---|---|---|"]
+    rows = dict.fromkeys(k for res in results.values() for k in res)
+    for row in rows:
+        recs = [r for res in results.values() for r in res.get(row, []) if (r.get("curves") or {}).get("test_acc")]
+        if recs:
+            jitter = np.mean([np.abs(np.diff(100 * np.array(r["curves"]["test_acc"][-6:]))).mean() for r in recs])
+            gain = np.mean([100 * (selected_top1(r) - r["top1"]) for r in recs])
+            out.append(f"| {row} | {jitter:.2f} | {gain:+.2f} |")
     return "\n".join(out)
 
 

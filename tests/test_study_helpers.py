@@ -73,6 +73,19 @@ def test_gap_table_pairs_by_seed_and_reads_the_ceiling():
     assert "ceiling below the best other row's selected top-1 in 0 settings" in table
 
 
+def test_regime_table_splits_by_noise_structure_and_imbalance():
+    results = {"mlp:r20-pair30": _results([0.81, 0.82, 0.83], [0.79, 0.79, 0.79]),  # structured, rho <= 60
+               "mlp:r30-unif30": _results([0.79, 0.79, 0.79], [0.79, 0.79, 0.79]),  # unstructured, rho <= 60
+               "mlp:r90-csp30": _results([0.82, 0.82, 0.82], [0.82, 0.82, 0.82])}  # unstructured, rho > 60
+    table = study.regime_table(results, "default")
+    assert "| structured, rho <= 60 | 1 | +2.00 / -1.00 | 1 of 1 |" in table
+    assert "| unstructured, rho <= 60 | 1 | -1.00 / -1.00 | 0 of 1 |" in table
+    assert "| unstructured, rho > 60 | 1 | +2.00 / +2.00 | 1 of 1 |" in table
+    # two-epoch curves: the jitter is |last - first| (default: 2, 3, 4 points in the first setting, 0 in the other
+    # six runs -> 1.00) and the selection rule picks the first epoch (selected - last: -1.00)
+    assert "| default | 1.00 | -1.00 |" in table and "| kd | 0.00 | +0.00 |" in table
+
+
 def test_the_pool_resumes_past_finished_cells(tmp_path):
     import study_pool
 
