@@ -96,7 +96,12 @@ GROUPS["random10"] = list(RANDOM10)
 GROUPS["random11"] = list(RANDOM11)
 GROUPS["random11a"] = list(RANDOM11)[:12]
 GROUPS["random11b"] = list(RANDOM11)[12:]
-GROUP_SEEDS = {**RANDOM10, **RANDOM11}  # each random setting's own data-and-training seeds
+# thirteenth round (2026-12-05), drawn before any run: the first 12 decide the thirteenth round's candidate, the
+# other 12 stay unseen
+RANDOM13 = random_settings(seed=20261206, first_seed=300, exclude=tuple(RANDOM10) + tuple(RANDOM11))
+GROUPS["random13a"] = list(RANDOM13)[:12]
+GROUPS["random13b"] = list(RANDOM13)[12:]
+GROUP_SEEDS = {**RANDOM10, **RANDOM11, **RANDOM13}  # each random setting's own data-and-training seeds
 
 
 def setting(name: str) -> tuple[int, str, float]:
@@ -161,6 +166,10 @@ VARIANTS = {
     "kd, f_L selected": {"aux_checkpoint": "imbalance_selected"},
     # the ninth round's f_L weight 2 lost where f_L had memorised; with f_L read before it memorises -- tenth round
     "f_L selected, weight 2": {"aux_checkpoint": "imbalance_selected", "imbalance_weight": 2.0},
+    # the average kernel with f_L read before it memorises (thirteenth round): the average kernel's label-correction
+    # loss comes from f_L's memorised noisy labels, which the average (unlike the product) lets into Q; f_L's
+    # selected checkpoint carries about half that mass. Held against "kd, f_L selected" (KD_ROWS)
+    "average kernel, f_L selected": {"cost": "average+target", "aux_checkpoint": "imbalance_selected"},
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
     "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
     # "probability floor 1/N" ({"prob_floor": 1.0}: every cost model's probabilities floored at 1/N before the log, so
@@ -340,7 +349,8 @@ def markdown(results: dict) -> str:
 
 
 OTHER_ROWS = ("ce", "f_L (la)", "f_N (gce)", "average (f_L + f_N)", "kd")  # the rows D-SINK must beat
-KD_ROWS = {"f_L selected, weight 2": "kd, f_L selected"}  # kd reading the same checkpoints (kd has no weight knob)
+# kd reading the same checkpoints (kd has no weight knob and no cost)
+KD_ROWS = {"f_L selected, weight 2": "kd, f_L selected", "average kernel, f_L selected": "kd, f_L selected"}
 
 
 def best_other(others: dict, score) -> str:
