@@ -291,7 +291,7 @@ def test_auxiliaries_at_their_selected_checkpoint(tmp_path, aux, caplog):
     params = {"imbalance_run": str(copies["la"].path), "noise_run": str(copies["gce"].path)}
     for name in ("dsink", "kd"):
         got = method_inputs(MethodConfig(name=name, params={**params, "aux_checkpoint": "selected"}), fp)["aux_probs"]
-        last = method_inputs(MethodConfig(name=name, params=params), fp)["aux_probs"]
+        last = method_inputs(MethodConfig(name=name, params={**params, "aux_checkpoint": "last"}), fp)["aux_probs"]
         for role, m in (("imbalance", "la"), ("noise", "gce")):
             pred = copies[m].read_predictions()
             assert np.array_equal(got[role], pred["best_train_probs"])
@@ -301,6 +301,10 @@ def test_auxiliaries_at_their_selected_checkpoint(tmp_path, aux, caplog):
                               fp)["aux_probs"]
         assert np.array_equal(mixed["imbalance"], copies["la"].read_predictions()["best_train_probs"])
         assert np.array_equal(mixed["noise"], copies["gce"].read_predictions()["train_probs"])
+    # the default reads f_L at its selected checkpoint and f_N at its last epoch
+    default = method_inputs(MethodConfig(name="dsink", params=params), fp)["aux_probs"]
+    assert np.array_equal(default["imbalance"], copies["la"].read_predictions()["best_train_probs"])
+    assert np.array_equal(default["noise"], copies["gce"].read_predictions()["train_probs"])
     selected = MethodConfig(name="dsink", params={**params, "aux_checkpoint": "selected"})
     with pytest.raises(InputError, match="unknown aux_checkpoint 'best'"):
         method_inputs(MethodConfig(name="dsink", params={**params, "aux_checkpoint": "best"}), fp)
@@ -354,7 +358,8 @@ def test_label_evidence_puts_f_n_posterior_in_the_cost(tmp_path, aux):
     from dsink.runs import RunDir
 
     runs, _ = aux
-    over = ["optim.epochs=1", "method.params.blind_vote=0", "method.params.label_evidence=transition"]
+    over = ["optim.epochs=1", "method.params.blind_vote=0", "method.params.label_evidence=transition",
+            "method.params.cost=noise+imbalance+target", "method.params.aux_checkpoint=last"]
     train_run(distill_config(runs["la"], runs["gce"], None, over), tmp_path / "le")
     q = load_checkpoint(tmp_path / "le" / "checkpoints" / "last.pt")["method"]["Q"]
     pred = RunDir(runs["la"]).read_predictions()

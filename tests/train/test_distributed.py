@@ -43,7 +43,7 @@ def test_two_processes_match_one(tmp_path, capsys):
 
     with np.load(tmp_path / "gce" / "predictions.npz") as a, np.load(tmp_path / "la" / "predictions.npz") as b:
         q0 = torch.as_tensor(np.asarray(surrogate_labels(a["train_probs"], b["train_probs"], class_totals="noise_argmax",
-                                                       cost="noise+imbalance+target")))  # D-SINK's defaults
+                                                       cost="average+target")))  # D-SINK's defaults
     assert one["method"]["Q"].shape == two["method"]["Q"].shape == q0.shape
     assert torch.allclose(one["method"]["Q"], q0.float(), atol=1e-5)
     assert torch.allclose(two["method"]["Q"], q0.float(), atol=1e-5)

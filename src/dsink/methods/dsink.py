@@ -47,9 +47,10 @@ class DistillParams:
     gce_q: float = 0.7  # q for base_loss=gce
     distill: str = "adjusted"  # plain: CE_soft(Q, f) | adjusted: CE_soft(Q, f + log pi), pi = Q's class shares,
     #                         so f's own output is the balanced posterior (logit-adjusted distillation)
-    aux_checkpoint: str = "last"  # the auxiliaries' probabilities from their last epoch | selected (the checkpoint
-    #                             their selection rule chose on the noisy validation split, before they memorise) |
-    #                             imbalance_selected (f_L's selected checkpoint, f_N's last epoch)
+    aux_checkpoint: str = "imbalance_selected"  # the auxiliaries' probabilities from their last epoch | selected
+    #                             (the checkpoint their selection rule chose on the noisy validation split, before
+    #                             they memorise) | imbalance_selected (f_L's selected checkpoint, f_N's last epoch;
+    #                             a run without a validation split gives its last epoch, with a warning)
 
 
 @dataclass
@@ -60,7 +61,7 @@ class DSinkParams(DistillParams):
     class_totals: str = "noise_argmax"  # class totals: soft | argmax (f_L's probability sums | predicted-class counts),
     #                               noise_soft | noise_argmax (the same from f_N) | auto (the argmax counts of the
     #                               auxiliary with the higher class-balanced noisy-validation accuracy)
-    cost: str = "noise+imbalance+target"  # models in the transport cost: noise+target (the paper) | noise |
+    cost: str = "average+target"  # models in the transport cost: noise+target (the paper) | noise |
     #                             noise+imbalance+target (f_L shifted to the totals' prior joins the kernel) |
     #                             average+target (the arithmetic mean of f_N and that f_L, then f)
     imbalance_weight: float = 1.0  # weight of f_L's KL term in the cost (with eps=0 the entropy is the total weight)
