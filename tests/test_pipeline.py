@@ -144,3 +144,21 @@ def test_pipeline_params_reach_the_named_baselines_and_combined_methods(tmp_path
     _, bad = load_pipeline(None, ["pipeline.baselines=[dividemix]", "pipeline.params={dividemix: {warmup: 3}}"])
     with pytest.raises(InputError, match="warmup"):
         plan_jobs(base, bad, tmp_path)
+
+
+def test_paper_row_is_the_preset_beside_the_default(tmp_path):
+    """pipeline.paper (dsink run --paper): a "D-SINK (paper)" row trained with method.params.preset=paper on the
+    same auxiliaries, every knob resolved to the paper's reading, beside dsink's default D-SINK row."""
+    from dsink.methods.dsink import PRESETS
+    from dsink.pipeline import plan_jobs
+
+    base, pipe = load_pipeline(None, ["pipeline.paper=true", "pipeline.target.alpha=0.5"])
+    jobs = {j.label: j for j in plan_jobs(base, pipe, tmp_path)}
+    paper, default = jobs["D-SINK (paper)"], jobs["D-SINK"]
+    assert paper.role == "paper" and default.role == "target"
+    pp, dp = paper.cfg.method.params, default.cfg.method.params
+    assert pp["preset"] == "paper" and {k: pp[k] for k in PRESETS["paper"]} == PRESETS["paper"]
+    assert dp["preset"] == "dsink" and dp["alpha"] == 0.5 and dp["cost"] == "average+target"
+    assert pp["imbalance_run"] == dp["imbalance_run"] and pp["noise_run"] == dp["noise_run"]
+    _, off = load_pipeline(None, [])
+    assert "D-SINK (paper)" not in {j.label for j in plan_jobs(base, off, tmp_path)}

@@ -73,6 +73,7 @@ class PipelineConfig:
     params: dict[str, Any] = field(default_factory=dict)  # method.params of baselines/combined, by method name
     seeds: list[int] = field(default_factory=lambda: [0])
     vary_data_seed: bool = False  # each seed is also data.data_seed, so the spread includes the data draw
+    paper: bool = False  # also train the paper's reading of D-SINK (method.params.preset=paper), row "D-SINK (paper)"
     overrides: dict[str, Any] = field(default_factory=dict)
     out: str | None = None
     cache_dir: str | None = None
@@ -186,6 +187,9 @@ def plan_jobs(base: RunConfig, pipe: PipelineConfig, cache: Path) -> list[Job]:
             per_seed[f"combined:{name}"] = job  # its folder is named once f_L and f_N exist (see below)
         target = MethodConfig(name="dsink", params={**pipe.target, "imbalance_run": str(fl), "noise_run": str(fn)})
         per_seed["target"] = Job("D-SINK", "target", seed, role_config(base, pipe, "target", target, seed))
+        if pipe.paper:  # the paper's reading beside dsink's default: the preset alone, the same auxiliaries
+            paper = MethodConfig(name="dsink", params={"preset": "paper", "imbalance_run": str(fl), "noise_run": str(fn)})
+            per_seed["paper"] = Job("D-SINK (paper)", "paper", seed, role_config(base, pipe, "target", paper, seed))
         jobs.extend(per_seed.values())
     return jobs
 

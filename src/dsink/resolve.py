@@ -56,6 +56,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--epochs", "optim.epochs", _RUNS, "int", "optim.epochs (dsink run: of every model)"),
     Flag("--device", "train.device", _RUNS + ("embed",), help="train.device (auto, cpu, cuda, cuda:N)"),
     Flag("--seed", "train.seed", ("train", "distill"), "int", "train.seed"),
+    Flag("--paper", "pipeline.paper", ("run",), "switch",
+         "pipeline.paper: also train the paper's reading of D-SINK (method.params.preset=paper) as its own row"),
     Flag("--out", "pipeline.out", ("run",), help="pipeline.out: folder of the results (default runs/pipeline-<hash>)"),
     Flag("--allow-unfinished", "train.allow_unfinished_runs", ("distill",), "switch",
          "train.allow_unfinished_runs: use auxiliary runs that did not finish training (warns; default: refuse them)"),

@@ -270,3 +270,23 @@ def test_val_split_is_stratified_by_noisy_label():
     nv = np.bincount(b.val_y, minlength=10)
     nt = np.bincount(b.train_y, minlength=10)
     assert np.all(np.abs(nv / (nv + nt) - 0.2) < 0.02)
+
+
+@pytest.mark.parametrize("dataset", ["npz", "image_folder"])
+def test_own_data_is_used_as_given_unless_noise_or_a_tail_is_asked_for(dataset):
+    """A user's data defaults to noise_mode=none and imbalance_ratio=1 (no flags needed); what is asked for still
+    wins, and the evaluation says that synthetic noise or subsampling was applied to the user's data."""
+    from dsink.config import load_config
+    from dsink.eval.evaluate import synthetic_on_own_data
+
+    cfg = load_config(None, [f"data.dataset={dataset}", "data.root=/x"])
+    assert cfg.data.noise_mode == "none" and cfg.data.imbalance_ratio == 1
+    assert synthetic_on_own_data(cfg.data) is None
+    asked = load_config(None, [f"data.dataset={dataset}", "data.root=/x", "data.noise_mode=uniform_excl_true",
+                               "data.noise_rate=0.2", "data.imbalance_ratio=10"])
+    assert asked.data.noise_mode == "uniform_excl_true" and asked.data.imbalance_ratio == 10
+    note = synthetic_on_own_data(asked.data)
+    assert "synthetic label noise (uniform_excl_true, rate 0.2)" in note and "imbalance_ratio 10" in note
+    bench = load_config(None, ["data.dataset=fashion_mnist"])  # benchmarks keep the field's protocol defaults
+    assert bench.data.noise_mode == "uniform_excl_true" and bench.data.imbalance_ratio == 100
+    assert synthetic_on_own_data(bench.data) is None

@@ -96,35 +96,3 @@ def test_problem_then_solver_is_surrogate_labels(probs, cost, totals, eps):
     r = solve(L, a, b, eps=e)  # auto: Newton at 5 classes
     assert np.array_equal(r.plan.numpy(), q) and r.iterations == res.iterations
     assert torch.equal(r.log_v, res.log_v)
-
-
-@pytest.mark.parametrize("cost", ["noise+imbalance+target", "noise+imbalance"])
-@pytest.mark.parametrize("weight", [0.0, 2.0, 3.5])
-def test_imbalance_weight_is_a_weighted_geometric_mean(probs, cost, weight):
-    """imbalance_weight w: kernel (p_N * (f_L at the prior)^w [* p_f])^(1/eps), eps = the total weight."""
-    pn, pl, pf = probs
-    totals = np.bincount(pn.argmax(1), minlength=5).astype(float)
-    q = surrogate_labels(pn, pl, pf, cost=cost, class_totals=totals, imbalance_weight=weight, tol=1e-12,
-                         max_iter=10000)
-    shifted = np.log(pl) + np.log(totals / totals.sum())
-    logs = [np.log(pn), weight * (shifted - np.log(np.exp(shifted).sum(1, keepdims=True)))]
-    total = 1.0 + weight
-    if cost.endswith("target"):
-        logs.append(np.log(pf))
-        total += 1.0
-    np.testing.assert_allclose(q, _reference(sum(logs) / total, totals), atol=1e-7)
-    _, _, _, eps = surrogate_problem(pn, pl, pf, cost=cost, class_totals=totals, imbalance_weight=weight)
-    assert eps == total
-
-
-def test_imbalance_weight_one_is_the_default_and_bad_weights_fail(probs):
-    pn, pl, pf = probs
-    kw = dict(cost="noise+imbalance+target", class_totals="noise_argmax")
-    assert np.array_equal(surrogate_labels(pn, pl, pf, **kw), surrogate_labels(pn, pl, pf, imbalance_weight=1, **kw))
-    # a cost without f_L ignores the weight: same problem, same eps
-    L1, _, _, e1 = surrogate_problem(pn, pl, pf, imbalance_weight=4.0)
-    L0, _, _, e0 = surrogate_problem(pn, pl, pf)
-    assert torch.equal(L1, L0) and e1 == e0 == 2.0
-    for bad in (-1.0, float("nan"), float("inf"), "2"):
-        with pytest.raises(InputError, match="imbalance_weight must be a finite number >= 0"):
-            surrogate_labels(pn, pl, pf, imbalance_weight=bad, **kw)

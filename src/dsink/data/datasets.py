@@ -81,13 +81,18 @@ def _root(cfg: DataConfig) -> str:
     return cfg.root
 
 
-@register_dataset("npz", user_data=True, description="your feature data: data.root names an .npz with X, y, X_test, y_test "
+# A user's data is used as given: its labels are the noisy labels and its class sizes the imbalance. Synthetic noise or
+# a long-tailed subsample stays possible when asked for explicitly (data.noise_mode, data.imbalance_ratio).
+OWN_DATA_DEFAULTS = {"data": {"noise_mode": "none", "imbalance_ratio": 1}}
+
+
+@register_dataset("npz", user_data=True, config_defaults=OWN_DATA_DEFAULTS, description="your feature data: data.root names an .npz with X, y, X_test, y_test "
                   "(y_true optional)")
 def _npz(cfg: DataConfig) -> Source:
     return load_npz(_root(cfg))
 
 
-@register_dataset("image_folder", user_data=True, description="your images: data.root = a folder of class subfolders (or of "
+@register_dataset("image_folder", user_data=True, config_defaults=OWN_DATA_DEFAULTS, description="your images: data.root = a folder of class subfolders (or of "
                   "train/, val/, test/ in that layout), or data.root plus data.csv_path, a CSV with columns "
                   "path,label[,split,true_label]; mixed sizes need data.image_size")
 def _image_folder(cfg: DataConfig) -> Source:

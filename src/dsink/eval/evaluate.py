@@ -13,6 +13,21 @@ from ..runs import RunDir
 from .metrics import classification_report, label_diagnostics
 
 
+def synthetic_on_own_data(cfg) -> str | None:
+    """A note when synthetic noise or a long-tailed subsample was applied to a user's own data (``npz``,
+    ``image_folder``), whose labels and class sizes are otherwise used as given; None otherwise."""
+    from ..data.datasets import DATASET_REGISTRY
+
+    if cfg.dataset not in DATASET_REGISTRY or not DATASET_REGISTRY.info(cfg.dataset).get("user_data"):
+        return None
+    done = []
+    if cfg.noise_mode != "none":
+        done.append(f"synthetic label noise ({cfg.noise_mode}, rate {cfg.noise_rate:g}) was injected on top of the given labels")
+    if cfg.imbalance_ratio != 1 or cfg.n_max is not None:
+        done.append(f"the training set was subsampled to a long tail (imbalance_ratio {cfg.imbalance_ratio:g})")
+    return ("on your data, as asked: " + " and ".join(done)) if done else None
+
+
 def _np(t) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
@@ -40,8 +55,12 @@ def evaluate_trainer(trainer: Any) -> dict[str, Any]:
         "evaluated_on": split,
         "last": classification_report(probs[split], labels, counts),
     }
-    if split != "test":
-        report["note"] = NO_TEST_NOTE
+    notes = [NO_TEST_NOTE] if split != "test" else []
+    synthetic = synthetic_on_own_data(trainer.cfg.data)
+    if synthetic:
+        notes.append(synthetic)
+    if notes:
+        report["note"] = "; ".join(notes)
     if data.train_true is not None:
         report["train"] = label_diagnostics(trainer.training_label_predictions(np.log(np.maximum(probs["train"], 1e-30))), data.train_y,
                                             data.train_true)

@@ -108,6 +108,11 @@ class Method:
         return log_prior(self.ctx.class_counts, self.ctx.device)
 
     @classmethod
+    def expand_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """The params as given, with what a named preset implies filled in beneath them (none by default)."""
+        return params
+
+    @classmethod
     def init_from(cls, params: Any) -> str | None:
         """Role of the auxiliary run whose weights start the first network (``ctx.init_weights``); None: a fresh
         initialisation."""
@@ -188,8 +193,9 @@ def method_info(name: str) -> dict[str, Any]:
 
 
 def method_params(cfg: MethodConfig) -> Any:
-    """``cfg.params`` validated into the method's ``Params`` dataclass."""
-    return build_dataclass(get_method(cfg.name).Params, cfg.params, "method.params.")
+    """``cfg.params`` (a preset expanded, :meth:`Method.expand_params`) validated into the method's ``Params``."""
+    cls = get_method(cfg.name)
+    return build_dataclass(cls.Params, cls.expand_params(dict(cfg.params)), "method.params.")
 
 
 def build_method(cfg: MethodConfig, ctx: MethodContext) -> Method:
@@ -202,4 +208,4 @@ def build_method(cfg: MethodConfig, ctx: MethodContext) -> Method:
 def method_params_dict(name: str, params: dict) -> dict:
     """Method params with defaults filled in (for the stored config)."""
     cls = get_method(name)
-    return dataclasses.asdict(build_dataclass(cls.Params, params, "method.params."))
+    return dataclasses.asdict(build_dataclass(cls.Params, cls.expand_params(dict(params)), "method.params."))

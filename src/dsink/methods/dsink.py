@@ -2,10 +2,12 @@
 (and ``kd``, the same distillation from the plain average of f_L and f_N, without the transport step).
 
 Each refresh (outer step) solves, over the whole training set, ``min_Q sum_i sum_m KL(q_i || p_m(x_i))`` with
-fixed class totals ``t``: by default the models ``m`` are f_N, f_L moved to the totals' prior and f, and ``t`` the
-counts of f_N's predicted classes (the paper: f_N and f, ``t`` from f_L; docs/dsink.md#what-is-computed). Each
-batch (inner step) minimises ``L_Base(f) + alpha * CE_soft(q_i, f(x_i) + log pi)``, ``pi = t / N`` (by default
-without ``L_Base``; ``distill=plain`` drops ``log pi``).
+fixed class totals ``t``. dsink's default (``preset=dsink``): one KL term for the arithmetic mean of f_N and f_L
+moved to the totals' prior, one for f; ``t`` the counts of f_N's predicted classes; the samples of a class f_N is
+blind to keep the naive average as their target. The paper's reading (``preset=paper``): f_N and f in the cost,
+``t`` = f_L's probability sums (docs/dsink.md#what-is-computed). Each batch (inner step) minimises
+``L_Base(f) + alpha * CE_soft(q_i, f(x_i) + log pi)``, ``pi = t / N`` (by default without ``L_Base``;
+``distill=plain``, the paper's, drops ``log pi``).
 f_L's and f_N's training-set probabilities come in through the context (``ctx.aux_probs``, resolved from their
 run directories by :mod:`dsink.train.inputs`); the methods read no files.
 """
@@ -13,7 +15,6 @@ run directories by :mod:`dsink.train.inputs`); the methods read no files.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import torch
@@ -53,57 +54,51 @@ class DistillParams:
     #                             a run without a validation split gives its last epoch, with a warning)
 
 
+# The paper's reading of every knob (Hong et al., arXiv 2510.08179, L_Overall; docs/dsink.md#the-papers-reading):
+# f_N and f in the cost (eps 2, kernel sqrt(f_N * f)), class totals = f_L's probability sums, plain distillation,
+# L_Base = CE on the noisy labels, f's probabilities from a separate evaluation pass every epoch, the auxiliaries'
+# last epochs, no guard for blind classes. What the paper leaves open (alpha, how often Q is refreshed, where f
+# starts) takes the values below, documented as the preset's choices.
+PRESETS: dict[str, dict[str, object]] = {
+    "dsink": {},  # dsink's default: the dataclass defaults below
+    "paper": {"cost": "noise+target", "eps": 2.0, "class_totals": "soft", "distill": "plain", "base_loss": "ce",
+              "alpha": 1.0, "aux_checkpoint": "last", "target_probs": "eval", "target_ema": 0.0, "refresh_every": 1,
+              "init": "scratch", "blind_vote": 0.0},
+}
+
+
 @dataclass
 class DSinkParams(DistillParams):
-    """D-SINK knobs: every choice the method (docs/dsink.md#what-is-computed) leaves open. Defaults and their
-    evidence: docs/dsink.md#how-the-defaults-were-chosen."""
+    """D-SINK knobs: every choice the method leaves open (docs/dsink.md). ``preset`` names a whole reading:
+    ``dsink`` (these defaults) or ``paper`` (:data:`PRESETS`); a knob given beside a preset wins over it."""
 
+    preset: str = "dsink"  # dsink | paper: the values every other knob takes unless it is given
     class_totals: str = "noise_argmax"  # class totals: soft | argmax (f_L's probability sums | predicted-class counts),
     #                               noise_soft | noise_argmax (the same from f_N) | auto (the argmax counts of the
     #                               auxiliary with the higher class-balanced noisy-validation accuracy)
     cost: str = "average+target"  # models in the transport cost: noise+target (the paper) | noise |
     #                             noise+imbalance+target (f_L shifted to the totals' prior joins the kernel) |
-    #                             average+target (the arithmetic mean of f_N and that f_L, then f)
-    imbalance_weight: float = 1.0  # weight of f_L's KL term in the cost (with eps=0 the entropy is the total weight)
+    #                             noise+imbalance | average+target (the arithmetic mean of f_N and that f_L, then f)
     target_ema: float = 0.7  # f's probabilities in the cost: EMA over refreshes with this decay (0 = the live f)
     refresh_every: int = 1  # epochs between Sinkhorn refreshes of Q
     target_probs: str = "train"  # f's probabilities for Q: eval (separate pass) | train (last training pass)
     init: str = "scratch"  # scratch | noise (start f from f_N's weights; same model needed)
     eps: float = 0.0  # entropic regularisation; 0 = one KL term per model in the cost (the paper's 2 for f_N and f)
-    tol: float = 1e-6  # Sinkhorn tolerance on the relative marginal error
-    max_iter: int = 1000  # Sinkhorn iteration cap
-    omega: float = 0.0  # Sinkhorn over-relaxation: 0 = adaptive (default), 1 = plain Sinkhorn, (1, 2) fixed
-    warm_start: bool = False  # start each refresh from the previous one's class potentials (docs/dsink.md)
-    avg_mix: float = 0.0  # share of the naive average (f_L + f_N) / 2 mixed into Q after each refresh (0: Q alone)
     blind_vote: float = 0.1  # a class is "blind" when f_N predicts it for fewer than blind_vote x the samples whose
     #                          noisy label f_L agrees with; those samples' rows of Q become the naive average (0: off)
-    label_evidence: str = "none"  # none | transition: f_N's term in the cost becomes its posterior given the noisy
-    #                               label, f_N(k|x) T[k, y~] renormalised, T estimated from f_N and the noisy labels
+    tol: float = 1e-6  # solver tolerance on the relative marginal error
+    max_iter: int = 1000  # solver iteration cap
     solver_dtype: str = "float64"  # float64 | float32 (float32 halves memory; its error floor is ~sqrt(N)*6e-8)
-    solver: str = "auto"  # auto (Newton on the semi-dual up to 32 classes, Sinkhorn beyond) | newton | sinkhorn:
-    #                       the same Q; Newton in 4-5 passes (docs/dsink.md, seventh round)
+    solver: str = "auto"  # auto (Newton on the semi-dual up to 32 classes, Sinkhorn beyond) | newton | sinkhorn
 
 
-LABEL_EVIDENCE = ("none", "transition")
-
-
-def noise_transition(p_noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """A label-noise transition estimated without clean labels: row k is the noisy-label histogram of the training
-    samples, each weighted by f_N's probability of class k (``T[k, j]`` ~ P(noisy label j | class k)), with one
-    pseudo-count per row spread evenly (a class f_N never predicts gets the uniform row)."""
-    c = p_noise.shape[1]
-    counts = torch.zeros(c, c, dtype=torch.float64, device=p_noise.device)
-    counts.index_add_(1, labels.to(p_noise.device), p_noise.double().T)  # counts[k, j] = sum_i p_N(k|x_i) [y~_i = j]
-    counts += 1.0 / c
-    return counts / counts.sum(1, keepdim=True)
-
-
-def label_posterior(p_noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """f_N's posterior given each sample's noisy label: ``p_N(k|x_i) T[k, y~_i]`` renormalised over k (Bayes' rule
-    with f_N as the prior and :func:`noise_transition` as the likelihood of the observed label)."""
-    t = noise_transition(p_noise, labels)
-    post = p_noise.double() * t[:, labels.to(p_noise.device)].T
-    return (post / post.sum(1, keepdim=True).clamp_min(1e-300)).to(p_noise.dtype)
+def expand_preset(params: dict) -> dict:
+    """``params`` with its ``preset``'s values beneath the knobs it gives (unknown presets are refused)."""
+    name = params.get("preset", "dsink")
+    if name not in PRESETS:
+        raise InputError(f"unknown method.params.preset {name!r}; valid: {', '.join(PRESETS)} (dsink: the library's "
+                         "default; paper: every knob at the paper's reading)")
+    return {**PRESETS[name], **params}
 
 
 def blind_class_rows(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -149,7 +144,7 @@ class _Distill(Method):
 
     def average(self, weight: float = 0.5, rows=slice(None)) -> torch.Tensor:
         """``weight * f_L + (1 - weight) * f_N`` on ``rows`` of the training set: ``kd``'s target (the naive
-        average at 0.5), which D-SINK mixes in with ``avg_mix`` and gives blind classes with ``blind_vote``."""
+        average at 0.5), which D-SINK gives the classes f_N is blind to (``blind_vote``)."""
         return weight * self.p_imb[rows] + (1.0 - weight) * self.p_noise[rows]
 
     def set_target(self, q: torch.Tensor) -> None:
@@ -217,8 +212,13 @@ class DSink(_Distill):
     description = "D-SINK: distil f_L (imbalance) and f_N (noise) via Sinkhorn surrogate labels"
     Params = DSinkParams
 
+    @classmethod
+    def expand_params(cls, params):
+        return expand_preset(params)
+
     def __init__(self, params: DSinkParams, ctx):
         p = params
+        check_choice(p.preset, tuple(PRESETS), "preset")
         check_choice(p.class_totals, CLASS_TOTALS + ("auto",), "class_totals")
         check_choice(p.cost, COSTS, "cost")
         if not 0.0 <= p.target_ema < 1.0:
@@ -227,22 +227,13 @@ class DSink(_Distill):
         check_choice(p.init, ("scratch", "noise"), "init")
         check_choice(p.solver_dtype, ("float64", "float32"), "solver_dtype")
         check_choice(p.solver, SOLVERS, "solver")
-        check_choice(p.label_evidence, LABEL_EVIDENCE, "label_evidence")
         if p.alpha < 0 or p.refresh_every < 1 or p.eps < 0:
             raise InputError("D-SINK needs alpha >= 0, refresh_every >= 1 and eps >= 0 (0: one per model in the cost)")
-        if not (math.isfinite(p.imbalance_weight) and p.imbalance_weight >= 0):
-            raise InputError(f"method.params.imbalance_weight must be a finite number >= 0 (the weight of f_L's KL term "
-                             f"in the transport cost; 1 = every model once), got {p.imbalance_weight}")
-        if not 0.0 <= p.avg_mix <= 1.0:
-            raise InputError(f"method.params.avg_mix must be in [0, 1] (the share of the naive average in Q), got {p.avg_mix}")
         if not 0.0 <= p.blind_vote <= 1.0:
             raise InputError(f"method.params.blind_vote must be in [0, 1] (0: off; the share of f_L's agreeing samples "
                              f"below which f_N's count makes a class blind), got {p.blind_vote}")
-        if not 0 <= p.omega < 2 or 0 < p.omega < 1:
-            raise InputError(f"method.params.omega must be 0 (adaptive), 1 (plain Sinkhorn) or in (1, 2), got {p.omega}")
         super().__init__(params, ctx)
-        self.log_v: torch.Tensor | None = None  # class potentials of the last refresh (warm start)
-        # class totals over the whole training set (every process holds all rows of f_L and f_N)
+        # class totals over the whole training set, fixed for the run (every process holds all rows of f_L and f_N)
         self.totals = class_totals_from(self.p_imb, resolve_class_totals(p.class_totals, ctx.aux_scores),
                                         float(ctx.num_train), False, p_noise=self.p_noise)
         self.target_avg: torch.Tensor | None = None  # EMA of f's probabilities (target_ema > 0)
@@ -250,7 +241,6 @@ class DSink(_Distill):
         self.seen = torch.zeros(ctx.num_train, dtype=torch.bool, device=ctx.device)  # rows of this epoch's pass
         self.blind_rows: torch.Tensor | None = None  # indices of the rows whose target is the naive average
         self.blind_target: torch.Tensor | None = None  # (blind_vote > 0) and that target
-        self.p_cost_noise: torch.Tensor | None = None  # f_N's term in the cost (label_evidence): found once
 
     @classmethod
     def init_from(cls, params):
@@ -266,50 +256,52 @@ class DSink(_Distill):
         return models
 
     def on_epoch_start(self, epoch, trainer):
+        """The outer step: class totals (fixed, ``self.totals``), the kernel's models (f_N, f_L and f per ``cost``),
+        the transport solved over the whole training set, the guard for classes f_N is blind to, the new target."""
         if self.Q is not None and epoch % self.p.refresh_every:
             return {}
         from .. import distributed
 
         info = distributed.current()
         lo, hi = distributed.row_block(self.ctx.num_train, info)  # this process's rows (all of them alone)
-        if self.p.target_probs == "train" and epoch > 0:
-            pf = self.train_pass[lo:hi]  # merged across processes at the end of each epoch
-        elif epoch == 0 and self.p.init == "scratch":
-            pf = None  # an untrained f carries no information: the paper's uniform first step
-        else:
-            pf = trainer.predict_logits("train", rows=torch.arange(lo, hi)).softmax(1)
-        if pf is not None and self.p.target_ema > 0:
-            d = self.p.target_ema
-            self.target_avg = pf if self.target_avg is None else d * self.target_avg + (1 - d) * pf
-            pf = self.target_avg
-        if self.p_cost_noise is None:  # fixed by f_N and the noisy labels (every process holds all rows)
-            self.p_cost_noise = (label_posterior(self.p_noise, trainer.train_y) if self.p.label_evidence == "transition"
-                                 else self.p_noise)
-        q, res = surrogate_labels(self.p_cost_noise[lo:hi], self.p_imb[lo:hi], pf, eps=self.p.eps or None,
-                                  cost=self.p.cost, class_totals=self.totals, tol=self.p.tol, max_iter=self.p.max_iter,
+        pf = self._target_probs(epoch, trainer, lo, hi)
+        q, res = surrogate_labels(self.p_noise[lo:hi], self.p_imb[lo:hi], pf, eps=self.p.eps or None, cost=self.p.cost,
+                                  class_totals=self.totals, tol=self.p.tol, max_iter=self.p.max_iter,
                                   dtype=getattr(torch, self.p.solver_dtype), distributed=info.active,
-                                  return_result=True, init_log_v=self.log_v if self.p.warm_start else None,
-                                  omega=self.p.omega or None, solver=self.p.solver,
-                                  imbalance_weight=self.p.imbalance_weight)
+                                  return_result=True, solver=self.p.solver)
         q = distributed.all_gather_rows(q.float(), self.ctx.num_train)  # every process trains on any rows
         if not torch.isfinite(q).all():
             raise TrainingError(f"the Sinkhorn step produced non-finite surrogate labels in epoch {epoch + 1}")
-        if self.p.avg_mix > 0:  # keeps each auxiliary's vote where the product kernel vetoes it (docs/dsink.md)
-            q = (1.0 - self.p.avg_mix) * q + self.p.avg_mix * self.average()
-        extra = {}
-        if self.p.blind_vote > 0:
-            if self.blind_rows is None:  # fixed by the auxiliaries and the noisy labels: found once, its target too
-                rows = blind_class_rows(self.p_imb, self.p_noise, trainer.train_y, self.p.blind_vote)
-                self.blind_rows = rows.nonzero().squeeze(1)
-                self.blind_target = self.average(rows=self.blind_rows)
-            q = q.index_put((self.blind_rows,), self.blind_target)
-            extra["blind_rows"] = len(self.blind_rows)
+        q, extra = self._guard_blind_classes(q, trainer.train_y)
         self.set_target(q)
-        lv = res.log_v.double()
-        self.log_v = torch.where(torch.isfinite(lv), lv, torch.zeros_like(lv))  # a class without mass: cold
         disagree = float((self.Q.argmax(1) != trainer.train_y).float().mean())
         return {"sinkhorn_iters": res.iterations, "sinkhorn_error": res.marginal_error, "q_disagree": disagree,
                 **extra}
+
+    def _target_probs(self, epoch, trainer, lo: int, hi: int) -> torch.Tensor | None:
+        """f's probabilities on rows ``lo:hi`` for the cost: the last training pass or a separate evaluation pass,
+        averaged over the refreshes (``target_ema``); None (uniform) before f has trained."""
+        if self.p.target_probs == "train" and epoch > 0:
+            pf = self.train_pass[lo:hi]  # merged across processes at the end of each epoch
+        elif epoch == 0 and self.p.init == "scratch":
+            return None  # an untrained f carries no information: the paper's uniform first step
+        else:
+            pf = trainer.predict_logits("train", rows=torch.arange(lo, hi)).softmax(1)
+        if self.p.target_ema > 0:
+            d = self.p.target_ema
+            self.target_avg = pf if self.target_avg is None else d * self.target_avg + (1 - d) * pf
+            pf = self.target_avg
+        return pf
+
+    def _guard_blind_classes(self, q: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The rows of the classes f_N is blind to keep the naive average as their target (``blind_vote``)."""
+        if self.p.blind_vote <= 0:
+            return q, {}
+        if self.blind_rows is None:  # fixed by the auxiliaries and the noisy labels: found once, its target too
+            rows = blind_class_rows(self.p_imb, self.p_noise, labels, self.p.blind_vote)
+            self.blind_rows = rows.nonzero().squeeze(1)
+            self.blind_target = self.average(rows=self.blind_rows)
+        return q.index_put((self.blind_rows,), self.blind_target), {"blind_rows": len(self.blind_rows)}
 
     def training_step(self, models, x, y, idx, epoch):
         out = super().training_step(models, x, y, idx, epoch)
@@ -332,7 +324,7 @@ class DSink(_Distill):
         self.seen.zero_()
 
     def state_dict(self):
-        return {"Q": self.Q, "train_pass": self.train_pass, "log_v": self.log_v, "target_avg": self.target_avg}
+        return {"Q": self.Q, "train_pass": self.train_pass, "target_avg": self.target_avg}
 
     def load_state_dict(self, state):
         if state.get("Q") is not None:
@@ -341,5 +333,3 @@ class DSink(_Distill):
             self.target_avg = state["target_avg"].to(self.ctx.device)
         if state.get("train_pass") is not None:
             self.train_pass = state["train_pass"].to(self.ctx.device)
-        if state.get("log_v") is not None:
-            self.log_v = state["log_v"].to(self.ctx.device)

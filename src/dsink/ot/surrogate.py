@@ -16,7 +16,6 @@ factor that makes the totals match :math:`t`.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import numpy as np
@@ -30,6 +29,9 @@ from .sinkhorn import SinkhornResult
 log = logging.getLogger(__name__)
 
 CLASS_TOTALS = ("soft", "argmax", "noise_soft", "noise_argmax")
+# surrogate_labels' presets: the cost and class totals of the paper's problem and of dsink's trainer default
+SURROGATE_PRESETS = {"paper": {"cost": "noise+target", "class_totals": "soft"},
+                     "dsink": {"cost": "average+target", "class_totals": "noise_argmax"}}
 COSTS = ("noise+target", "noise", "noise+imbalance+target", "noise+imbalance", "average+target")
 
 
@@ -120,7 +122,6 @@ def surrogate_problem(
     cost: str = "noise+target",
     dtype=None,
     distributed: bool | None = None,
-    imbalance_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     r"""The entropic OT problem behind :func:`surrogate_labels`, ready for :func:`dsink.ot.sinkhorn`.
 
@@ -162,12 +163,8 @@ def surrogate_problem(
         _check_probs(pf, "p_target", pn.shape)
     if cost not in COSTS:
         raise InputError(f"unknown cost {cost!r}; valid: {', '.join(COSTS)}")
-    if not (isinstance(imbalance_weight, (int, float)) and math.isfinite(imbalance_weight) and imbalance_weight >= 0):
-        raise InputError(f"imbalance_weight must be a finite number >= 0 (the weight of f_L's KL term in the cost), "
-                         f"got {imbalance_weight!r}")
-    w_imb = float(imbalance_weight) if "imbalance" in cost else 0.0
-    if eps is None:  # one unit of entropy per unit of weight (f_L: w_imb; the others 1): the paper's 2 for f_N and f
-        eps = float(cost.count("+") + 1 - ("imbalance" in cost)) + w_imb
+    if eps is None:  # one unit of entropy per model in the cost: the paper's 2 for f_N and f
+        eps = float(cost.count("+") + 1)
     if not (isinstance(eps, (int, float)) and eps > 0):
         raise InputError(f"eps must be a positive number, got {eps!r}")
     if dtype is None:
@@ -192,8 +189,8 @@ def surrogate_problem(
             L = (0.5 * (pn.to(dtype) + torch.softmax(imb_logits, dim=1))).log()
         else:
             L = pn.to(dtype).log()
-        if w_imb > 0:
-            L.add_(torch.log_softmax(imb_logits, dim=1), alpha=w_imb)
+        if "imbalance" in cost:
+            L.add_(torch.log_softmax(imb_logits, dim=1))
         if pf is not None and cost.endswith("target"):
             L.add_(pf.to(dtype).log())
         L.div_(eps)
@@ -206,8 +203,9 @@ def surrogate_labels(
     p_target=None,
     *,
     eps: float | None = None,
-    class_totals: Any = "soft",
-    cost: str = "noise+target",
+    preset: str = "paper",
+    class_totals: Any = None,
+    cost: str | None = None,
     tol: float | None = None,
     max_iter: int = 1000,
     dtype=None,
@@ -216,7 +214,6 @@ def surrogate_labels(
     init_log_v=None,
     omega: float | None = None,
     solver: str = "auto",
-    imbalance_weight: float = 1.0,
 ):
     r"""D-SINK surrogate labels :math:`Q` (N, C) for N samples and C classes.
 
@@ -233,15 +230,22 @@ def surrogate_labels(
         Entropic regularisation; default: the number of models in the cost (the objective with one KL term
         per model: 2 for the paper's f_N and f). The kernel is the product of the cost models'
         probabilities to the power :math:`1/\varepsilon`.
-    class_totals : "soft", "argmax", "noise_soft", "noise_argmax" or array (C,)
+    preset : "paper" or "dsink"
+        Where ``cost`` and ``class_totals`` come from when they are not given: ``paper`` (default: the paper's
+        problem, ``cost="noise+target"``, ``class_totals="soft"``) or ``dsink`` (the trainer's default,
+        ``cost="average+target"``, ``class_totals="noise_argmax"``). The rest of dsink's default (f_L at its
+        selected checkpoint, the guard for classes f_N is blind to, f's averaged probabilities) belongs to
+        training: ``method.params.preset`` of ``dsink distill`` sets all of it.
+    class_totals : "soft", "argmax", "noise_soft", "noise_argmax" or array (C,), optional
         How the class totals are taken from ``p_imbalance`` or ``p_noise`` (see :func:`class_totals_from`),
-        or the totals.
-    cost : str
+        or the totals. Default: the preset's.
+    cost : str, optional
         The models whose KL terms make the cost: ``noise+target`` (the paper: f_N and f), ``noise`` (f_N
         alone), ``noise+imbalance+target`` or ``noise+imbalance`` (also f_L's probabilities moved to the
         class totals' prior, ``softmax(log p_imbalance + log(t / N))``: an imbalance-robust model predicts
         the balanced posterior, and this is its estimate of the training posterior), or ``average+target``
         (one term for the arithmetic mean of f_N and that f_L, one for f: ``kd``'s average, transported).
+        Default: the preset's.
     tol, max_iter : float, int
         Solver tolerance on the relative marginal error (default 1e-6 in float64, max(1e-5, 2e-7 sqrt(N)) in float32) and
         iteration cap (see :func:`dsink.ot.sinkhorn`).
@@ -257,10 +261,6 @@ def surrogate_labels(
         previous refresh's); same solution within ``tol``, usually in far fewer iterations.
     omega : float, optional
         Over-relaxation of the Sinkhorn solver (see :func:`dsink.ot.sinkhorn`): None = automatic, 1 = plain Sinkhorn.
-    imbalance_weight : float
-        Weight (>= 0) of f_L's KL term when ``cost`` holds f_L: the kernel is
-        ``(p_noise * p_imb_at_prior ** w * p_target) ** (1 / eps)`` and the default ``eps`` is the total weight
-        (1 + w + 1), so the kernel stays a weighted geometric mean. 1 (default): every model counts once.
     solver : "auto", "newton" or "sinkhorn"
         ``newton``: Newton's method on the semi-dual (:func:`dsink.ot.semidual_newton`, a handful of passes
         over the kernel); ``sinkhorn``: the scaling iterations (:func:`dsink.ot.sinkhorn`); ``auto`` (default):
@@ -284,8 +284,12 @@ def surrogate_labels(
     if solver not in SOLVERS:
         raise InputError(f"unknown solver {solver!r}; valid: {', '.join(SOLVERS)}")
     is_numpy = isinstance(p_noise, np.ndarray)
+    if preset not in SURROGATE_PRESETS:
+        raise InputError(f"unknown preset {preset!r}; valid: {', '.join(SURROGATE_PRESETS)}")
+    cost = SURROGATE_PRESETS[preset]["cost"] if cost is None else cost
+    class_totals = SURROGATE_PRESETS[preset]["class_totals"] if class_totals is None else class_totals
     L, a, b, eps = surrogate_problem(p_noise, p_imbalance, p_target, eps=eps, class_totals=class_totals, cost=cost,
-                                     dtype=dtype, distributed=distributed, imbalance_weight=imbalance_weight)
+                                     dtype=dtype, distributed=distributed)
     with torch.no_grad():
         res = solve(L, a, b, solver=solver, eps=eps, tol=tol, max_iter=max_iter, distributed=_world(distributed) > 1,
                     init_log_v=init_log_v, omega=omega)
@@ -295,5 +299,5 @@ def surrogate_labels(
     return (out, res) if return_result else out
 
 
-__all__ = ["CLASS_TOTALS", "SinkhornResult", "class_totals_from", "resolve_class_totals", "surrogate_labels",
+__all__ = ["CLASS_TOTALS", "SURROGATE_PRESETS", "SinkhornResult", "class_totals_from", "resolve_class_totals", "surrogate_labels",
            "surrogate_problem"]
