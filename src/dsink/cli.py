@@ -48,6 +48,7 @@ def _settings(args, command: str) -> dict:
 
 
 def _config(args, command: str, base: dict | None = None) -> "RunConfig":
+    from . import data  # noqa: F401 - installs the datasets' own defaults (image_folder, npz, real noise)
     from .config import load_config
 
     return load_config(args.config, args.overrides, base=base, settings=_settings(args, command))

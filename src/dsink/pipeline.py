@@ -83,6 +83,8 @@ def load_pipeline(path: str | Path | None = None, overrides: list[str] | None = 
                   settings: dict[str, Any] | None = None) -> tuple[RunConfig, PipelineConfig]:
     """The shared run config and the pipeline section of a ``dsink run`` config (``CPU_RECIPE`` when ``path`` is
     None), with ``overrides`` and ``settings`` (the command-line flags) on top (:func:`dsink.config.config_layers`)."""
+    from . import data as _datasets  # noqa: F401 - installs the datasets' own defaults (image_folder, npz, real noise)
+
     data = config_layers(path, overrides, base=CPU_RECIPE if path is None else None, settings=settings)
     if "method" in data:
         raise InputError("a dsink run config names its methods under pipeline: (imbalance, noise, baselines, combined, "

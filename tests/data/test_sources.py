@@ -290,3 +290,15 @@ def test_own_data_is_used_as_given_unless_noise_or_a_tail_is_asked_for(dataset):
     bench = load_config(None, ["data.dataset=fashion_mnist"])  # benchmarks keep the field's protocol defaults
     assert bench.data.noise_mode == "uniform_excl_true" and bench.data.imbalance_ratio == 100
     assert synthetic_on_own_data(bench.data) is None
+
+
+def test_own_data_defaults_reach_dsink_run_in_a_fresh_process(tmp_path):
+    """The datasets' own defaults are installed by the entry points themselves (a fresh interpreter that imports
+    only dsink.pipeline, as `dsink run` does), not by whatever else a test session imported first."""
+    import subprocess
+    import sys
+
+    code = ("from dsink.pipeline import load_pipeline; b, _ = load_pipeline(None, ['data.dataset=image_folder', "
+            "'data.root=X']); print(b.data.noise_mode, b.data.imbalance_ratio)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["none", "1.0"]
