@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # the metric whose best epoch is kept as checkpoints/best.pt ("top-1 @best val"): the class-balanced accuracy on
 # the noisy validation labels, which ranks checkpoints closer to the balanced test accuracy than plain noisy
-# accuracy (benchmarks/selection.py)
+# accuracy (studies/selection.py)
 SELECTION_RULE = "val_bal_acc"
 
 def resolve_device(name: str) -> torch.device:

@@ -7,8 +7,8 @@ epoch's test top-1, many/medium/few, label correction, the accuracy of argmax Q 
 labels, and the per-epoch curves (test accuracy, noisy validation accuracy and its class-balanced version),
 so that selection rules can be compared afterwards. Test numbers are recorded, never used to choose.
 
-Usage: python benchmarks/dsink_study.py --settings dev|held_out|fresh|confirm|NAME... [--seeds 1 2] [--variants NAME ...]
-       [--recipe mlp|cnn] [--noise gce|elr|...] [--work runs/study] [--out benchmarks/results/dsink_study.json]
+Usage: python studies/dsink_study.py --settings dev|held_out|fresh|confirm|NAME... [--seeds 1 2] [--variants NAME ...]
+       [--recipe mlp|cnn] [--noise gce|elr|...] [--work runs/study] [--out studies/results/dsink_study.json]
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import numpy as np
 
 from dsink.pipeline import load_pipeline, run_pipeline
 from dsink.runs import RunDir
-from recipes import RECIPES  # benchmarks/recipes.py
-from selection import RULES  # benchmarks/selection.py
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from recipes import RECIPES  # noqa: E402  benchmarks/recipes.py, the recipes the benchmarks share
+from selection import RULES  # noqa: E402  studies/selection.py
 
 # (name, rho, noise mode, noise rate). dev: where variants were developed; held_out: only run to confirm.
 SETTINGS = {
@@ -177,7 +179,7 @@ VARIANTS = {
     # "floored f_N totals" ({"class_totals": "noise_argmax_floor"}: f_N's counts, raised per class to the samples whose
     # noisy label f_L predicts) was measured on 2026-12-03 (same file) and dropped with its option (docs/dsink.md)
     # "mean totals" ({"class_totals": "mean_argmax"}: argmax counts of (f_L + f_N) / 2) was measured on
-    # 2026-12-03 (benchmarks/results/dsink_study_mlp_dev_pc.json) and dropped with its option (docs/dsink.md)
+    # 2026-12-03 (studies/results/dsink_study_mlp_dev_pc.json) and dropped with its option (docs/dsink.md)
     "previous default": PREVIOUS,
     "paper-literal (soft f_L totals, no L_Base)": {**PREVIOUS, "class_totals": "soft", "base_loss": "none"},
     "base none": {**PREVIOUS, "base_loss": "none"},
