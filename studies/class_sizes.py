@@ -1,7 +1,7 @@
 """How well each estimate of the training-set class sizes does, from cached auxiliary runs (f_L = LA, f_N = GCE).
 
 D-SINK's transport needs class totals; a class that gets a total near zero can receive no surrogate mass, so a
-*blind* f_N (one that predicts almost no sample of a class) makes D-SINK blind too (docs/dsink.md). This script
+*blind* f_N (one that predicts almost no sample of a class) makes D-SINK blind too (docs/research/rounds.md). This script
 reads every pair of auxiliary runs that a pipeline cache holds (the ``average-la-...-gce-...`` entries that
 ``dsink run`` / ``studies/dsink_study.py`` write) and scores the estimates against the true training labels,
 which only this report reads:

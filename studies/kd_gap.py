@@ -1,4 +1,4 @@
-"""Where `kd`'s edge over D-SINK comes from (docs/dsink.md, ninth round): a diagnosis of finished study runs.
+"""Where `kd`'s edge over D-SINK comes from (docs/research/rounds.md, ninth round): a diagnosis of finished study runs.
 
 Reads the pipeline caches that ``studies/dsink_study.py`` fills (``--work DIR`` -> ``DIR/cache``), pairs every
 default D-SINK run with the ``kd``, f_L (LA) and f_N (GCE) runs of the same setting and data seed, and reports:

@@ -81,7 +81,7 @@ class DSinkParams(DistillParams):
     #                               label, f_N(k|x) T[k, y~] renormalised, T estimated from f_N and the noisy labels
     solver_dtype: str = "float64"  # float64 | float32 (float32 halves memory; its error floor is ~sqrt(N)*6e-8)
     solver: str = "auto"  # auto (Newton on the semi-dual up to 32 classes, Sinkhorn beyond) | newton | sinkhorn:
-    #                       the same Q; Newton in 4-5 passes (docs/dsink.md, seventh round)
+    #                       the same Q; Newton in 4-5 passes (docs/research/rounds.md, seventh round)
 
 
 LABEL_EVIDENCE = ("none", "transition")
@@ -107,7 +107,7 @@ def label_posterior(p_noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
 
 
 def blind_class_rows(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Rows whose surrogate label should keep f_L's vote because f_N is blind to their class (docs/dsink.md, eighth
+    """Rows whose surrogate label should keep f_L's vote because f_N is blind to their class (docs/research/rounds.md, eighth
     round): a class is blind when f_N predicts it for fewer than ``ratio`` times the number of samples whose noisy
     label f_L's argmax agrees with; the rows returned are those agreeing samples of the blind classes. Uses the
     noisy labels and the auxiliaries' predictions only (never true labels)."""
@@ -294,7 +294,7 @@ class DSink(_Distill):
         q = distributed.all_gather_rows(q.float(), self.ctx.num_train)  # every process trains on any rows
         if not torch.isfinite(q).all():
             raise TrainingError(f"the Sinkhorn step produced non-finite surrogate labels in epoch {epoch + 1}")
-        if self.p.avg_mix > 0:  # keeps each auxiliary's vote where the product kernel vetoes it (docs/dsink.md)
+        if self.p.avg_mix > 0:  # keeps each auxiliary's vote where the product kernel vetoes it (docs/research/rounds.md, seventh round)
             q = (1.0 - self.p.avg_mix) * q + self.p.avg_mix * self.average()
         extra = {}
         if self.p.blind_vote > 0:

@@ -133,7 +133,7 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.train.seed)
         self.epoch = 0  # completed epochs
         # the selected checkpoint (best.pt): best class-balanced accuracy on the noisy validation labels
-        # (SELECTION_RULE; docs/benchmarks.md, selection)
+        # (SELECTION_RULE; docs/research/measurements.md, selection)
         self.best: dict[str, Any] = {SELECTION_RULE: -1.0, "epoch": 0}
 
     # ------------------------------------------------------------------ construction
