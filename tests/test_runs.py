@@ -163,7 +163,7 @@ def test_only_the_run_directory_type_names_run_files():
     """No module outside dsink/runs/ names a run file: each reader and writer goes through RunDir."""
     pattern = re.compile(r"(?<![\w-])(" + "|".join(re.escape(n) for n in RUN_FILES) + r")(?![\w-])")
     files = [p for p in (ROOT / "src" / "dsink").rglob("*.py") if "runs" not in p.relative_to(ROOT / "src").parts]
-    files += sorted((ROOT / "benchmarks").glob("*.py"))
+    files += sorted(p for d in ("benchmarks", "studies") for p in (ROOT / d).glob("*.py"))
     found = []
     for path in files:
         source = path.read_text().splitlines()

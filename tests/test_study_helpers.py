@@ -1,4 +1,4 @@
-"""The helpers the D-SINK study's decisions rest on (benchmarks/dsink_study.py): the random samples of unseen
+"""The helpers the D-SINK study's decisions rest on (studies/dsink_study.py): the random samples of unseen
 settings, the setting names, the 2-of-3 chance, the decision table and the paired gap table."""
 
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
 import dsink_study as study  # noqa: E402
 
 

@@ -129,4 +129,4 @@ def test_surrogate_labels_and_dsink_check_the_solver_name():
     assert np.abs(q_n - q_s).max() < 1e-8
     with pytest.raises(InputError, match="unknown solver 'lbfgs'; valid: auto, newton, sinkhorn"):
         surrogate_labels(pn, pl, solver="lbfgs")
-    assert DSinkParams().solver == "auto"  # D-SINK's default (docs/dsink.md, seventh round)
+    assert DSinkParams().solver == "auto"  # D-SINK's default (docs/research/rounds.md, seventh round)

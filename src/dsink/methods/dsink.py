@@ -102,7 +102,7 @@ def expand_preset(params: dict) -> dict:
 
 
 def blind_class_rows(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Rows whose surrogate label should keep f_L's vote because f_N is blind to their class (docs/dsink.md, eighth
+    """Rows whose surrogate label should keep f_L's vote because f_N is blind to their class (docs/research/rounds.md, eighth
     round): a class is blind when f_N predicts it for fewer than ``ratio`` times the number of samples whose noisy
     label f_L's argmax agrees with; the rows returned are those agreeing samples of the blind classes. Uses the
     noisy labels and the auxiliaries' predictions only (never true labels)."""

@@ -95,7 +95,7 @@ def resolve_class_totals(how: str, scores: dict[str, float] | None) -> str:
     """``how``, with ``auto`` resolved: the predicted-class counts of the auxiliary that the noisy validation split
     supports better (``scores``: class-balanced noisy-validation accuracy by role, ``imbalance`` and ``noise``):
     f_N's (``noise_argmax``) unless f_L scores higher (``argmax``). Which model knows the class sizes depends on
-    the regime: an underfitting f_N gives tail classes no total (docs/dsink.md). Without both scores: f_N's."""
+    the regime: an underfitting f_N gives tail classes no total (docs/research/rounds.md, fine-tuning). Without both scores: f_N's."""
     if how != "auto":
         return how
     if not scores or "imbalance" not in scores or "noise" not in scores:

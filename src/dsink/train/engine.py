@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # the metric whose best epoch is kept as checkpoints/best.pt ("top-1 @best val"): the class-balanced accuracy on
 # the noisy validation labels, which ranks checkpoints closer to the balanced test accuracy than plain noisy
-# accuracy (benchmarks/selection.py)
+# accuracy (studies/selection.py)
 SELECTION_RULE = "val_bal_acc"
 
 def resolve_device(name: str) -> torch.device:
@@ -133,7 +133,7 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.train.seed)
         self.epoch = 0  # completed epochs
         # the selected checkpoint (best.pt): best class-balanced accuracy on the noisy validation labels
-        # (SELECTION_RULE; docs/benchmarks.md, selection)
+        # (SELECTION_RULE; docs/research/measurements.md, selection)
         self.best: dict[str, Any] = {SELECTION_RULE: -1.0, "epoch": 0}
 
     # ------------------------------------------------------------------ construction

@@ -1,6 +1,6 @@
 """Checkpoint-selection rules without clean labels, measured against the test-best epoch.
 
-Reads the per-epoch curves that ``benchmarks/dsink_study.py`` records (test accuracy, noisy validation accuracy
+Reads the per-epoch curves that ``studies/dsink_study.py`` records (test accuracy, noisy validation accuracy
 and its class-balanced version) and, for every method and rule, reports how far the rule's epoch is from the
 epoch with the best test accuracy: the test top-1 lost (regret, points) and the distance in epochs. The test
 curve is used only to score the rules, never by a rule.
@@ -10,7 +10,7 @@ benchmark), ``val_bal`` (best class-balanced noisy-validation accuracy: mean rec
 ``label_wave`` (the first minimum of the share of training predictions that change between epochs; no
 validation data; curves recorded since ``train_pred_changes`` exists, the last epoch for older files).
 
-Usage: python benchmarks/selection.py [RESULTS.json ...] [--out benchmarks/results/selection.json]
+Usage: python studies/selection.py [RESULTS.json ...] [--out studies/results/selection.json]
 """
 
 from __future__ import annotations

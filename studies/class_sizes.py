@@ -1,9 +1,9 @@
 """How well each estimate of the training-set class sizes does, from cached auxiliary runs (f_L = LA, f_N = GCE).
 
 D-SINK's transport needs class totals; a class that gets a total near zero can receive no surrogate mass, so a
-*blind* f_N (one that predicts almost no sample of a class) makes D-SINK blind too (docs/dsink.md). This script
+*blind* f_N (one that predicts almost no sample of a class) makes D-SINK blind too (docs/research/rounds.md). This script
 reads every pair of auxiliary runs that a pipeline cache holds (the ``average-la-...-gce-...`` entries that
-``dsink run`` / ``benchmarks/dsink_study.py`` write) and scores the estimates against the true training labels,
+``dsink run`` / ``studies/dsink_study.py`` write) and scores the estimates against the true training labels,
 which only this report reads:
 
 * ``f_N argmax`` (D-SINK's default), ``f_N soft``, ``f_L argmax`` (the previous default), ``noisy labels``;
@@ -13,8 +13,8 @@ which only this report reads:
 Columns: L1 distance of the class shares; the smallest ratio estimate / true size over the classes (0 = a blind
 class); the largest ratio (over-filled classes move head samples into the tail).
 
-Usage: python benchmarks/class_sizes.py CACHE [CACHE ...] [--out benchmarks/results/class_sizes.json]
-       (e.g. runs/study/cache after ``python benchmarks/dsink_study.py --settings dev held_out ...``)
+Usage: python studies/class_sizes.py CACHE [CACHE ...] [--out studies/results/class_sizes.json]
+       (e.g. runs/study/cache after ``python studies/dsink_study.py --settings dev held_out ...``)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Run ``benchmarks/dsink_study.py`` over many (setting, seed) cells at once, one single-threaded process per cell,
+"""Run ``studies/dsink_study.py`` over many (setting, seed) cells at once, one single-threaded process per cell,
 and merge what finished into one results file (the format ``dsink_study.py --report`` reads).
 
 Made for a machine with many cores (each cell is one setting and one seed, trained with OMP_NUM_THREADS=1 in its
@@ -8,8 +8,8 @@ finished survives. Run again with the same ``--work``, it skips the cells that a
 ``--variants`` (``--fresh`` reruns them). A setting is in the merged file with the seeds that finished (``seeds``
 beside its rows).
 
-Usage: python benchmarks/study_pool.py --group random10 --variants default "f_L selected" "kd, f_L selected"
-       --jobs 16 --work runs/pool --out benchmarks/results/dsink_study_mlp_random.json [--first N] [--skip N]
+Usage: python studies/study_pool.py --group random10 --variants default "f_L selected" "kd, f_L selected"
+       --jobs 16 --work runs/pool --out studies/results/dsink_study_mlp_random.json [--first N] [--skip N]
 """
 
 from __future__ import annotations

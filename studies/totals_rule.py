@@ -7,7 +7,7 @@ picks f_L, D-SINK is distilled twice (`dsink distill ... --set method.params.cla
 both are reported: top-1 (last epoch), top-1 at the selected checkpoint, label correction. No choice is made on the
 test split. About 10 min on 2 cores.
 
-Usage: python benchmarks/totals_rule.py [--work /tmp/dsink-totals-rule] [--out benchmarks/results/totals_rule.json]
+Usage: python studies/totals_rule.py [--work /tmp/dsink-totals-rule] [--out studies/results/totals_rule.json]
 """
 
 from __future__ import annotations

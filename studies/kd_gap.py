@@ -1,6 +1,6 @@
-"""Where `kd`'s edge over D-SINK comes from (docs/dsink.md, ninth round): a diagnosis of finished study runs.
+"""Where `kd`'s edge over D-SINK comes from (docs/research/rounds.md, ninth round): a diagnosis of finished study runs.
 
-Reads the pipeline caches that ``benchmarks/dsink_study.py`` fills (``--work DIR`` -> ``DIR/cache``), pairs every
+Reads the pipeline caches that ``studies/dsink_study.py`` fills (``--work DIR`` -> ``DIR/cache``), pairs every
 default D-SINK run with the ``kd``, f_L (LA) and f_N (GCE) runs of the same setting and data seed, and reports:
 
 1. **D-SINK minus kd, per seed** (last-epoch test top-1, points), and how the difference splits over classes:
@@ -22,7 +22,7 @@ default D-SINK run with the ``kd``, f_L (LA) and f_N (GCE) runs of the same sett
 5. **The noisy label as evidence** (``label_evidence=transition``, twelfth round): the same proxy and the accuracy of
    argmax Q against the true training labels, with f_N or f_N's posterior given the noisy label in the cost.
 
-Usage: python benchmarks/kd_gap.py CACHE [CACHE ...] [--out benchmarks/results/kd_gap.json]
+Usage: python studies/kd_gap.py CACHE [CACHE ...] [--out studies/results/kd_gap.json]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from dsink.methods.dsink import DSinkParams, KDParams, label_posterior
 from dsink.ot import surrogate_labels
 from dsink.runs import RunDir
 
-from class_sizes import estimates  # benchmarks/class_sizes.py
+from class_sizes import estimates  # studies/class_sizes.py
 
 PAIRS = {"T-shirt+shirt": (0, 6), "pullover+coat": (2, 4)}
 RUN_PATHS = ("imbalance_run", "noise_run")
@@ -118,7 +118,7 @@ def diagnose(roles: dict) -> dict:
     split["rest"] = float(gap.sum() - sum(split.values()))
     pn, pl, y, noisy = gce["train_probs"], la["train_probs"], ds["train_true"], ds["train_noisy"]
     true = np.bincount(y, minlength=c).astype(float)
-    default = estimates(pl, pn, noisy)  # the estimates benchmarks/class_sizes.py scores, D-SINK's default first
+    default = estimates(pl, pn, noisy)  # the estimates studies/class_sizes.py scores, D-SINK's default first
     totals = {k: default[k] for k in ("f_N argmax", "f_N soft")}
     totals.update({"anchors": anchor_totals(pn, noisy), "true (oracle)": true})
     est, rebuilt = {}, {}

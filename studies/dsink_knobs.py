@@ -8,8 +8,8 @@ Each variant changes D-SINK's defaults in one or two knobs. Reported: noisy-vali
 selection criterion), test top-1 and few-shot accuracy (last epoch), and test top-1 of the checkpoint with
 the best noisy-validation accuracy (early stopping chosen without the test split); mean over training seeds.
 
-Usage: python benchmarks/dsink_knobs.py [--seeds 0 1] [--ratios 100 10] [--variants NAME ...]
-       [--out benchmarks/results/dsink_knobs.json]
+Usage: python studies/dsink_knobs.py [--seeds 0 1] [--ratios 100 10] [--variants NAME ...]
+       [--out studies/results/dsink_knobs.json]
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def main():
             v, t, f, b = (100 * np.mean([r[k] for r in rs]) for k in ("val", "top1", "few", "top1_best_val"))
             summary.setdefault(rho, {})[name] = {"val": v, "top1": t, "few": f, "top1_best_val": b, "runs": rs}
             print(f"{name:<52}{v:>11.2f}{t:>11.2f}{f:>10.2f}{b:>15.2f}")
-    command = (f"python benchmarks/dsink_knobs.py --seeds {' '.join(map(str, args.seeds))} --ratios "
+    command = (f"python studies/dsink_knobs.py --seeds {' '.join(map(str, args.seeds))} --ratios "
                f"{' '.join(f'{r:g}' for r in args.ratios)}"
                + ("" if args.variants == list(VARIANTS) else " --variants " + " ".join(repr(v) for v in args.variants)))
     Path(args.out).write_text(json.dumps({"command": command, "base": BASE, "results": summary}, indent=2))

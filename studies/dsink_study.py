@@ -7,8 +7,8 @@ epoch's test top-1, many/medium/few, label correction, the accuracy of argmax Q 
 labels, and the per-epoch curves (test accuracy, noisy validation accuracy and its class-balanced version),
 so that selection rules can be compared afterwards. Test numbers are recorded, never used to choose.
 
-Usage: python benchmarks/dsink_study.py --settings dev|held_out|fresh|confirm|NAME... [--seeds 1 2] [--variants NAME ...]
-       [--recipe mlp|cnn] [--noise gce|elr|...] [--work runs/study] [--out benchmarks/results/dsink_study.json]
+Usage: python studies/dsink_study.py --settings dev|held_out|fresh|confirm|NAME... [--seeds 1 2] [--variants NAME ...]
+       [--recipe mlp|cnn] [--noise gce|elr|...] [--work runs/study] [--out studies/results/dsink_study.json]
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import numpy as np
 
 from dsink.pipeline import load_pipeline, run_pipeline
 from dsink.runs import RunDir
-from recipes import RECIPES  # benchmarks/recipes.py
-from selection import RULES  # benchmarks/selection.py
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from recipes import RECIPES  # noqa: E402  benchmarks/recipes.py, the recipes the benchmarks share
+from selection import RULES  # noqa: E402  studies/selection.py
 
 # (name, rho, noise mode, noise rate). dev: where variants were developed; held_out: only run to confirm.
 SETTINGS = {
@@ -64,9 +66,9 @@ GROUPS = {"dev": ["r100-unif40", "r10-unif40"], "held_out": ["r50-csp30", "r20-p
           "decide": ["r150-unif30", "r40-pair25", "r15-csp40"],
           # decide2: chosen on 2026-12-03 (seventh session) before any run, to decide the half-kd exploration
           "decide2": ["r80-unif35", "r25-sem40", "r120-pair30"],
-          # decide3: chosen on 2026-12-04 before any run, to decide blind_vote (docs/dsink.md, eighth round)
+          # decide3: chosen on 2026-12-04 before any run, to decide blind_vote (docs/research/rounds.md, eighth round)
           "decide3": ["r60-sem30", "r90-pair35", "r35-unif30"],
-          # decide4: chosen on 2026-12-04 before any run, to decide imbalance_weight (docs/dsink.md, ninth round)
+          # decide4: chosen on 2026-12-04 before any run, to decide imbalance_weight (docs/research/rounds.md, ninth round)
           "decide4": ["r12-unif25", "r45-csp35", "r75-sem25"]}
 MODES = {"unif": "uniform_excl_true", "incl": "uniform_incl_true", "pair": "pair_random", "csp": "class_size_prop",
          "sem": "semantic"}
@@ -173,11 +175,11 @@ VARIANTS = {
     "auto totals": {"class_totals": "auto"},  # today's default, totals from the better-validated auxiliary
     "soft f_N totals": {"class_totals": "noise_soft"},  # today's default, totals = f_N's probability sums
     # "probability floor 1/N" ({"prob_floor": 1.0}: every cost model's probabilities floored at 1/N before the log, so
-    # that no model can veto a class it is blind to) was measured on 2026-12-03 (same file) and dropped (docs/dsink.md)
+    # that no model can veto a class it is blind to) was measured on 2026-12-03 (same file) and dropped (docs/research/rounds.md)
     # "floored f_N totals" ({"class_totals": "noise_argmax_floor"}: f_N's counts, raised per class to the samples whose
-    # noisy label f_L predicts) was measured on 2026-12-03 (same file) and dropped with its option (docs/dsink.md)
+    # noisy label f_L predicts) was measured on 2026-12-03 (same file) and dropped with its option (docs/research/rounds.md)
     # "mean totals" ({"class_totals": "mean_argmax"}: argmax counts of (f_L + f_N) / 2) was measured on
-    # 2026-12-03 (benchmarks/results/dsink_study_mlp_dev_pc.json) and dropped with its option (docs/dsink.md)
+    # 2026-12-03 (studies/results/dsink_study_mlp_dev_pc.json) and dropped with its option (docs/research/rounds.md)
     "previous default": PREVIOUS,
     "paper-literal (soft f_L totals, no L_Base)": {**PREVIOUS, "class_totals": "soft", "base_loss": "none"},
     "base none": {**PREVIOUS, "base_loss": "none"},
@@ -444,7 +446,7 @@ STRUCTURED = ("pair_random", "semantic")  # noise with systematic flips; the oth
 
 def regime_table(results: dict, variant: str, split_rho: int = 60) -> str:
     """VARIANT minus kd (mean over the settings of each cell, last epoch / selected checkpoint, and how many settings
-    VARIANT leads at the last epoch), by noise structure and imbalance: a descriptive split (docs/dsink.md, eleventh
+    VARIANT leads at the last epoch), by noise structure and imbalance: a descriptive split (docs/research/rounds.md, eleventh
     round). Then, per row, the mean epoch-to-epoch change of test top-1 over the last six epochs (the jitter a
     selection rule can pick peaks from) and the mean gain of the selected checkpoint over the last epoch."""
     mean = lambda recs, get: 100 * float(np.mean([get(r) for r in recs]))  # noqa: E731

@@ -6,7 +6,7 @@ checkpoints). This script reads the runs named in a ``benchmarks/claims.py`` res
 top-1 of those checkpoints next to the last epoch's, mean +- std over the seeds. The choice of epoch uses
 the noisy validation split only, never the test split.
 
-Usage: python benchmarks/claims_best_val.py [--claims benchmarks/results/claims.json] [--out FILE]
+Usage: python studies/claims_best_val.py [--claims benchmarks/results/claims.json] [--out FILE]
 (the run directories of that result must still exist, e.g. ``runs/claims/cache``).
 """
 
@@ -20,11 +20,12 @@ from dsink.pipeline import mean_std
 from dsink.runs import RunDir
 
 HERE = Path(__file__).parent
+CLAIMS = HERE.parent / "benchmarks" / "results" / "claims.json"  # benchmarks/claims.py's result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--claims", default=str(HERE / "results" / "claims.json"), help="a claims.py result")
+    ap.add_argument("--claims", default=str(CLAIMS), help="a claims.py result")
     ap.add_argument("--out", default=str(HERE / "results" / "claims_best_val.json"))
     args = ap.parse_args()
     claims = json.loads(Path(args.claims).read_text())
@@ -47,7 +48,7 @@ def main() -> None:
             epochs = ", ".join(map(str, x["best_epochs"])) if any(x["best_epochs"]) else "each auxiliary's own"
             print(f"| {x['method']} | {100 * lm:.2f} ± {100 * ls:.2f} | {mark}{100 * bm:.2f} ± {100 * bs:.2f}{mark} | "
                   f"{epochs} |")
-    Path(args.out).write_text(json.dumps({"command": "python benchmarks/claims_best_val.py", "claims": args.claims,
+    Path(args.out).write_text(json.dumps({"command": "python studies/claims_best_val.py", "claims": args.claims,
                                           "settings": settings}, indent=2))
     print(f"\nwritten {args.out}")
 
