@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -23,7 +24,7 @@ def test_run_writes_table_and_reuses_runs(tmp_path, capsys, monkeypatch):
             "--out", "res", "-q"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "[12/12]" in out and "| D-SINK | target |" in out
+    assert "[12/12]" in out and re.search(r"\| D-SINK( \(deploy\))? \| target \|", out)
     res = json.loads((tmp_path / "res" / "results.json").read_text())
     methods = [r["method"] for r in res["rows"]]
     assert methods == ["ce", "f_L (la)", "f_N (gce)", "average (f_L + f_N)", "kd", "D-SINK"]
@@ -39,6 +40,12 @@ def test_run_writes_table_and_reuses_runs(tmp_path, capsys, monkeypatch):
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == methods and float(rows[0]["top1"]) == pytest.approx(res["rows"][0]["top1"])
     assert "| method | role | top-1 |" in (tmp_path / "res" / "results.md").read_text()
+    # the row to deploy: the best mean noisy-validation score at the selected checkpoint, marked on its row
+    dep = res["deploy"]
+    assert set(dep["val_bal_acc"]) == set(methods) and dep["method"] == max(dep["val_bal_acc"], key=dep["val_bal_acc"].get)
+    assert [r["method"] for r in res["rows"] if r["deploy"]] == [dep["method"]]
+    assert f"| {dep['method']} (deploy) |" in (tmp_path / "res" / "results.md").read_text()
+    assert set(res["health"]) == {"ok", "warnings"} and res["health"]["ok"] == (not res["health"]["warnings"])
     # D-SINK was distilled from this seed's f_L and f_N
     d0 = res["rows"][-1]["runs"][0]
     params = json.loads(json.dumps(__import__("yaml").safe_load((tmp_path / d0 / "config.yaml").read_text())))["method"]["params"]

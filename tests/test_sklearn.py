@@ -124,6 +124,7 @@ def test_validation_scores_and_held_out_rows(pets):
     for scores in clf.validation_scores_.values():
         assert set(scores) >= {"top1", "macro_f1"} and 0.0 <= scores["top1"] <= 1.0
     assert clf.validation_scores_["target"]["top1"] > 0.8
+    assert set(clf.health_) == {"ok", "warnings", "scores"} and clf.health_["ok"] == (not clf.health_["warnings"])
 
 
 def test_pickle_round_trip(pets):

@@ -234,9 +234,35 @@ def run_pipeline(base: RunConfig, pipe: PipelineConfig, *, progress: bool = Fals
             rep = train_run(job.cfg, job.run_dir, resume=True, progress=progress, wait=True, on_wait=on_wait)
         reports.append((job, rep))
     results = summarise(reports)
+    add_health_and_deploy(results, jobs, pipe)
     results["pipeline_dir"] = str(out)
     write_results(results, out)
     return results
+
+
+def add_health_and_deploy(results: dict[str, Any], jobs: list[Job], pipe: PipelineConfig) -> None:
+    """``results["health"]``: the auxiliaries' check (:func:`dsink.eval.health.auxiliary_health`) of every seed, each
+    warning once with the seeds it holds for; ``results["deploy"]``: the row to deploy by the selection rule (no test
+    labels), also marked on its row (``deploy: true``)."""
+    from .eval.health import auxiliary_health, deploy_row
+
+    found: dict[tuple, dict[str, Any]] = {}
+    selected = pipe.target.get("aux_checkpoint", "imbalance_selected") != "last"
+    for seed in pipe.seeds:
+        runs = {j.role: j for j in jobs if j.seed == seed and j.role in ("imbalance", "noise")}
+        ce = next((j.run_dir for j in jobs if j.seed == seed and j.role == "baseline" and j.label == "ce"), None)
+        labels = {r: runs[r].label for r in ("imbalance", "noise")}
+        check = auxiliary_health(runs["imbalance"].run_dir, runs["noise"].run_dir, ce_run=ce, labels=labels,
+                                 selected_imbalance=selected)
+        for w in check["warnings"]:
+            key = (w["role"], w["kind"], tuple(w["classes"]))
+            found.setdefault(key, {**w, "seeds": []})["seeds"].append(seed)
+    results["health"] = {"ok": not found, "warnings": list(found.values())}
+    deploy = deploy_row(results["rows"])
+    if deploy is not None:
+        results["deploy"] = deploy
+        for row in results["rows"]:
+            row["deploy"] = row["method"] == deploy["method"]
 
 
 def mean_std(vals: list[float | None]) -> tuple[float | None, float | None]:
@@ -301,7 +327,12 @@ def results_markdown(results: dict[str, Any]) -> str:
     lines = ["| method | role | " + " | ".join(HEADERS[k] for k in keys) + " |",
              "|---|---|" + "---|" * len(keys)]
     for r in results["rows"]:
-        lines.append(f"| {r['method']} | {r['role']} | " + " | ".join(_cell(r, k) for k in keys) + " |")
+        name = f"{r['method']} (deploy)" if r.get("deploy") else r["method"]
+        lines.append(f"| {name} | {r['role']} | " + " | ".join(_cell(r, k) for k in keys) + " |")
+    if results.get("deploy"):
+        lines.append(f"\nDeploy: {results['deploy']['method']} ({results['deploy']['rule']}).")
+    lines += [f"\nAuxiliary health: {w['message']} (seeds {', '.join(map(str, w['seeds']))})"
+              for w in (results.get("health") or {}).get("warnings", [])]
     lines += [f"\nNote: {n}" for n in results.get("notes", [])]
     return "\n".join(lines) + "\n"
 

@@ -112,6 +112,10 @@ class DSinkClassifier(ClassifierMixin, BaseEstimator):
         ``{"imbalance" | "noise" | "target": {"top1", "macro_f1", "many_acc", "medium_acc", "few_acc"}}``: each
         model's figures on the noisy validation split, as the library reports them (last epoch); empty when
         nothing was held out.
+    health_ : dict
+        The auxiliaries' health check (:func:`dsink.eval.health.auxiliary_health`): ``ok``, ``warnings`` (an
+        auxiliary blind to a class, near-zero validation recall for a class, each naming the better choice; also
+        logged as warnings) and ``scores`` (class-balanced noisy-validation accuracy by role).
     model_ : torch.nn.Module
         The target's network (CPU, float64, eval mode); it sees features standardised with ``mean_`` and
         ``scale_`` (per-feature mean and standard deviation of the ``X`` given to ``fit``, as the library's
@@ -256,9 +260,13 @@ class DSinkClassifier(ClassifierMixin, BaseEstimator):
         validation = {}
         if held_out:
             validation = {role: {m: rep["last"].get(m) for m in METRICS} for role, rep in reports.items()}
+        from .eval.health import auxiliary_health
+
+        health = auxiliary_health(runs["imbalance"], runs["noise"],
+                                  selected_imbalance=cfg.method.params.get("aux_checkpoint", "last") != "last")
         return {"model_": net, "mean_": np.asarray(data.mean, dtype=np.float64),
                 "scale_": np.asarray(data.std, dtype=np.float64), "label_issues_": issues,
-                "validation_scores_": validation}
+                "validation_scores_": validation, "health_": health}
 
     def __sklearn_is_fitted__(self) -> bool:
         """Fitted once a fit has finished (a failed fit can leave ``n_features_in_`` behind, not a model)."""

@@ -46,6 +46,26 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def log_auxiliary_health(cfg: RunConfig) -> dict[str, Any] | None:
+    """Before a distillation of f_L and f_N trains: warn (logging) about an auxiliary that is unfit for the data
+    (:func:`dsink.eval.health.auxiliary_health`); returns the check, or None for a method that distils nothing."""
+    from ..eval.health import auxiliary_health
+    from .inputs import auxiliary_runs
+
+    aux = auxiliary_runs(cfg.method)
+    if set(aux) != {"imbalance", "noise"}:
+        return None
+    checkpoint = cfg.method.params.get("aux_checkpoint", "last")
+    try:
+        health = auxiliary_health(aux["imbalance"], aux["noise"], selected_imbalance=checkpoint != "last")
+    except InputError as e:  # the check reads what the runs saved; training reports a broken run itself
+        log.debug("auxiliary health check skipped: %s", e)
+        return None
+    for w in health["warnings"]:
+        log.warning("auxiliary health: %s", w["message"])
+    return health
+
+
 def _mark_stopped(run: RunDir, err: BaseException) -> None:
     """Record in the run's status why training stopped (a crashed run is never left marked running)."""
     status = "interrupted" if isinstance(err, KeyboardInterrupt) else "crashed"
@@ -83,6 +103,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, forc
                 todo = run.prepare(cfg, resume=resume, force=force, ignore_params=resumable_params(cfg.method, run))
                 if todo:
                     store_inputs(run, inputs, data.fingerprint)
+                    log_auxiliary_health(cfg)
             except (InputError, OSError) as e:
                 err = e
         if not distributed.all_ok(err is None):

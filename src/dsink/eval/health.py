@@ -1,0 +1,157 @@
+"""Is each auxiliary fit for the data? A check run before every distillation, and the row to deploy.
+
+D-SINK and ``kd`` can be no better than what their auxiliaries know. A noise-robust loss down-weights
+low-confidence samples, and a rare class's samples are low-confidence, so f_N can treat a tail class as noise and
+never predict it; a short or tiny training can leave an auxiliary below plain CE. :func:`auxiliary_health` finds
+this from what every run saves (its training-set and validation probabilities and the noisy labels; never test
+labels) and names the better choice. :func:`deploy_row` picks the row to deploy by the selection rule of every
+run: the class-balanced accuracy on the noisy validation split at the selected checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..runs import RunDir
+
+BLIND_RATIO = 0.1  # a model is blind to a class it predicts for fewer than this share of the samples the other
+#                    auxiliary predicts there with the noisy label's agreement (D-SINK's blind_vote rule)
+MIN_AGREEING = 5  # ... counted only where the other auxiliary agrees with at least this many noisy labels
+RECALL_FLOOR = 0.2  # a class's noisy-validation recall is "near 0" below BLIND_RATIO x the other's, if the other's
+#                     is at least this
+CE_MARGIN = 0.01  # an auxiliary "below CE" scores this much under CE's noisy-validation balanced accuracy
+FIXES = {"noise": "a stronger f_N (e.g. pipeline.noise.name=elr, or sce), or class totals from the better-validated "
+                  "auxiliary (pipeline.target.class_totals=auto)",
+         "imbalance": "another f_L (e.g. pipeline.imbalance.name=bs or ldam_drw)"}
+ROLE_NAMES = {"imbalance": "f_L", "noise": "f_N", "baseline": "CE"}
+
+
+def balanced_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the classes present in ``labels`` of the share of their samples predicted as that class."""
+    labels = np.asarray(labels)
+    if len(labels) == 0:
+        return float("nan")
+    return float(np.nanmean(class_recall(probs, labels, probs.shape[1])[np.bincount(labels, minlength=probs.shape[1]) > 0]))
+
+
+def class_recall(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-class recall of ``probs``' argmax against ``labels`` (NaN for a class without samples)."""
+    hit = np.bincount(labels, weights=(probs.argmax(1) == labels).astype(float), minlength=num_classes)
+    n = np.bincount(labels, minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, hit / np.maximum(n, 1), np.nan)
+
+
+def _arrays(run: str | Path, selected: bool) -> dict[str, np.ndarray]:
+    """A run's training and validation probabilities (at its selected checkpoint when ``selected`` and saved) and
+    the noisy labels."""
+    pred = RunDir(run).read_predictions()
+    pick = (lambda s: pred.get(f"best_{s}_probs", pred[f"{s}_probs"])) if selected else (lambda s: pred[f"{s}_probs"])
+    return {"train": pick("train"), "val": pick("val") if "val_probs" in pred else None,
+            "train_noisy": pred["train_noisy"], "val_noisy": pred.get("val_noisy")}
+
+
+def _names(run: str | Path, num_classes: int) -> list[str]:
+    try:
+        names = RunDir(run).read_eval().get("class_names")
+    except InputError:  # no readable evaluation report: class indices
+        names = None
+    return [str(n) for n in names] if names and len(names) == num_classes else [str(k) for k in range(num_classes)]
+
+
+def blind_classes(probs: np.ndarray, other: np.ndarray, labels: np.ndarray) -> list[int]:
+    """Classes ``probs`` predicts (argmax, training set) for fewer than BLIND_RATIO x the samples whose noisy label
+    ``other``'s argmax agrees with (at least MIN_AGREEING of them)."""
+    c = probs.shape[1]
+    agree = other.argmax(1) == labels
+    n_agree = np.bincount(labels[agree], minlength=c)
+    n_pred = np.bincount(probs.argmax(1), minlength=c)
+    return [int(k) for k in np.flatnonzero((n_agree >= MIN_AGREEING) & (n_pred < BLIND_RATIO * n_agree))]
+
+
+def _warn(role: str, label: str, kind: str, message: str, classes: list[int] | None = None) -> dict[str, Any]:
+    return {"role": role, "method": label, "kind": kind, "classes": classes or [], "message": message}
+
+
+def auxiliary_health(imbalance_run: str | Path, noise_run: str | Path, *, ce_run: str | Path | None = None,
+                     labels: dict[str, str] | None = None, selected_imbalance: bool = True) -> dict[str, Any]:
+    """Check f_L and f_N (and compare them with CE when ``ce_run`` is given) on what their runs saved.
+
+    ``labels``: the row names by role (default ``f_L``/``f_N``). f_L is read at its selected checkpoint when
+    ``selected_imbalance`` (what D-SINK reads by default), f_N at its last epoch. Returns ``warnings`` (each with
+    ``role``, ``method``, ``kind``: ``blind_class`` | ``zero_recall`` | ``below_ce``, ``classes``, ``message``
+    naming the better choice), ``scores`` (class-balanced noisy-validation accuracy by role) and ``ok``.
+    """
+    labels = {**ROLE_NAMES, **(labels or {})}
+    runs = {"imbalance": _arrays(imbalance_run, selected_imbalance), "noise": _arrays(noise_run, False)}
+    if ce_run is not None:
+        runs["baseline"] = _arrays(ce_run, True)
+    c = runs["noise"]["train"].shape[1]
+    names = _names(noise_run, c)
+    y = runs["noise"]["train_noisy"]
+    scores = {role: balanced_accuracy(a["val"], a["val_noisy"]) if a["val"] is not None and len(a["val_noisy"])
+              else None for role, a in runs.items()}
+    warnings = []
+    for role, other in (("noise", "imbalance"), ("imbalance", "noise")):
+        me, them = labels[role], labels[other]
+        blind = blind_classes(runs[role]["train"], runs[other]["train"], y)
+        if blind:
+            warnings.append(_warn(role, me, "blind_class", (
+                f"{me} hardly predicts class(es) {', '.join(names[k] for k in blind)} on the training set, which "
+                f"{them} predicts in agreement with their labels; the distilled target inherits the gap. Better: "
+                f"{FIXES[role]}"), blind))
+        warnings += _recall_warnings(runs, role, other, me, them, names, blind)
+    if scores.get("baseline") is not None:
+        for role in ("imbalance", "noise"):
+            if scores[role] is not None and scores[role] < scores["baseline"] - CE_MARGIN:
+                warnings.append(_warn(role, labels[role], "below_ce", (
+                    f"{labels[role]} scores below CE on the noisy validation split (class-balanced accuracy "
+                    f"{scores[role]:.3f} vs {scores['baseline']:.3f}): it under-fits this data. Better: "
+                    f"{FIXES[role]}")))
+    return {"ok": not warnings, "warnings": warnings, "scores": scores}
+
+
+def _recall_warnings(runs, role, other, me, them, names, already) -> list[dict[str, Any]]:
+    """Classes whose noisy-validation recall is near 0 for ``role`` while ``other`` recalls them."""
+    a, b = runs[role], runs[other]
+    if a["val"] is None or a["val_noisy"] is None or not len(a["val_noisy"]):
+        return []
+    c = a["val"].shape[1]
+    ra, rb = class_recall(a["val"], a["val_noisy"], c), class_recall(b["val"], b["val_noisy"], c)
+    zero = [int(k) for k in range(c) if k not in already and rb[k] >= RECALL_FLOOR and ra[k] < BLIND_RATIO * rb[k]]
+    if not zero:
+        return []
+    worst = ", ".join(f"{names[k]} ({ra[k]:.2f} vs {rb[k]:.2f})" for k in zero)
+    return [_warn(role, me, "zero_recall", (
+        f"{me}'s recall on the noisy validation split is near 0 for class(es) {worst} where {them} recalls them. "
+        f"Better: {FIXES[role]}"), zero)]
+
+
+def deploy_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row to deploy: the best mean class-balanced accuracy on the noisy validation split at each row's
+    selected checkpoint (the selection rule of every run; no test labels), over the row's runs. None when no row's
+    runs saved validation predictions."""
+    scores: dict[str, float] = {}
+    for row in rows:
+        vals = []
+        for run in row.get("runs", []):
+            try:
+                a = _arrays(run, True)
+            except InputError:  # a row without readable predictions is not a candidate
+                continue
+            if a["val"] is not None and a["val_noisy"] is not None and len(a["val_noisy"]):
+                vals.append(balanced_accuracy(a["val"], a["val_noisy"]))
+        if vals:
+            scores[row["method"]] = float(np.mean(vals))
+    if not scores:
+        return None
+    best = max(scores, key=lambda m: scores[m])
+    return {"method": best, "rule": "best class-balanced accuracy on the noisy validation split at the selected "
+                                    "checkpoint (no test labels)", "val_bal_acc": scores}
+
+
+__all__ = ["auxiliary_health", "balanced_accuracy", "blind_classes", "class_recall", "deploy_row"]
