@@ -81,7 +81,12 @@ def test_primitives_and_deploy_row(blind_pair):
     assert balanced_accuracy(probs, labels) == pytest.approx(2.5 / 3)
     y = np.repeat(np.arange(3), 30)
     assert blind_classes(_onehot(np.where(y == 2, 0, y)), _onehot(y), y) == [2]
-    rows = [{"method": "f_N", "runs": [str(fn)]}, {"method": "f_L", "runs": [str(fl)]}, {"method": "x", "runs": ["/none"]}]
-    dep = deploy_row(rows)
-    assert dep["method"] == "f_L" and set(dep["val_bal_acc"]) == {"f_N", "f_L"}  # a row without predictions is skipped
-    assert deploy_row([{"method": "x", "runs": ["/none"]}]) is None
+    rows = [{"method": "ce", "role": "baseline"}, {"method": "f_L (la)", "role": "imbalance"},
+            {"method": "f_N (gce)", "role": "noise"}, {"method": "D-SINK", "role": "target"}]
+    assert deploy_row(rows, {"warnings": []})["method"] == "D-SINK"
+    h = auxiliary_health(fl, fn, ce_run=ce, selected_imbalance=False)
+    dep = deploy_row(rows, h)  # f_N flagged: the fit f_L is deployed, and the rule says why
+    assert dep["method"] == "f_L (la)" and "flagged f_N (gce)" in dep["rule"]
+    both = {"warnings": [{"role": "noise"}, {"role": "imbalance"}]}
+    assert deploy_row(rows, both)["method"] == "ce"
+    assert deploy_row(rows[:3], {"warnings": []}) is None  # no target row

@@ -242,8 +242,8 @@ def run_pipeline(base: RunConfig, pipe: PipelineConfig, *, progress: bool = Fals
 
 def add_health_and_deploy(results: dict[str, Any], jobs: list[Job], pipe: PipelineConfig) -> None:
     """``results["health"]``: the auxiliaries' check (:func:`dsink.eval.health.auxiliary_health`) of every seed, each
-    warning once with the seeds it holds for; ``results["deploy"]``: the row to deploy by the selection rule (no test
-    labels), also marked on its row (``deploy: true``)."""
+    warning once with the seeds it holds for; ``results["deploy"]``: the row to deploy
+    (:func:`dsink.eval.health.deploy_row`; no test labels), also marked on its row (``deploy: true``)."""
     from .eval.health import auxiliary_health, deploy_row
 
     found: dict[tuple, dict[str, Any]] = {}
@@ -258,7 +258,7 @@ def add_health_and_deploy(results: dict[str, Any], jobs: list[Job], pipe: Pipeli
             key = (w["role"], w["kind"], tuple(w["classes"]))
             found.setdefault(key, {**w, "seeds": []})["seeds"].append(seed)
     results["health"] = {"ok": not found, "warnings": list(found.values())}
-    deploy = deploy_row(results["rows"])
+    deploy = deploy_row(results["rows"], results["health"])
     if deploy is not None:
         results["deploy"] = deploy
         for row in results["rows"]:
@@ -330,7 +330,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         name = f"{r['method']} (deploy)" if r.get("deploy") else r["method"]
         lines.append(f"| {name} | {r['role']} | " + " | ".join(_cell(r, k) for k in keys) + " |")
     if results.get("deploy"):
-        lines.append(f"\nDeploy: {results['deploy']['method']} ({results['deploy']['rule']}).")
+        lines.append(f"\nDeploy: {results['deploy']['method']} - {results['deploy']['rule']}.")
     lines += [f"\nAuxiliary health: {w['message']} (seeds {', '.join(map(str, w['seeds']))})"
               for w in (results.get("health") or {}).get("warnings", [])]
     lines += [f"\nNote: {n}" for n in results.get("notes", [])]
