@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,8 @@ def per_class(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         out.setdefault("names", evals[0].get("class_names"))
         acc = [[np.nan if a is None else a for a in e["last"].get("per_class_acc", [])] for e in evals]
         if acc and all(len(a) == len(acc[0]) for a in acc):
-            with np.errstate(all="ignore"):
+            with warnings.catch_warnings():  # a class no sample of the split holds: None
+                warnings.simplefilter("ignore", RuntimeWarning)
                 out["acc"][row["method"]] = [None if np.isnan(a) else float(a) for a in np.nanmean(acc, axis=0)]
     if not out["acc"] or out.get("counts") is None:
         return None
