@@ -212,7 +212,7 @@ def cmd_audit(args) -> int:
 def cmd_plot(args) -> int:
     from .plots import plot_path
 
-    paths = plot_path(args.path, args.out, embedding=not args.no_embedding)
+    paths = plot_path(args.path, args.out, embedding=args.embedding and not args.no_embedding)
     for p in paths:
         print(p)
     if not paths:
@@ -403,7 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="PNG figures of a run, a dsink run folder or a claims benchmark JSON")
     pl.add_argument("path", help="run directory, dsink run folder (results.json) or benchmarks/results/claims.json")
     pl.add_argument("--out", help="folder for the PNGs (default PATH/plots, or <json>_plots)")
-    pl.add_argument("--no-embedding", action="store_true", help="skip the feature embedding (the slowest figure)")
+    pl.add_argument("--embedding", action="store_true", help="also draw the t-SNE of the target's features "
+                    "(embedding.png; minutes on large data, so off by default)")
+    pl.add_argument("--no-embedding", action="store_true", help=argparse.SUPPRESS)  # the default since the report
     pl.set_defaults(func=cmd_plot)
 
     e = sub.add_parser("eval", help="evaluate a run directory (rewrites its evaluation report and predictions)")
