@@ -83,10 +83,10 @@ def test_asked_for_but_not_installed_is_an_input_error(tmp_path, fmnist_small, m
             "--out", str(tmp_path / "run"), "-q"]
     assert main(args) == 2
     assert "TensorBoard is not installed; install it with pip install tensorboard" in capsys.readouterr().err
-    assert not (tmp_path / "tb").exists()
+    assert not (tmp_path / "tb").exists() and not (tmp_path / "run").exists()  # refused before the run is made
 
 
-def test_the_log_folder_is_not_part_of_a_runs_identity(fmnist_small):
+def test_the_log_folder_is_not_part_of_a_runs_identity(fmnist_small, fake_writer):
     from dsink.train import resolve_config
 
     a = resolve_config(load_config(None, fmnist_small))

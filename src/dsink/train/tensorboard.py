@@ -24,6 +24,12 @@ def _summary_writer():
     return SummaryWriter
 
 
+def require_tensorboard(log_dir: str | None) -> None:
+    """An InputError when ``train.tensorboard`` is set and TensorBoard is missing (checked before a run starts)."""
+    if log_dir:
+        _summary_writer()
+
+
 def tag(key: str) -> str:
     """The TensorBoard tag of a metrics-row field."""
     for prefix in ("val", "test", "train"):
