@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train f_L, f_N, baselines and the D-SINK target, then write a results table",
                        description="Train (or reuse cached) f_L, f_N, baselines, naive combinations and the D-SINK "
-                                   "target, evaluate them and write results.{md,csv,json}. With no config: the "
+                                   "target, evaluate them and write results.{md,csv,json} and report.html. With no config: the "
                                    "offline default (Fashion-MNIST, rho=100, 40% uniform_excl_true noise; MLP, Adam, 15 "
                                    "epochs; f_L = LA, f_N = GCE; seed 0).")
     _add_config_args(r)
