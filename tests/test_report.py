@@ -226,6 +226,23 @@ def test_health_entries_are_listed(pipeline, tmp_path):
     assert parse((pipeline[0] / "report.html").read_text()).find("section", id="health") is None  # none: no section
 
 
+def test_relative_run_paths_are_found_from_another_folder(tmp_path, monkeypatch, capsys):
+    """dsink run names its runs relative to where it ran: a report from elsewhere still finds them."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *_sets(SMALL + ["pipeline.combined=[]", "pipeline.baselines=[]"]), "--epochs", "1", "--out", "res", "-q"]) == 0
+    capsys.readouterr()
+    rows = json.loads((tmp_path / "res" / "results.json").read_text())["rows"]
+    assert not Path(rows[0]["runs"][0]).is_absolute()
+    monkeypatch.chdir(tmp_path / "res")
+    assert main(["report", ".", "--out", str(tmp_path / "r.html")]) == 0
+    dom = parse((tmp_path / "r.html").read_text())
+    assert len(dom.find("div", id="gallery-items").find_all("figure")) > 0
+    assert len(dom.find("table", id="class-table").find("thead").find_all("th")) == 2 + len(rows)
+    (tmp_path / "runs").rename(tmp_path / "moved")
+    assert main(["report", ".", "--out", str(tmp_path / "r.html")]) == 2
+    assert "is not found; run dsink report from the folder dsink run ran in" in capsys.readouterr().err
+
+
 def test_report_errors(pipeline, tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "neither results.json nor eval.json" in capsys.readouterr().err

@@ -42,6 +42,8 @@ def read_results(path: str | Path) -> dict[str, Any]:
             raise InputError(f"cannot read {str(path / 'results.json')!r} ({e}); run `dsink run` again") from None
         if not isinstance(res, dict) or not isinstance(res.get("rows"), list) or not res["rows"]:
             raise InputError(f"{str(path / 'results.json')!r} holds no result rows; run `dsink run` again")
+        for row in res["rows"]:
+            row["runs"] = [str(locate_run(d, path)) for d in row.get("runs", [])]
         return res
     run = RunDir(path)
     if not run.has_eval():
@@ -58,6 +60,19 @@ def read_results(path: str | Path) -> dict[str, Any]:
     if info.get("note"):
         res["notes"] = [info["note"]]
     return res
+
+
+def locate_run(run: str, pipeline: Path) -> Path:
+    """A run directory named in ``results.json``: as written (absolute, or relative to the working folder), else
+    relative to the pipeline folder or one of its parents (``dsink run`` names runs relative to where it ran)."""
+    p = Path(run)
+    if p.is_absolute() or p.is_dir():
+        return p
+    for base in (pipeline, *pipeline.resolve().parents):
+        if (base / p).is_dir():
+            return base / p
+    raise InputError(f"run {run!r} of {str(pipeline / 'results.json')!r} is not found; run dsink report from the "
+                     "folder dsink run ran in")
 
 
 def selection_score(run: RunDir) -> tuple[float | None, int | None]:
