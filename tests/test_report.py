@@ -270,8 +270,9 @@ def test_a_photo_folder_run_shows_its_photos(tmp_path, capsys, monkeypatch):
     for item, row in zip(items, audit):
         assert row["path"].startswith(str(root)) and Path(row["path"]).is_file()
         assert item.find("img").attrs["src"].startswith("data:image/jpeg;base64,")
-        assert Path(row["path"]).name in item.all_text()
+        assert "/".join(Path(row["path"]).parts[-2:]) in item.all_text()  # class folder and file
     assert dom.find(id="split").attrs["data-split"] == "val"  # a folder without a test split
+    assert "no clean test split" not in dom.find("header").all_text().replace("no clean test set", "")
     assert len(dom.find("table", id="results-table").find("tbody").find_all("tr")) == 1
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from html import escape
 from importlib import resources
+from pathlib import Path
 from typing import Any
+
+from ..eval.evaluate import NO_TEST_NOTE
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 COLUMNS = (("selection", "noisy-val bal. acc (selection)"), ("top1", "top-1"), ("macro_f1", "macro-F1"),
@@ -39,7 +42,7 @@ def header(r: dict[str, Any]) -> str:
         banner = ('<p id="split" class="banner val" data-split="val">The data has no clean test set: the figures come '
                   "from the <b>noisy validation split</b> (given labels, which hold label noise), the same split that "
                   "selected the checkpoints. Add a clean test set for unbiased figures.</p>")
-    notes = "".join(f'<p class="notice">{_e(n)}</p>' for n in r.get("notes", []))
+    notes = "".join(f'<p class="notice">{_e(n)}</p>' for n in r.get("notes", []) if n != NO_TEST_NOTE)  # the banner
     return (f"<header><h1>dsink report</h1><p class=\"meta\">{_e(r['source'])} &middot; {_e(r['dataset'])} &middot; "
             f"written {_e(r['written'])}</p>{banner}{notes}</header>")
 
@@ -146,7 +149,8 @@ def _gallery_item(it: dict[str, Any]) -> str:
     truth = ""
     if "truly_mislabelled" in it:
         truth = f'<div class="truth">{"truly mislabelled" if it["truly_mislabelled"] else "label was right"}</div>'
-    where = f'<div class="truth" title="{_e(it["path"])}">{_e(str(it["path"]).rsplit("/", 1)[-1])}</div>' if it["path"] else ""
+    where = f'<div class="truth" title="{_e(it["path"])}">{_e("/".join(Path(it["path"]).parts[-2:]))}</div>' \
+        if it["path"] else ""
     return (f'<figure class="item" data-rank="{it["rank"]}" data-given="{it["given"]}" data-suggested="{it["suggested"]}" '
             f'data-margin="{it["margin"]:.6f}" data-confidence="{it["confidence"]:.6f}">{img}<figcaption>'
             f'#{it["rank"]} &middot; sample {it["position"]}<div class="given">given: {_e(it["given_name"])}</div>'
