@@ -68,7 +68,9 @@ def test_run_writes_table_and_reuses_runs(tmp_path, capsys, monkeypatch):
 
 
 def _check_plots(res, capsys):
-    assert main(["plot", str(res)]) == 0
+    assert main(["plot", str(res)]) == 0  # the t-SNE only when asked for
+    assert sorted(p.split("/")[-1] for p in capsys.readouterr().out.split()) == ["correction.png", "per_class.png"]
+    assert main(["plot", str(res), "--embedding"]) == 0
     paths = capsys.readouterr().out.split()
     assert sorted(p.split("/")[-1] for p in paths) == ["correction.png", "embedding.png", "per_class.png"]
     for p in paths:

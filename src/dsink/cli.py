@@ -144,6 +144,26 @@ def cmd_run(args) -> int:
     print()
     print(results_markdown(results))
     print(f"results: {results['pipeline_dir']}/results.{{md,csv,json}}")
+    if not args.no_report:
+        _run_report(results["pipeline_dir"])
+    return 0
+
+
+def _run_report(pipeline_dir: str) -> None:
+    """The end of ``dsink run``: the HTML report of the pipeline folder (a failure is printed, not fatal: the
+    results are written)."""
+    from .report import write_report
+
+    try:
+        print(f"report: {write_report(pipeline_dir)}")
+    except InputError as e:
+        print(f"dsink: report not written: {e}; the results are in {pipeline_dir}", file=sys.stderr)
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    print(write_report(args.path, args.out, max_items=args.max_items))
     return 0
 
 
@@ -193,7 +213,7 @@ def cmd_audit(args) -> int:
 def cmd_plot(args) -> int:
     from .plots import plot_path
 
-    paths = plot_path(args.path, args.out, embedding=not args.no_embedding)
+    paths = plot_path(args.path, args.out, embedding=args.embedding and not args.no_embedding)
     for p in paths:
         print(p)
     if not paths:
@@ -330,13 +350,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train f_L, f_N, baselines and the D-SINK target, then write a results table",
                        description="Train (or reuse cached) f_L, f_N, baselines, naive combinations and the D-SINK "
-                                   "target, evaluate them and write results.{md,csv,json}. With no config: the "
+                                   "target, evaluate them and write results.{md,csv,json} and report.html. With no config: the "
                                    "offline default (Fashion-MNIST, rho=100, 40% uniform_excl_true noise; MLP, Adam, 15 "
                                    "epochs; f_L = LA, f_N = GCE; seed 0).")
     _add_config_args(r)
     _add_flags(r, "run")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--no-report", action="store_true", help="skip the HTML report (default: PIPELINE/report.html)")
     r.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page: results, the model to deploy, figures and the "
+                        "flagged training samples", description="Write one self-contained HTML page (no network) "
+                        "about a dsink run folder or a run directory: the results table with the row to deploy (chosen "
+                        "on the noisy validation split), health warnings, label correction, figures (matplotlib), "
+                        "per-class accuracy and a gallery of the flagged training samples. The audit's full ranked "
+                        "list is written beside the page as <page>-audit.csv. Nothing is trained or written into a "
+                        "run directory.")
+    rp.add_argument("path", help="dsink run folder (results.json) or run directory")
+    rp.add_argument("--out", help="HTML file to write (default PATH/report.html for a dsink run folder, "
+                    "RUN-report.html beside a run directory)")
+    rp.add_argument("--max-items", type=int, default=200, help="flagged samples shown in the gallery (default 200)")
+    rp.set_defaults(func=cmd_report)
 
     av = sub.add_parser("average", help="naive baseline: average the predictions of an imbalance and a noise run")
     av.add_argument("--imbalance-run", required=True, help="run directory of f_L")
@@ -370,7 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="PNG figures of a run, a dsink run folder or a claims benchmark JSON")
     pl.add_argument("path", help="run directory, dsink run folder (results.json) or benchmarks/results/claims.json")
     pl.add_argument("--out", help="folder for the PNGs (default PATH/plots, or <json>_plots)")
-    pl.add_argument("--no-embedding", action="store_true", help="skip the feature embedding (the slowest figure)")
+    pl.add_argument("--embedding", action="store_true", help="also draw the t-SNE of the target's features "
+                    "(embedding.png; minutes on large data, so off by default)")
+    pl.add_argument("--no-embedding", action="store_true", help=argparse.SUPPRESS)  # the default since the report
     pl.set_defaults(func=cmd_plot)
 
     e = sub.add_parser("eval", help="evaluate a run directory (rewrites its evaluation report and predictions)")

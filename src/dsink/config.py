@@ -92,6 +92,7 @@ class TrainConfig:
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     deterministic: bool = False  # torch.use_deterministic_algorithms (for CUDA)
     allow_unfinished_runs: bool = False  # let D-SINK use auxiliary runs that did not finish (warns)
+    tensorboard: str | None = None  # folder of live TensorBoard logs, one run per model (needs `pip install tensorboard`)
 
 
 @dataclass
@@ -294,7 +295,7 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 # Keys that change how a run executes, not what it computes: they may differ on resume and are not hashed.
 EXECUTION_KEYS = frozenset({"train.device", "train.num_threads", "train.eval_batch_size", "data.root", "data.download",
                             "data.cache_dir", "data.cifar_n_path", "data.csv_path", "train.allow_unfinished_runs",
-                            "data.stream", "data.workers"})
+                            "data.stream", "data.workers", "train.tensorboard"})
 HASH_LENGTH = 12  # hex digits of a config hash (run directory names end in it)
 # name -> fn(cfg, semantic dict) -> semantic dict: rewrites applied before hashing (see add_hash_hook)
 _HASH_HOOKS: dict[str, Callable[[RunConfig, dict[str, Any]], dict[str, Any]]] = {}

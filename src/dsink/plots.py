@@ -4,8 +4,9 @@
   per method (mean over seeds);
 * ``correction.png`` - label-correction curves: per epoch, the share of noisy training labels whose
   prediction is the true label (runs trained with ``train.track_correction=true``);
-* ``embedding.png`` - a 2-D embedding (t-SNE when scikit-learn is installed, else PCA) of the target's
-  penultimate features on up to 2,000 training samples, coloured by true class, mislabelled samples marked;
+* ``embedding.png`` - only when asked for (``dsink plot --embedding``: it takes minutes on large data): a 2-D
+  embedding (t-SNE when scikit-learn is installed, else PCA) of the target's penultimate features on up to 2,000
+  training samples, coloured by true class, mislabelled samples marked;
 * ``alpha.png`` - D-SINK's top-1 against alpha per setting (claims benchmark JSON).
 
 matplotlib is an optional dependency (``pip install 'dsink[plot]'``).
@@ -192,8 +193,9 @@ def plot_alpha(settings: list[dict[str, Any]], out: Path) -> Path | None:
                    out / "alpha.png")
 
 
-def plot_path(path: str | Path, out: str | Path | None = None, *, embedding: bool = True) -> list[Path]:
-    """All figures that apply to ``path`` (run directory, ``dsink run`` folder, or claims JSON); returns their paths."""
+def plot_path(path: str | Path, out: str | Path | None = None, *, embedding: bool = False) -> list[Path]:
+    """All figures that apply to ``path`` (run directory, ``dsink run`` folder, or claims JSON), the embedding only
+    with ``embedding``; returns their paths."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{str(path)!r} does not exist; pass a run directory, a dsink run folder or a claims JSON")

@@ -22,6 +22,7 @@ from .engine import Trainer, resolve_device
 from .inputs import method_inputs, resumable_params, store_inputs
 from .optim import get_optimizer
 from .schedule import get_schedule
+from .tensorboard import require_tensorboard
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     get_optimizer(cfg.optim.optimizer)
     get_schedule(cfg.optim.schedule)
     resolve_device(cfg.train.device)
+    require_tensorboard(cfg.train.tensorboard)
     check_values(cfg)
     cfg = dataclasses.replace(cfg, method=dataclasses.replace(
         cfg.method, params=method_params_dict(cfg.method.name, cfg.method.params)))

@@ -31,6 +31,7 @@ from ..runs import RunDir
 from .augment import InputPipeline
 from .optim import get_optimizer
 from .schedule import lr_at
+from .tensorboard import epoch_logger
 
 log = logging.getLogger(__name__)
 
@@ -386,6 +387,7 @@ class Trainer:
         if main:
             run.write_metrics(rows)
         end = self.cfg.optim.epochs if stop_after is None else min(stop_after, self.cfg.optim.epochs)
+        board = epoch_logger(self.cfg.train.tensorboard, run.name, self.epoch + 1) if main else None
         for epoch in range(self.epoch, end):
             t0 = time.perf_counter()
             extra = self.method.on_epoch_start(epoch, self)
@@ -407,6 +409,8 @@ class Trainer:
             rows.append(row)
             if main:
                 run.append_metrics(row)
+                if board is not None:
+                    board.log(row)
                 state = self.state_dict()
                 if improved:
                     run.save_checkpoint({k: state[k] for k in ("epoch", "models", "config", "data_fingerprint")}, "best")
@@ -416,5 +420,7 @@ class Trainer:
                     run.write_selection({k: _numpy(v) for k, v in selection.items()})
             distributed.barrier()
             log.info("epoch %d: %s", self.epoch, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
+        if board is not None:
+            board.close()
         return rows
 
