@@ -126,12 +126,13 @@ def test_run_ends_with_a_report_of_every_section(pipeline):
     assert len(html.encode()) < 5 * 2**20
     dom = parse(html)
     res = json.loads((pipe / "results.json").read_text())
-    # the results table: one row per method, in order; exactly the best-selection-score row marked
+    # the results table: one row per method, in order; exactly the row dsink run chose to deploy marked
     rows = dom.find("table", id="results-table").find("tbody").find_all("tr")
     assert [r.attrs["data-method"] for r in rows] == [r["method"] for r in res["rows"]]
     scores = [np.mean([_selection(Path(d)) for d in r["runs"]]) for r in res["rows"]]
     marked = [i for i, r in enumerate(rows) if "deploy" in r.classes()]
-    assert marked == [int(np.argmax(scores))]
+    assert marked == [[r["method"] for r in res["rows"]].index(res["deploy"]["method"])]
+    assert res["deploy"]["rule"] in html
     assert dom.find(id="deploy-method").all_text() == res["rows"][marked[0]]["method"]
     top1 = [td.all_text() for td in rows[0].find_all("td")]
     assert f"{100 * res['rows'][0]['top1']:.2f}" in top1 and f"{100 * scores[0]:.2f}" in top1
@@ -214,16 +215,18 @@ def test_health_entries_are_listed(pipeline, tmp_path):
     from dsink.report import write_report
 
     res = json.loads((pipeline[0] / "results.json").read_text())
-    res["health"] = {"f_L (la)": ["predicts class 9 for no sample"], "f_N (gce)": []}
+    res["health"] = {"ok": False, "warnings": [{"role": "imbalance", "kind": "blind_class", "classes": [9],
+                                                "message": "f_L (la): predicts class 9 for no sample", "seeds": [0]}]}
     res["rows"][2]["health"] = [{"message": "selected at epoch 1"}]
     folder = tmp_path / "copy"
     folder.mkdir()
     (folder / "results.json").write_text(json.dumps(res))
     dom = parse(write_report(folder).read_text())
     assert [li.all_text() for li in dom.find("section", id="health").find_all("li")] == \
-        ["f_L (la): predicts class 9 for no sample", "f_N (gce): selected at epoch 1"]
+        ["f_L (la): predicts class 9 for no sample (seeds 0)", "f_N (gce): selected at epoch 1"]
     assert dom.find("section", id="health") is not None
-    assert parse((pipeline[0] / "report.html").read_text()).find("section", id="health") is None  # none: no section
+    own = json.loads((pipeline[0] / "results.json").read_text())["health"]  # the run's own check: a section iff warned
+    assert (parse((pipeline[0] / "report.html").read_text()).find("section", id="health") is None) == own["ok"]
 
 
 def test_relative_run_paths_are_found_from_another_folder(tmp_path, monkeypatch, capsys):

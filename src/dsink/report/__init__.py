@@ -76,7 +76,8 @@ def build_report(path: str | Path, out: str | Path | None = None, *, max_items: 
     r: dict[str, Any] = {"source": str(path), "title": path.name, "rows": rows, "split": split,
                          "split_name": "clean test set" if split == "test" else "noisy validation split",
                          "notes": res.get("notes", []), "written": time.strftime("%Y-%m-%d %H:%M")}
-    r["deploy"] = collect.mark_deploy(rows)
+    r["deploy"] = collect.mark_deploy(rows, (res.get("deploy") or {}).get("method"))
+    r["deploy_rule"] = (res.get("deploy") or {}).get("rule")
     r["health"] = collect.health_items(res.get("health")) + [
         line for row in rows for line in collect.health_items(row.get("health"), f"{row['method']}: ")]
     r["per_class"] = collect.per_class(rows)

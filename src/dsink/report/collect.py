@@ -3,11 +3,13 @@
 Everything is read through :class:`~dsink.runs.RunDir` and computed with :mod:`dsink.eval`; nothing is
 trained and nothing is written here.
 
-The row to deploy is chosen without test labels: each run's *selection score* is the class-balanced
-accuracy on the noisy validation split (``dsink.train.engine.SELECTION_RULE``) of its selected checkpoint
-(``checkpoints/best.pt``) - the best ``val_bal_acc`` of its ``metrics.jsonl``; an average run, which has no
-epochs, is scored on its stored validation probabilities the same way. A row's score is the mean over its
-seeds; the row with the highest score is the one to deploy (its selected checkpoint).
+The row to deploy is the one ``dsink run`` chose without test labels (``results.json``'s ``deploy``:
+:func:`dsink.eval.health.deploy_row`, the target unless the health check flags an auxiliary). Each row also shows
+its *selection score*, the class-balanced accuracy on the noisy validation split
+(``dsink.train.engine.SELECTION_RULE``) of its selected checkpoint (``checkpoints/best.pt``) - the best
+``val_bal_acc`` of its ``metrics.jsonl``; an average run, which has no epochs, is scored on its stored validation
+probabilities the same way; a row's score is the mean over its seeds. Results written before ``deploy`` existed
+fall back to the row with the highest selection score.
 """
 
 from __future__ import annotations
@@ -99,9 +101,10 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(v)) if v else None
 
 
-def mark_deploy(rows: list[dict[str, Any]]) -> int | None:
+def mark_deploy(rows: list[dict[str, Any]], chosen: str | None = None) -> int | None:
     """Adds ``selection`` (mean selection score) and ``selected_epochs`` to each row; returns the index of the row
-    to deploy (highest selection score; None when no row has one)."""
+    to deploy: the row named ``chosen`` (results.json's ``deploy``), else the highest selection score (None when no
+    row has one)."""
     best = None
     for i, row in enumerate(rows):
         scores = [selection_score(RunDir(d)) for d in row.get("runs", [])]
@@ -109,7 +112,8 @@ def mark_deploy(rows: list[dict[str, Any]]) -> int | None:
         row["selected_epochs"] = [e for _, e in scores]
         if row["selection"] is not None and (best is None or row["selection"] > rows[best]["selection"]):
             best = i
-    return best
+    named = [i for i, row in enumerate(rows) if row["method"] == chosen]
+    return named[0] if named else best
 
 
 def per_class(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -164,9 +168,14 @@ def confusion(run: RunDir) -> dict[str, Any] | None:
 
 
 def health_items(obj: Any, prefix: str = "") -> list[str]:
-    """A ``health`` entry (results or a row; any nesting of lists, mappings and strings) as lines of text."""
+    """A ``health`` entry as lines of text: ``dsink run``'s check (``{"ok", "warnings": [{"message", "seeds"}]}``,
+    :func:`dsink.eval.health.auxiliary_health`), or any nesting of lists, mappings and strings."""
     if obj is None or obj == [] or obj == {}:
         return []
+    if isinstance(obj, dict) and isinstance(obj.get("warnings"), list) and "ok" in obj:
+        return [prefix + str(w.get("message", w)) + (f" (seeds {', '.join(map(str, w['seeds']))})"
+                                                      if isinstance(w, dict) and w.get("seeds") else "")
+                for w in obj["warnings"]]
     if isinstance(obj, str):
         return [prefix + obj]
     if isinstance(obj, dict):

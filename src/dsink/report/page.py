@@ -57,10 +57,11 @@ def deploy_section(r: dict[str, Any]) -> str:
     epochs = [e for e in row.get("selected_epochs", []) if e]
     at = f" (epoch {', '.join(map(str, epochs))})" if epochs else ""
     what = ("its selected checkpoint, <code>checkpoints/best.pt</code>" + at) if epochs else "its predictions"
+    why = (f"Chosen as {_e(r['deploy_rule'])}" if r.get("deploy_rule") else
+           f"It has the best class-balanced accuracy on the noisy validation split ({pct(row['selection'])} %)")
     return (f'<section id="deploy"><h2>Model to deploy</h2><div class="deploy-box"><p>Deploy <b id="deploy-method">'
-            f"{_e(row['method'])}</b>: {what}. It has the best class-balanced accuracy on the noisy validation split "
-            f"({pct(row['selection'])} %); no test label was used to choose it. Its {r['split_name']} top-1 there: "
-            f"<b>{pct(row.get('top1_best_val'))} %</b>.</p></div></section>")
+            f"{_e(row['method'])}</b>: {what}. {why}; no test label was used to choose it. Its {r['split_name']} "
+            f"top-1 there: <b>{pct(row.get('top1_best_val'))} %</b>.</p></div></section>")
 
 
 def results_table(r: dict[str, Any]) -> str:
