@@ -72,6 +72,7 @@ class MethodContext:
     noise_rate: float  # configured noise rate (co-teaching's forget rate default)
     fingerprint: str = ""  # data fingerprint: auxiliary runs must share it
     seed: int = 0  # training seed, for methods that draw their own random numbers
+    labels: np.ndarray | None = None  # the noisy training labels (N,), as given
     # The inputs a method declares (Method.auxiliaries, Method.init_from), resolved by the caller
     # (dsink.train.inputs): methods never read other runs themselves.
     aux_probs: dict[str, np.ndarray] | None = None  # training-set probabilities (N, C) of each auxiliary, by role

@@ -29,6 +29,8 @@ from .base import Method, register_method
 log = logging.getLogger(__name__)
 BASE_LOSSES = ("none", "ce", "la", "gce")
 DISTILL_LOSSES = ("plain", "adjusted")
+CALIBRATIONS = ("none", "agreement")
+MIN_TEMPERATURE = 0.05  # the sharpest calibration: p ** 20, renormalised (close to the auxiliaries' hard labels)
 # which checkpoint of each auxiliary run a distillation reads: both runs' last epoch, both runs' selected checkpoint,
 # or f_L's selected checkpoint and f_N's last epoch (imbalance_selected)
 AUX_CHECKPOINTS = ("last", "selected", "imbalance_selected")
@@ -48,6 +50,9 @@ class DistillParams:
     gce_q: float = 0.7  # q for base_loss=gce
     distill: str = "adjusted"  # plain: CE_soft(Q, f) | adjusted: CE_soft(Q, f + log pi), pi = Q's class shares,
     #                         so f's own output is the balanced posterior (logit-adjusted distillation)
+    calibrate: str = "none"  # none | agreement: when the auxiliaries' average is less confident (mean max probability)
+    #                          than its argmax agrees with the noisy training labels, sharpen both auxiliaries with one
+    #                          temperature until it is (never softened; docs/research/regimes.md)
     aux_checkpoint: str = "imbalance_selected"  # the auxiliaries' probabilities from their last epoch | selected
     #                             (the checkpoint their selection rule chose on the noisy validation split, before
     #                             they memorise) | imbalance_selected (f_L's selected checkpoint, f_N's last epoch;
@@ -63,7 +68,7 @@ PRESETS: dict[str, dict[str, object]] = {
     "dsink": {},  # dsink's default: the dataclass defaults below
     "paper": {"cost": "noise+target", "eps": 2.0, "class_totals": "soft", "distill": "plain", "base_loss": "ce",
               "alpha": 1.0, "aux_checkpoint": "last", "target_probs": "eval", "target_ema": 0.0, "refresh_every": 1,
-              "init": "scratch", "blind_vote": 0.0},
+              "init": "scratch", "blind_vote": 0.0, "calibrate": "none"},
 }
 
 
@@ -101,6 +106,41 @@ def expand_preset(params: dict) -> dict:
     return {**PRESETS[name], **params}
 
 
+def sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``softmax(log p / temperature)``: the same argmax, more confident below 1 (zeros stay zeros)."""
+    if temperature == 1.0:
+        return p
+    return torch.softmax(p.double().clamp_min(1e-300).log() / temperature, dim=1).to(p.dtype)
+
+
+def agreement_temperature(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: torch.Tensor,
+                          weight: float = 0.5, steps: int = 40) -> tuple[float, float, float]:
+    """The temperature (in [MIN_TEMPERATURE, 1]) at which the average ``weight * f_L + (1 - weight) * f_N`` of the
+    sharpened auxiliaries is as confident (mean max probability over the training set) as the unsharpened average's
+    argmax agrees with the noisy labels; 1 when it already is. Returns (temperature, confidence, agreement).
+
+    Agreement with noisy labels is a lower bound of accuracy for a model that does not memorise them, so this
+    sharpens at most to what the labels certify: it turns correct but flat auxiliaries (short training, tiny data,
+    an early-selected checkpoint) into a target signal a student can learn in the epochs it has."""
+    avg = weight * p_imb.double() + (1 - weight) * p_noise.double()
+    agree = float((avg.argmax(1) == labels.to(avg.device)).double().mean())
+    conf = float(avg.max(1).values.mean())
+    if conf >= agree:
+        return 1.0, conf, agree
+
+    def confidence(t: float) -> float:
+        a = weight * sharpen(p_imb.double(), t) + (1 - weight) * sharpen(p_noise.double(), t)
+        return float(a.max(1).values.mean())
+
+    lo, hi = MIN_TEMPERATURE, 1.0  # confidence falls as the temperature rises
+    if confidence(lo) <= agree:
+        return lo, conf, agree
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if confidence(mid) > agree else (lo, mid)
+    return hi, conf, agree
+
+
 def blind_class_rows(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: torch.Tensor, ratio: float) -> torch.Tensor:
     """Rows whose surrogate label should keep f_L's vote because f_N is blind to their class (docs/research/rounds.md, eighth
     round): a class is blind when f_N predicts it for fewer than ``ratio`` times the number of samples whose noisy
@@ -128,6 +168,7 @@ class _Distill(Method):
         check_choice(p.base_loss, BASE_LOSSES, "base loss")
         check_choice(p.distill, DISTILL_LOSSES, "distill")
         check_choice(p.aux_checkpoint, AUX_CHECKPOINTS, "aux_checkpoint")
+        check_choice(p.calibrate, CALIBRATIONS, "calibrate")
         if p.alpha < 0:
             raise InputError(f"method.params.alpha must be >= 0, got {p.alpha}")
         if ctx.aux_probs is None:
@@ -139,6 +180,15 @@ class _Distill(Method):
                              f"set needs ({ctx.num_train}, {ctx.num_classes}); evaluate the auxiliaries again (dsink eval)")
         self.p_imb = torch.as_tensor(p_imb, device=ctx.device).float()
         self.p_noise = torch.as_tensor(p_noise, device=ctx.device).float()
+        self.temperature = 1.0  # of the auxiliaries (calibrate=agreement), fixed by them and the noisy labels
+        if p.calibrate == "agreement":
+            if ctx.labels is None:
+                raise InputError("calibrate=agreement needs the noisy training labels in the method's context")
+            self.temperature, conf, agree = agreement_temperature(self.p_imb, self.p_noise,
+                                                                  torch.as_tensor(ctx.labels, device=ctx.device))
+            log.info("calibrate=agreement: auxiliaries' average confidence %.3f, agreement with the noisy labels %.3f, "
+                     "temperature %.3f", conf, agree, self.temperature)
+            self.p_imb, self.p_noise = sharpen(self.p_imb, self.temperature), sharpen(self.p_noise, self.temperature)
         self.Q: torch.Tensor | None = None
         self.log_pi: torch.Tensor | None = None  # log of Q's class shares (distill=adjusted)
 
@@ -200,7 +250,10 @@ class KD(_Distill):
         self.set_target(self.average(params.weight))
 
     def on_epoch_start(self, epoch, trainer):
-        return {"q_disagree": float((self.Q.argmax(1) != trainer.train_y).float().mean())} if epoch == 0 else {}
+        if epoch:
+            return {}
+        return {"q_disagree": float((self.Q.argmax(1) != trainer.train_y).float().mean()),
+                "aux_temperature": self.temperature}
 
 
 @register_method
@@ -274,6 +327,8 @@ class DSink(_Distill):
             raise TrainingError(f"the Sinkhorn step produced non-finite surrogate labels in epoch {epoch + 1}")
         q, extra = self._guard_blind_classes(q, trainer.train_y)
         self.set_target(q)
+        if epoch == 0:
+            extra["aux_temperature"] = self.temperature
         disagree = float((self.Q.argmax(1) != trainer.train_y).float().mean())
         return {"sinkhorn_iters": res.iterations, "sinkhorn_error": res.marginal_error, "q_disagree": disagree,
                 **extra}

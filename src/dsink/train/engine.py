@@ -104,7 +104,7 @@ class Trainer:
         ctx = MethodContext(
             num_classes=data.num_classes, class_counts=np.bincount(data.train_y, minlength=data.num_classes),
             num_train=len(data.train_y), epochs=cfg.optim.epochs, device=self.device, noise_rate=cfg.data.noise_rate,
-            fingerprint=data.fingerprint, seed=cfg.train.seed, **(inputs or {}),
+            fingerprint=data.fingerprint, seed=cfg.train.seed, labels=data.train_y, **(inputs or {}),
         )
         self.method = build_method(cfg.method, ctx)
         self.models = self._build_models()
