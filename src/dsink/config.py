@@ -41,7 +41,7 @@ class DataConfig:
     csv_path: str | None = None  # image_folder: CSV of (path,label[,split,true_label]) instead of class subfolders
     image_size: int = 0  # image files: shorter side resized to this, then centre-cropped square; 0 = keep each size
     skip_unreadable: bool = False  # image files: list and skip files that cannot be decoded (default: refuse them)
-    stream: bool | None = None  # decode image files per batch in DataLoader workers; None = the size rule (README: Memory and streaming)
+    stream: bool | None = None  # decode image files per batch in DataLoader workers; None = the size rule (docs/guide.md: Memory and streaming)
     workers: int = -1  # DataLoader decode processes for image files; -1 = min(8, CPUs); 0 = the main process
     data_seed: int = 0  # subsampling and noise injection
     val_fraction: float = 0.1  # share of the noisy training set held out for model selection

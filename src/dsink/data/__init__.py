@@ -1,4 +1,4 @@
-"""Benchmark data: sources, long-tailed subsampling and label noise (see README, "Data protocols").
+"""Benchmark data: sources, long-tailed subsampling and label noise (see docs/reference.md, "Data protocols").
 
 Datasets and noise modes are registries: ``list_datasets()`` / ``register_dataset``,
 ``list_noise_modes()`` / ``register_noise_mode`` (and ``dsink list datasets|noise-modes``).

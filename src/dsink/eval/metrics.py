@@ -1,4 +1,4 @@
-"""Evaluation metrics of the field (README.md#metrics): top-1, macro-F1, per-class and shot-group accuracy,
+"""Evaluation metrics of the field (docs/reference.md#metrics): top-1, macro-F1, per-class and shot-group accuracy,
 label-correction rate and precision/recall of flagged labels."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from .base import Method, NoParams, register_method
 
 @dataclass
 class LAParams:
-    """Logit adjustment (Menon et al., ICLR 2021): canonical tau = 1 (README.md#models-and-methods)."""
+    """Logit adjustment (Menon et al., ICLR 2021): canonical tau = 1 (docs/reference.md#models-and-methods)."""
 
     tau: float = 1.0
 

@@ -13,7 +13,7 @@ from .base import Method, register_method
 
 @dataclass
 class GCEParams:
-    """Generalised cross-entropy (Zhang & Sabuncu, NeurIPS 2018): canonical q = 0.7 (README.md#models-and-methods)."""
+    """Generalised cross-entropy (Zhang & Sabuncu, NeurIPS 2018): canonical q = 0.7 (docs/reference.md#models-and-methods)."""
 
     q: float = 0.7
 
@@ -34,7 +34,7 @@ class GeneralizedCE(Method):
 
 @dataclass
 class SCEParams:
-    """Symmetric CE (Wang et al., ICCV 2019): canonical alpha = 0.1, beta = 1.0 for CIFAR-10 (README.md#models-and-methods)."""
+    """Symmetric CE (Wang et al., ICCV 2019): canonical alpha = 0.1, beta = 1.0 for CIFAR-10 (docs/reference.md#models-and-methods)."""
 
     alpha: float = 0.1
     beta: float = 1.0
@@ -57,7 +57,7 @@ class SymmetricCE(Method):
 @dataclass
 class CoTeachingParams:
     """Co-teaching (Han et al., NeurIPS 2018): forget rate = the noise rate (``forget_rate: null``),
-    reached linearly over ``ramp_epochs`` = 10 (README.md#models-and-methods)."""
+    reached linearly over ``ramp_epochs`` = 10 (docs/reference.md#models-and-methods)."""
 
     forget_rate: float | None = None
     ramp_epochs: int = 10
@@ -109,7 +109,7 @@ class CoTeaching(_CoTeachingBase):
 
 @dataclass
 class ELRParams:
-    """Early-learning regularisation (Liu et al., NeurIPS 2020): lambda = 3, beta = 0.7 for CIFAR-10 (README.md#models-and-methods)."""
+    """Early-learning regularisation (Liu et al., NeurIPS 2020): lambda = 3, beta = 0.7 for CIFAR-10 (docs/reference.md#models-and-methods)."""
 
     lam: float = 3.0
     beta: float = 0.7
