@@ -131,12 +131,13 @@ def setting_of(over: list[str], config: Path | None, ctx: dict) -> dict:
     """The data/model/optimiser facts of a regime, read back from its resolved config."""
     device = [f"train.device={ctx['device']}"] if ctx["device"] else []
     base, pipe = load_pipeline(config, over + device + ctx["sets"])
+    with_rolt_warmup(base, pipe)
     d, m, o = base.data, base.model, base.optim
     return {"dataset": d.dataset, "imbalance_ratio": d.imbalance_ratio, "noise_mode": d.noise_mode,
             "noise_rate": d.noise_rate, "n_max": d.n_max, "model": m.name, "optimizer": o.optimizer, "lr": o.lr,
             "epochs": o.epochs, "batch_size": o.batch_size, "augment": base.train.augment,
             "f_L": pipe.imbalance.name, "f_N": pipe.noise.name, "baselines": pipe.baselines,
-            "combined": pipe.combined, "overrides": over + ctx["sets"]}
+            "combined": pipe.combined, "params": pipe.params, "target": pipe.target, "overrides": over + ctx["sets"]}
 
 
 def merge_rows(results: list[dict]) -> list[dict]:
