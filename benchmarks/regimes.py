@@ -71,7 +71,7 @@ FOLDER = {"full": {"rho": 20, "noise": 0.3, "n_max": 600, "n_test": 200, "e2e_ep
 # The CIFAR-shaped GPU case: gpu_check.sh's shortened CIFAR-10-LT recipe (12 epochs, decays at 8 and 10).
 GPU = {"full": {"per_class": 5000, "over": ["optim.epochs=12", "optim.milestones=[8,10]", "optim.warmup_epochs=1"]},
        "quick": {"per_class": 5000, "over": ["optim.epochs=4", "optim.milestones=[3]", "optim.warmup_epochs=1"]},
-       "smoke": {"per_class": 60, "over": ["optim.epochs=1", "optim.milestones=[1]", "optim.warmup_epochs=0",
+       "smoke": {"per_class": 60, "over": ["optim.epochs=1", "data.imbalance_ratio=10", "optim.milestones=[1]", "optim.warmup_epochs=0",
                                            "model.width=4"]}}
 WHAT = {
     "mlp": "MLP recipe (offline default): Fashion-MNIST-LT rho 100, 40 % uniform_excl_true, Adam 1e-3, 15 epochs",
