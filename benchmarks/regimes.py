@@ -222,7 +222,7 @@ def run_features(name: str, ctx: dict) -> tuple[list[dict], dict]:
         over = rows_over() + RECIPES["mlp"] + [f"optim.epochs={f['mlp_epochs']}", "data.dataset=npz",
                                                f"data.root={feats}", "data.noise_mode=none", "data.imbalance_ratio=1"]
         results.append(pipeline_once(over, ctx, f"{name}-s{seed}", [seed]))
-    return results, {**setting_of(over, None, ctx), **folder_facts(folders)}
+    return results, {**setting_of(over, None, ctx), **folder_facts(folders, ctx["size"])}
 
 
 def run_finetune(name: str, ctx: dict) -> tuple[list[dict], dict]:
@@ -234,13 +234,16 @@ def run_finetune(name: str, ctx: dict) -> tuple[list[dict], dict]:
             "model.name=resnet18", f"model.pretrained={weights}", "optim.optimizer=sgd", "optim.lr=0.01",
             "optim.schedule=cosine", "optim.batch_size=64", "train.augment=true", f"optim.epochs={f['e2e_epochs']}"]
         results.append(pipeline_once(over, ctx, f"{name}-s{seed}", [seed]))
-    return results, {**setting_of(over, None, ctx), **folder_facts(folders)}
+    return results, {**setting_of(over, None, ctx), **folder_facts(folders, ctx["size"])}
 
 
-def folder_facts(folders: list) -> dict:
-    f = folders[0][2]
-    return {"folder": {"per_seed": {str(s): facts for s, _, facts in folders}, "train_images": f["train"],
-                       "test_images": f["test"]}, "note": "one photo folder per seed (routes.make_folder)"}
+def folder_facts(folders: list, size: str) -> dict:
+    """The photo folders' own long tail and noise (the pipelines see them as given labels)."""
+    f = FOLDER[size]
+    return {"folder": {"rho": f["rho"], "noise_rate": f["noise"], "noise_mode": "uniform_excl_true",
+                       "n_max": f["n_max"], "n_test_per_class": f["n_test"],
+                       "per_seed": {str(s): facts for s, _, facts in folders}},
+            "note": "one photo folder per seed (routes.make_folder); data.* above describe the folder as read"}
 
 
 def run_gpu(name: str, ctx: dict) -> tuple[list[dict], dict]:
