@@ -4,9 +4,12 @@
 #   2. Sinkhorn and Newton on the GPU against POT            (benchmarks/sinkhorn.py --device cuda)
 #   3. engine throughput at 32 px, then at 224 px            (benchmarks/throughput.py --device cuda --amp)
 #   4. image-file streaming at 32 px, then at 224 px          (benchmarks/streaming.py)
+#   5. D-SINK against every row of `dsink run`, ResNet-32 on CIFAR-shaped data, two seeds
+#                                                              (benchmarks/regimes.py --regimes gpu --device cuda)
 # Each step has its own time limit, so a slow step costs only itself. Results and one log go to $OUT.
 # Environment: OUT (default /tmp/dsink-gpu), PY (python3), DEVICE (cuda), FMNIST_DIR (Fashion-MNIST IDX files,
-# copied into $DSINK_CACHE when set), SMALL=1 (a smoke run of the script itself on a CPU: tiny sizes).
+# copied into $DSINK_CACHE when set), SMALL=1 (a smoke run of the script itself on a CPU: tiny sizes),
+# ONLY=regimes (step 5 alone, for a lease sized to it).
 # Usage: bash benchmarks/gpu_check.sh
 set -u
 OUT=${OUT:-/tmp/dsink-gpu}; PY=${PY:-python3}; DEVICE=${DEVICE:-cuda}; SMALL=${SMALL:-0}
@@ -29,6 +32,7 @@ if [ "$SMALL" = 1 ]; then PER=100 EP=1 MS="[1]" NS=2000 NT=512 N224=64 NST=600 N
 else PER=5000 EP=12 MS="[8,10]" NS=20000 NT=20000 N224=1024 NST=20000 NST224=3000 SIZES="50000x10 50000x100 1000000x10 1000000x100"
 fi
 
+if [ "${ONLY:-}" != regimes ]; then
 # 1. the CIFAR-10-LT (rho=100, 40 % uniform) recipe on CUDA with AMP, shortened to $EP epochs per model
 step 5 cifar-shaped-data $PY benchmarks/cifar_shaped.py "$DSINK_CACHE/cifar-shaped" --per-class $PER  # data first
 rm -rf "$DSINK_CACHE/gpu-run"
@@ -51,4 +55,10 @@ step 50 streaming-32 $PY benchmarks/streaming.py --device $DEVICE --n $NST --ski
   --json "$OUT/streaming_gpu32.json"
 step 90 streaming-224 $PY benchmarks/streaming.py --device $DEVICE --n $NST224 --image-size 224 --px 200,500 \
   --skip-memory --dir "$DSINK_CACHE/st224" --json "$OUT/streaming_gpu224.json"
+fi
+# 5. the regimes benchmark's gpu regime: CE, RoLT, f_L, f_N, average, kd, D-SINK, seeds 0 and 1 (12 trained models of
+# 12 epochs each; cached in $DSINK_CACHE/regimes, so a rerun on the same machine resumes)
+if [ "$SMALL" = 1 ]; then RSIZE=--smoke; else RSIZE=; fi
+step 420 regimes-gpu $PY benchmarks/regimes.py --regimes gpu --device $DEVICE --seeds 0 1 $RSIZE \
+  --work "$DSINK_CACHE/regimes" --out "$OUT/regimes_gpu.json"
 echo "== $(date +%T) done" | tee -a "$LOG"
