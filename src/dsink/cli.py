@@ -150,7 +150,7 @@ def cmd_predict(args) -> int:
     from .train.predict import predict_files
 
     summary = predict_files(args.run, args.data, args.out, checkpoint=args.checkpoint, device=args.device,
-                            progress=not args.quiet)
+                            progress=not args.quiet, skip_unreadable=args.skip_unreadable)
     top = sorted(summary["predicted_counts"].items(), key=lambda kv: -kv[1])[:10]
     print(f"labelled {summary['samples']} samples with {args.run} ({summary['checkpoint']} checkpoint, epoch "
           f"{summary['epoch']}): {summary['csv']}")
@@ -362,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", default="last", choices=("last", "best"),
                     help="last epoch (default) or the selected checkpoint")
     pr.add_argument("--device", help="device (default: the run's)")
+    pr.add_argument("--skip-unreadable", action="store_true",
+                    help="leave out image files that cannot be decoded (listed in a warning) instead of stopping")
     pr.add_argument("--json", action="store_true", help="also print the summary as JSON")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
