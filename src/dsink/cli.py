@@ -416,24 +416,46 @@ def _interrupt_hint(args) -> str:
     return "run the command again"
 
 
-def _os_error_message(e: OSError) -> str:
-    """One line naming the path and the cause of an operating-system error, with what to do about it."""
+def _os_error_message(e: OSError, args=None) -> str:
+    """One line naming the path and the cause of an operating-system error, with what to do about it: only
+    options the command accepts (``--out`` where it has one), and how to resume when a run was cut short."""
     import errno
 
     where = " -> ".join(repr(str(p)) for p in (e.filename, e.filename2) if p is not None) or "a file"
     cause = e.strerror or str(e)
+    out = args is not None and hasattr(args, "out")  # the command has --out (eval, data describe do not)
+    elsewhere = "write somewhere else (--out, DSINK_CACHE)" if out else "move the label cache elsewhere (DSINK_CACHE)"
+    copy = "write elsewhere (--out)" if out else "copy the run to writable storage and run the command on the copy"
     hint = {
-        errno.ENOSPC: "free disk space or write somewhere else (--out, DSINK_CACHE)",
-        errno.EDQUOT: "free disk space within your quota or write somewhere else (--out, DSINK_CACHE)",
-        errno.EROFS: "the file system is read-only: copy the run to writable storage or write elsewhere (--out)",
-        errno.EACCES: "you lack permission there: choose a folder you can write (--out) or fix its permissions",
-        errno.EPERM: "the operation is not permitted there: choose another folder (--out)",
-        errno.ENOTDIR: "a file stands where a folder is needed: choose another path (--out)",
-        errno.EEXIST: "a file stands where a folder is needed: choose another path (--out)",
-        errno.ENOENT: "the folder does not exist or cannot hold files: choose another path (--out)",
+        errno.ENOSPC: f"the disk is full: free disk space or {elsewhere}",
+        errno.EDQUOT: f"the disk quota is used up: free disk space within your quota or {elsewhere}",
+        errno.EIO: f"the disk may be full or failing: free disk space or {elsewhere}",
+        errno.EROFS: f"the file system is read-only: {copy}",
+        errno.EACCES: ("you lack permission there: choose a folder you can write (--out) or fix its permissions" if out
+                       else "you lack permission there: fix its permissions, or copy the run somewhere you can write"),
+        errno.EPERM: "the operation is not permitted there: " + ("choose another folder (--out)" if out
+                                                                 else "fix its permissions or copy the run"),
+        errno.ENOTDIR: "a file stands where a folder is needed: " + ("choose another path (--out)" if out
+                                                                     else "move that file away"),
+        errno.EEXIST: "a file stands where a folder is needed: " + ("choose another path (--out)" if out
+                                                                    else "move that file away"),
+        errno.ENOENT: "the folder does not exist or cannot hold files: " + ("choose another path (--out)" if out
+                                                                            else "check the path"),
         errno.EISDIR: "a folder stands where a file is needed: choose another path",
     }.get(e.errno, "check the path and the storage")
-    return f"{where}: {cause}; {hint}"
+    resume = _resume_hint(args) if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO) else ""
+    return f"{where}: {cause}; {hint}" + (f"; then {resume}" if resume else "")
+
+
+def _resume_hint(args) -> str:
+    """How to continue the run a training command was writing (empty for other commands)."""
+    if args is None or args.command not in ("train", "distill", "run"):
+        return ""
+    if args.command == "run":
+        return "run the same `dsink run` command again (finished models are reused)"
+    if getattr(args, "run_dir", None) is None:
+        return ""
+    return _interrupt_hint(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dsink: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"dsink: error: {_os_error_message(e)}", file=sys.stderr)
+        print(f"dsink: error: {_os_error_message(e, args)}", file=sys.stderr)
         return 2
     except TrainingError as e:
         print(f"dsink: training failed: {e}", file=sys.stderr)
