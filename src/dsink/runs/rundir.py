@@ -146,9 +146,9 @@ class RunDir:
 
     # ------------------------------------------------------------------ lock
     def lock(self, *, shared: bool = False, wait: bool = False, poll_s: float = 1.0,
-             on_wait: Callable[[str], None] | None = None) -> ContextManager[None]:
+             on_wait: Callable[[str], None] | None = None, busy_hint: str | None = None) -> ContextManager[None]:
         """The run's lock (:func:`dsink.runs.lock.run_lock`): exclusive for the writer, ``shared`` for readers."""
-        return run_lock(self.path, shared=shared, wait=wait, poll_s=poll_s, on_wait=on_wait)
+        return run_lock(self.path, shared=shared, wait=wait, poll_s=poll_s, on_wait=on_wait, busy_hint=busy_hint)
 
     def is_locked(self) -> bool:
         """True when a process (this one included) holds the exclusive lock."""

@@ -146,7 +146,7 @@ def evaluate_run(run_dir: str | Path, *, device: str | None = None, progress: bo
     inputs = method_inputs(cfg.method, data.fingerprint, run, allow_unfinished=cfg.train.allow_unfinished_runs)
     trainer = Trainer(cfg, data, run, progress=progress, inputs=inputs)
     state = run.state()
-    with run.lock():  # refuses a run another process is training
+    with run.lock(busy_hint="wait until it ends, then evaluate it again"):  # refuses a run being trained
         store_inputs(run, inputs, data.fingerprint)  # a run made before runs stored their inputs: now it does
         trainer.epoch = trainer.load_weights("last")
         if trainer.epoch < cfg.optim.epochs or state != "finished":
