@@ -465,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _show_progress_lines()
     old = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         return args.func(args)
@@ -487,6 +488,18 @@ def main(argv: list[str] | None = None) -> int:
         shutdown()
         if old is not None:
             signal.signal(signal.SIGTERM, old)
+
+
+def _show_progress_lines() -> None:
+    """Show the library's plain progress lines (``dsink.progress``: one per epoch where stderr is no terminal,
+    instead of progress bars) as they are, on stderr; ``-q`` turns them off with the bars."""
+    plain = logging.getLogger("dsink.progress")
+    if not plain.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        plain.addHandler(handler)
+    plain.setLevel(logging.INFO)
+    plain.propagate = False
 
 
 def _main_thread() -> bool:
