@@ -51,7 +51,7 @@ def _mark_stopped(run: RunDir, err: BaseException) -> None:
     status = "interrupted" if isinstance(err, KeyboardInterrupt) else "crashed"
     try:
         run.write_status(status=status, error=f"{type(err).__name__}: {err}"[:500])
-    except OSError as e:  # e.g. the disk that made it crash is still full
+    except (OSError, InputError) as e:  # e.g. the disk that made it crash is still full, or run.json was damaged
         log.warning("could not mark run %s as %s (%s)", run, status, e)
 
 

@@ -29,6 +29,7 @@ from ..errors import InputError, TrainingError
 from ..methods import MethodContext, build_method
 from ..models import IMAGENET_MEAN, IMAGENET_STD, build_model, has_backbone
 from ..runs import RunDir
+from ..runs.checkpoint import restoring
 from .augment import InputPipeline
 from .optim import get_optimizer
 from .schedule import lr_at
@@ -279,8 +280,9 @@ class Trainer:
         if state.get("data_fingerprint") != self.data.fingerprint:
             raise InputError(f"checkpoint {str(self.run.checkpoint_path(which))!r} was made on different data; "
                              "re-run training for this config")
-        for k, m in self.models.items():
-            m.load_state_dict(state["models"][k])
+        with restoring(self.run.checkpoint_path(which)):
+            for k, m in self.models.items():
+                m.load_state_dict(state["models"][k])
         return int(state["epoch"])
 
     # ------------------------------------------------------------------ training
@@ -398,7 +400,9 @@ class Trainer:
             for p in run.remove_stale_temporaries():
                 log.info("removed %s left by an interrupted write", p)
         if resume and run.has_checkpoint("last"):
-            self.load_state_dict(run.load_checkpoint("last", map_location=self.device))
+            state = run.load_checkpoint("last", map_location=self.device)
+            with restoring(run.checkpoint_path("last")):
+                self.load_state_dict(state)
             log.info("resuming %s after epoch %d", run, self.epoch)
         main = self.dist.is_main
         rows = run.read_metrics(upto=self.epoch)
