@@ -395,3 +395,23 @@ def test_an_interrupt_during_an_atomic_write_stays_an_interrupt_and_keeps_the_ol
     with pytest.raises(KeyboardInterrupt):
         atomic_write(target, write)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_run_left_running_by_a_dead_process_reads_as_stopped_and_resume_marks_it(tmp_path, data, capsys, caplog):
+    from dsink.config import load_config
+    from dsink.train import train_run
+
+    over = ["data.dataset=npz", f"data.root={data}", "model.name=mlp", "optim.batch_size=32", "data.imbalance_ratio=1",
+            "data.noise_rate=0.2", "optim.epochs=3"]
+    run = tmp_path / "run"
+    train_run(load_config(None, over), run, stop_after=1)
+    fd = _hold_lock(run, pid=4242)  # what a SIGKILLed trainer leaves: its details in the lock file, no lock
+    os.close(fd)
+    assert _status(run) == "running"
+    code, err = _cli(capsys, "average", "--imbalance-run", str(run), "--noise-run", str(run), "--out",
+                     str(tmp_path / "avg"))
+    assert code == 2 and "is stopped after epoch 1, not finished (marked running, but process 4242 on elsewhere" in err
+    with caplog.at_level("WARNING"):
+        assert main(["train", "--resume", "--out", str(run), "-q"]) == 0
+    assert "process 4242 on elsewhere" in caplog.text and "marked crashed" in caplog.text
+    assert _status(run) == "finished"

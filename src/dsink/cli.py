@@ -405,7 +405,13 @@ def _on_sigterm(signum, frame):
 
 
 def _interrupt_hint(args) -> str:
+    import os
+
     out = getattr(args, "run_dir", None) or "RUN"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command in ("train", "distill"):
+        # torchrun stops every process with SIGTERM when one of them fails: its report names the first failure
+        return (f"under torchrun, the launcher stops every process when one fails (its report names the first); "
+                f"resume with the same torchrun command and `--resume --out {out}`")
     if args.command == "train":
         return f"resume with `dsink train --resume --out {out}`"
     if args.command == "distill":
@@ -463,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     130 when interrupted, 143 when terminated)."""
     import signal
 
+    from .distributed import PeerLost
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _show_progress_lines()
@@ -477,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except TrainingError as e:
         print(f"dsink: training failed: {e}", file=sys.stderr)
+        return 1
+    except PeerLost as e:  # under torchrun: a peer died; say so once per surviving process, no traceback
+        print(f"dsink: stopped: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, _Terminated) else "interrupted"

@@ -25,6 +25,13 @@ LOCK_NAME = ".lock"
 _HELD: dict[str, bool] = {}  # run directories this process holds a lock on -> whether it is exclusive
 
 
+def lock_holder(run_dir: str | Path) -> str:
+    """The process that holds (or, when nobody does, last held) the lock, as the lock file describes it; empty
+    when the file names none."""
+    holder = _holder(Path(run_dir))
+    return "" if holder == "another process" else holder
+
+
 def _holder(run_dir: Path) -> str:
     try:
         h = json.loads((run_dir / LOCK_NAME).read_text())

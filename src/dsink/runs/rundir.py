@@ -20,13 +20,14 @@ directory of kind ``average``: status, report and predictions, no config or chec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Iterator
 
 import numpy as np
 
@@ -36,7 +37,7 @@ from ..errors import InputError
 from ..resolve import check_values
 from ..fileio import append_text, atomic_write, atomic_write_text, read_json, read_npz, remove_stale_temporaries
 from .checkpoint import load_checkpoint, save_checkpoint
-from .lock import LOCK_NAME, is_locked, run_lock
+from .lock import LOCK_NAME, is_locked, lock_holder, run_lock
 
 log = logging.getLogger(__name__)
 AVERAGE_KIND = "average"  # run.json "kind" of an average run (dsink average)
@@ -149,9 +150,39 @@ class RunDir:
 
     # ------------------------------------------------------------------ lock
     def lock(self, *, shared: bool = False, wait: bool = False, poll_s: float = 1.0,
-             on_wait: Callable[[str], None] | None = None, busy_hint: str | None = None) -> ContextManager[None]:
-        """The run's lock (:func:`dsink.runs.lock.run_lock`): exclusive for the writer, ``shared`` for readers."""
-        return run_lock(self.path, shared=shared, wait=wait, poll_s=poll_s, on_wait=on_wait, busy_hint=busy_hint)
+             on_wait: Callable[[str], None] | None = None, busy_hint: str | None = None,
+             mark_abandoned: bool = False) -> ContextManager[None]:
+        """The run's lock (:func:`dsink.runs.lock.run_lock`): exclusive for the writer, ``shared`` for readers.
+        ``mark_abandoned`` (training): a run left ``running`` by a dead process is marked crashed once the lock is
+        taken from nobody (:meth:`_mark_abandoned`); readers see it as ``stopped`` (:meth:`state`) meanwhile."""
+        return self._locked(shared=shared, wait=wait, poll_s=poll_s, on_wait=on_wait, busy_hint=busy_hint,
+                            mark=mark_abandoned)
+
+    @contextlib.contextmanager
+    def _locked(self, *, shared: bool, mark: bool, **kwargs) -> Iterator[None]:
+        fresh = mark and not shared and not self.is_locked()  # not re-entrant: this process does not hold it yet
+        previous = self.last_holder() if fresh else ""  # read before taking the lock writes this process there
+        with run_lock(self.path, shared=shared, **kwargs):
+            if fresh:
+                self._mark_abandoned(previous)
+            yield
+
+    def _mark_abandoned(self, holder: str) -> None:
+        """With the exclusive lock just taken: a status still ``running`` was left by a process that died without
+        marking it (SIGKILL, a killed torchrun rank 0, a power cut); say so in run.json."""
+        try:
+            if self.read_status().get("status") != "running":
+                return
+            who = f"the process that ran it ({holder})" if holder else "the process that ran it"
+            self.write_status(status="crashed", error=f"{who} ended without marking it (killed?)")
+            log.warning("run %s was marked running, but %s is gone: marked crashed", self, holder)
+        except (OSError, InputError) as e:  # read-only storage, a damaged run.json: leave it to the reader
+            log.debug("could not mark %s crashed: %s", self, e)
+
+    def last_holder(self) -> str:
+        """Who held the run's lock last (its process, host, command and start) as the lock file says; empty when
+        it says nothing (a holder that ended normally empties it)."""
+        return lock_holder(self.path)
 
     def is_locked(self) -> bool:
         """True when a process (this one included) holds the exclusive lock."""
@@ -187,7 +218,7 @@ class RunDir:
 
     def state(self) -> str:
         """``finished``, ``running`` (a live process holds the run), ``stopped`` (marked running, but its process
-        is gone: killed), ``crashed``, ``interrupted`` or ``unknown``."""
+        is gone: killed, see :meth:`last_holder`), ``crashed``, ``interrupted`` or ``unknown``."""
         status = self.read_status().get("status", "unknown")
         if status == "running" and not self.is_locked():
             return "stopped"
@@ -205,6 +236,9 @@ class RunDir:
         done = self.epochs_done()
         done = f" after epoch {done}" if done is not None else ""
         msg = f"{what} {str(self)!r} is {state}{done}, not finished"
+        holder = self.last_holder() if state == "stopped" else ""
+        if holder:  # run.json says running, but nobody holds the run: the process that did died
+            msg += f" (marked running, but {holder} is gone)"
         if allow_unfinished:
             log.warning("%s; using it as it is", msg)
             return

@@ -79,7 +79,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, forc
         todo, err = False, None
         if info.is_main:  # only rank 0 touches the run directory; the others follow its decision
             try:
-                stack.enter_context(run.lock(wait=wait, on_wait=on_wait))
+                stack.enter_context(run.lock(wait=wait, on_wait=on_wait, mark_abandoned=True))
                 todo = run.prepare(cfg, resume=resume, force=force, ignore_params=resumable_params(cfg.method, run))
                 if todo:
                     store_inputs(run, inputs, data.fingerprint)
@@ -108,6 +108,12 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, forc
         except BaseException as e:
             if info.is_main:
                 _mark_stopped(run, e)
+            if distributed.peer_lost(e):  # one dsink line instead of gloo's/NCCL's traceback
+                raise distributed.PeerLost(
+                    f"process {info.rank} of {info.world}: another training process of the run {str(run)!r} "
+                    f"stopped, so a collective failed ({str(e).strip().splitlines()[0][:160]})"
+                    + ("; the run is marked crashed" if info.is_main else "") +
+                    f"; resume it with the same torchrun command and `--resume --out {run}`") from e
             raise
         distributed.barrier()
         return report
