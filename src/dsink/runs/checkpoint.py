@@ -23,9 +23,14 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"checkpoint {str(path)!r} not found; train the run first (dsink train) or check the path")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for a damaged zip/pickle
         raise InputError(f"checkpoint {str(path)!r} is corrupt or truncated ({type(e).__name__}); {FIX}") from None
+
+
+def load_run_checkpoint(path: Path, map_location="cpu") -> dict[str, Any]:
+    """:func:`load_checkpoint` of a training checkpoint, checked to hold what the trainer saves."""
+    state = load_checkpoint(path, map_location)
     problem = _problem(state)
     if problem:
         raise InputError(f"checkpoint {str(path)!r} is not a dsink checkpoint ({problem}); {FIX}")

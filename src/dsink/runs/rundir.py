@@ -36,7 +36,7 @@ from ..config import EXECUTION_KEYS, RunConfig, config_from_dict, flat_keys, rea
 from ..errors import InputError
 from ..resolve import check_values
 from ..fileio import append_text, atomic_write, atomic_write_text, read_json, read_npz, remove_stale_temporaries
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_run_checkpoint, save_checkpoint
 from .lock import LOCK_NAME, is_locked, lock_holder, run_lock
 
 log = logging.getLogger(__name__)
@@ -445,7 +445,7 @@ class RunDir:
         save_checkpoint(state, self.checkpoint_path(which))
 
     def load_checkpoint(self, which: str = "last", map_location="cpu") -> dict[str, Any]:
-        return load_checkpoint(self.checkpoint_path(which), map_location=map_location)
+        return load_run_checkpoint(self.checkpoint_path(which), map_location=map_location)
 
     def remove_stale_temporaries(self) -> list[Path]:
         """Delete the temporary files a process killed mid-write left in the run and its checkpoint folder."""
