@@ -65,7 +65,7 @@ def test_a_run_held_by_another_process_is_refused_and_a_dead_holder_is_stale(tmp
     before = _files(run)
     fd = _hold_lock(run)
     code, err = _cli(capsys, "eval", str(run))
-    assert code == 2 and "in use by" in err
+    assert code == 2 and "in use by" in err and "--out" not in err and "wait until it ends" in err  # eval has no --out
     os.close(fd)
     assert {k: v for k, v in _files(run).items() if k != ".lock"} == {k: v for k, v in before.items() if k != ".lock"}
 
@@ -163,6 +163,66 @@ def test_a_full_disk_mid_run_exits_2_and_marks_the_run_crashed(tmp_path, data, c
     assert _status(run) == "finished"
 
 
+def _torch_full(statvfs_full: bool):
+    """A torch.save that fails like torch's zip writer on a full disk: some bytes, then "unexpected pos", with the
+    disk's OSError behind it (``statvfs_full`` False) or with none, the file system reporting no space left."""
+    import torch
+
+    real = torch.save
+
+    def save(obj, f, *a, **k):
+        if obj.get("epoch", 0) < 2:
+            return real(obj, f, *a, **k)
+        f.write(b"PK\x03\x04 half a checkpoint")
+        if statvfs_full:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
+    return save
+
+
+@pytest.mark.parametrize("statvfs_full", [False, True])
+def test_torch_save_on_a_full_disk_exits_2_and_keeps_the_last_checkpoint(tmp_path, data, capsys, monkeypatch,
+                                                                         statvfs_full):
+    import os as _os
+
+    import torch
+
+    import dsink.fileio as fileio
+    import dsink.runs.checkpoint as checkpoint
+
+    monkeypatch.setattr(checkpoint.torch, "save", _torch_full(statvfs_full))
+    if statvfs_full:
+        full = _os.statvfs_result((4096, 4096, 100, 0, 0, 100, 0, 0, 0, 255))
+        monkeypatch.setattr(fileio.os, "statvfs", lambda p: full)
+    run = tmp_path / "run"
+    code, err = _cli(capsys, "train", *_base(data), "--set", "optim.epochs=3", "--out", str(run))
+    last = run / "checkpoints" / "last.pt"
+    assert code == 2 and "No space left on device" in err and "the disk is full" in err, err
+    assert str(last) in err and f"dsink train --resume --out {run}" in err, err
+    assert _status(run) == "crashed"
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # the previous checkpoint is whole
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+    monkeypatch.undo()
+    assert main(["train", *_base(data), "--set", "optim.epochs=3", "--out", str(run), "--resume"]) == 0
+    assert _status(run) == "finished"
+
+
+def test_a_full_label_cache_exits_2_naming_the_cache_file(tmp_path, data, capsys, monkeypatch):
+    import dsink.data.builder as builder
+
+    def full(f, **arrays):
+        raise OSError(errno.ENOSPC, "No space left on device")  # a failed write names no file
+
+    monkeypatch.setenv("DSINK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(builder.np, "savez", full)
+    code, err = _cli(capsys, "train", *_base(data), "--out", str(tmp_path / "run"))
+    assert code == 2 and "No space left on device" in err and str(tmp_path / "cache" / "labels") in err, err
+    assert "DSINK_CACHE" in err and not list((tmp_path / "cache" / "labels").iterdir())
+
+
 def test_read_only_runs_exit_2_for_eval_audit_and_plot(tmp_path, data, capsys, monkeypatch):
     import dsink.fileio as fileio
 
@@ -186,6 +246,8 @@ def test_read_only_runs_exit_2_for_eval_audit_and_plot(tmp_path, data, capsys, m
     for cmd in (["eval", str(run)], ["audit", str(run)], ["plot", str(run), "--no-embedding"]):
         code, err = _cli(capsys, *cmd)
         assert code == 2 and "Read-only file system" in err and str(run) in err and "read-only" in err, (cmd, err)
+        # every hint names an option the command has: eval has no --out
+        assert ("--out" in err) == (cmd[0] != "eval") and ("copy the run" in err) == (cmd[0] == "eval"), (cmd, err)
     monkeypatch.setattr(fileio.tempfile, "mkstemp", real_mkstemp)
     assert _files(run) == before
 
@@ -333,3 +395,23 @@ def test_an_interrupt_during_an_atomic_write_stays_an_interrupt_and_keeps_the_ol
     with pytest.raises(KeyboardInterrupt):
         atomic_write(target, write)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_a_run_left_running_by_a_dead_process_reads_as_stopped_and_resume_marks_it(tmp_path, data, capsys, caplog):
+    from dsink.config import load_config
+    from dsink.train import train_run
+
+    over = ["data.dataset=npz", f"data.root={data}", "model.name=mlp", "optim.batch_size=32", "data.imbalance_ratio=1",
+            "data.noise_rate=0.2", "optim.epochs=3"]
+    run = tmp_path / "run"
+    train_run(load_config(None, over), run, stop_after=1)
+    fd = _hold_lock(run, pid=4242)  # what a SIGKILLed trainer leaves: its details in the lock file, no lock
+    os.close(fd)
+    assert _status(run) == "running"
+    code, err = _cli(capsys, "average", "--imbalance-run", str(run), "--noise-run", str(run), "--out",
+                     str(tmp_path / "avg"))
+    assert code == 2 and "is stopped after epoch 1, not finished (marked running, but process 4242 on elsewhere" in err
+    with caplog.at_level("WARNING"):
+        assert main(["train", "--resume", "--out", str(run), "-q"]) == 0
+    assert "process 4242 on elsewhere" in caplog.text and "marked crashed" in caplog.text
+    assert _status(run) == "finished"

@@ -122,6 +122,16 @@ def test_pipeline_config_errors(tmp_path, capsys):
     assert "unknown method 'nope'; valid methods: bs" in capsys.readouterr().err
 
 
+def test_duplicate_seeds_are_refused_naming_them(tmp_path, capsys):
+    with pytest.raises(InputError, match=r"pipeline.seeds repeats 0 \(\[0, 0\]\).*distinct seeds, e.g. \[0\]"):
+        load_pipeline(None, ["pipeline.seeds=[0, 0]"])
+    for args in (["--set", "pipeline.seeds=[1,2,1,2,3]"], ["--seeds", "1", "2", "1", "2", "3"]):
+        assert main(["run", *args, "--out", str(tmp_path / "r"), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert "repeats 1, 2" in err and "e.g. [1, 2, 3]" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
 def test_vary_data_seed_makes_each_seed_the_data_seed():
     from dsink.config import MethodConfig
     from dsink.pipeline import load_pipeline, role_config

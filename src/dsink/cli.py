@@ -171,7 +171,7 @@ def cmd_predict(args) -> int:
     from .train.predict import predict_files
 
     summary = predict_files(args.run, args.data, args.out, checkpoint=args.checkpoint, device=args.device,
-                            progress=not args.quiet)
+                            progress=not args.quiet, skip_unreadable=args.skip_unreadable)
     top = sorted(summary["predicted_counts"].items(), key=lambda kv: -kv[1])[:10]
     print(f"labelled {summary['samples']} samples with {args.run} ({summary['checkpoint']} checkpoint, epoch "
           f"{summary['epoch']}): {summary['csv']}")
@@ -397,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", default="last", choices=("last", "best"),
                     help="last epoch (default) or the selected checkpoint")
     pr.add_argument("--device", help="device (default: the run's)")
+    pr.add_argument("--skip-unreadable", action="store_true",
+                    help="leave out image files that cannot be decoded (listed in a warning) instead of stopping")
     pr.add_argument("--json", action="store_true", help="also print the summary as JSON")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
@@ -440,7 +442,13 @@ def _on_sigterm(signum, frame):
 
 
 def _interrupt_hint(args) -> str:
+    import os
+
     out = getattr(args, "run_dir", None) or "RUN"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command in ("train", "distill"):
+        # torchrun stops every process with SIGTERM when one of them fails: its report names the first failure
+        return (f"under torchrun, the launcher stops every process when one fails (its report names the first); "
+                f"resume with the same torchrun command and `--resume --out {out}`")
     if args.command == "train":
         return f"resume with `dsink train --resume --out {out}`"
     if args.command == "distill":
@@ -451,24 +459,46 @@ def _interrupt_hint(args) -> str:
     return "run the command again"
 
 
-def _os_error_message(e: OSError) -> str:
-    """One line naming the path and the cause of an operating-system error, with what to do about it."""
+def _os_error_message(e: OSError, args=None) -> str:
+    """One line naming the path and the cause of an operating-system error, with what to do about it: only
+    options the command accepts (``--out`` where it has one), and how to resume when a run was cut short."""
     import errno
 
     where = " -> ".join(repr(str(p)) for p in (e.filename, e.filename2) if p is not None) or "a file"
     cause = e.strerror or str(e)
+    out = args is not None and hasattr(args, "out")  # the command has --out (eval, data describe do not)
+    elsewhere = "write somewhere else (--out, DSINK_CACHE)" if out else "move the label cache elsewhere (DSINK_CACHE)"
+    copy = "write elsewhere (--out)" if out else "copy the run to writable storage and run the command on the copy"
     hint = {
-        errno.ENOSPC: "free disk space or write somewhere else (--out, DSINK_CACHE)",
-        errno.EDQUOT: "free disk space within your quota or write somewhere else (--out, DSINK_CACHE)",
-        errno.EROFS: "the file system is read-only: copy the run to writable storage or write elsewhere (--out)",
-        errno.EACCES: "you lack permission there: choose a folder you can write (--out) or fix its permissions",
-        errno.EPERM: "the operation is not permitted there: choose another folder (--out)",
-        errno.ENOTDIR: "a file stands where a folder is needed: choose another path (--out)",
-        errno.EEXIST: "a file stands where a folder is needed: choose another path (--out)",
-        errno.ENOENT: "the folder does not exist or cannot hold files: choose another path (--out)",
+        errno.ENOSPC: f"the disk is full: free disk space or {elsewhere}",
+        errno.EDQUOT: f"the disk quota is used up: free disk space within your quota or {elsewhere}",
+        errno.EIO: f"the disk may be full or failing: free disk space or {elsewhere}",
+        errno.EROFS: f"the file system is read-only: {copy}",
+        errno.EACCES: ("you lack permission there: choose a folder you can write (--out) or fix its permissions" if out
+                       else "you lack permission there: fix its permissions, or copy the run somewhere you can write"),
+        errno.EPERM: "the operation is not permitted there: " + ("choose another folder (--out)" if out
+                                                                 else "fix its permissions or copy the run"),
+        errno.ENOTDIR: "a file stands where a folder is needed: " + ("choose another path (--out)" if out
+                                                                     else "move that file away"),
+        errno.EEXIST: "a file stands where a folder is needed: " + ("choose another path (--out)" if out
+                                                                    else "move that file away"),
+        errno.ENOENT: "the folder does not exist or cannot hold files: " + ("choose another path (--out)" if out
+                                                                            else "check the path"),
         errno.EISDIR: "a folder stands where a file is needed: choose another path",
     }.get(e.errno, "check the path and the storage")
-    return f"{where}: {cause}; {hint}"
+    resume = _resume_hint(args) if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO) else ""
+    return f"{where}: {cause}; {hint}" + (f"; then {resume}" if resume else "")
+
+
+def _resume_hint(args) -> str:
+    """How to continue the run a training command was writing (empty for other commands)."""
+    if args is None or args.command not in ("train", "distill", "run"):
+        return ""
+    if args.command == "run":
+        return "run the same `dsink run` command again (finished models are reused)"
+    if getattr(args, "run_dir", None) is None:
+        return ""
+    return _interrupt_hint(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -476,8 +506,11 @@ def main(argv: list[str] | None = None) -> int:
     130 when interrupted, 143 when terminated)."""
     import signal
 
+    from .distributed import PeerLost
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _show_progress_lines()
     old = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         return args.func(args)
@@ -485,10 +518,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dsink: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"dsink: error: {_os_error_message(e)}", file=sys.stderr)
+        print(f"dsink: error: {_os_error_message(e, args)}", file=sys.stderr)
         return 2
     except TrainingError as e:
         print(f"dsink: training failed: {e}", file=sys.stderr)
+        return 1
+    except PeerLost as e:  # under torchrun: a peer died; say so once per surviving process, no traceback
+        print(f"dsink: stopped: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, _Terminated) else "interrupted"
@@ -500,6 +536,18 @@ def main(argv: list[str] | None = None) -> int:
         shutdown()
         if old is not None:
             signal.signal(signal.SIGTERM, old)
+
+
+def _show_progress_lines() -> None:
+    """Show the library's plain progress lines (``dsink.progress``: one per epoch where stderr is no terminal,
+    instead of progress bars) as they are, on stderr; ``-q`` turns them off with the bars."""
+    plain = logging.getLogger("dsink.progress")
+    if not plain.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        plain.addHandler(handler)
+    plain.setLevel(logging.INFO)
+    plain.propagate = False
 
 
 def _main_thread() -> bool:

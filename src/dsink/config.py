@@ -277,7 +277,7 @@ def read_yaml_config(path: str | Path | None) -> dict[str, Any]:
         raise InputError(f"config file {str(p)!r} not found; pass an existing YAML file (see configs/)")
     try:
         data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise InputError(f"config file {str(p)!r} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise InputError(f"config file {str(p)!r} must hold a mapping of sections (data, model, optim, train, ...)")

@@ -75,6 +75,24 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+class PeerLost(RuntimeError):
+    """A collective failed because another process of the group died (killed, crashed, out of memory)."""
+
+
+# what gloo and NCCL say when the process at the other end of a collective is gone
+_PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe", "connection refused",
+              "nccl communicator was aborted", "remote process exited", "socket closed", "timed out")
+
+
+def peer_lost(e: BaseException) -> bool:
+    """``e`` is a collective's failure because a peer process died (only inside an active process group)."""
+    if not current().active or not isinstance(e, RuntimeError):
+        return False
+    backend_error = getattr(dist, "DistBackendError", ())
+    text = str(e).lower()
+    return (backend_error and isinstance(e, backend_error)) or any(s in text for s in _PEER_GONE) or "gloo" in text
+
+
 def barrier() -> None:
     if current().active:
         dist.barrier()

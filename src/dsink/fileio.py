@@ -57,10 +57,15 @@ def _interrupt_behind(e: BaseException) -> KeyboardInterrupt | None:
     return None
 
 
+# what torch.save's zip writer raises when a write underneath it fails (a full disk, quota, an I/O error): it
+# swallows the OSError into a RuntimeError such as "unexpected pos 704 vs 598" or "file write failed"
+_TORCH_WRITE_FAILURES = ("write failed", "failed writing", "unexpected pos")
+
+
 @contextlib.contextmanager
 def _naming(path: Path):
     """Give an operating-system error raised while writing ``path`` the path it lacks (a failed ``write``
-    names no file), and turn torch's "file write failed" RuntimeError into the OSError it stands for."""
+    names no file), and turn torch's RuntimeError for a failed write into the OSError it stands for."""
     try:
         yield
     except OSError as e:
@@ -68,9 +73,35 @@ def _naming(path: Path):
             raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     except RuntimeError as e:
-        if "write failed" in str(e) or "failed writing" in str(e):
-            raise OSError(errno.EIO, "writing failed (is the disk full?)", str(path)) from e
+        behind = _os_error_behind(e)
+        if behind is not None:  # torch kept the original error as the context of its own
+            raise OSError(behind.errno, behind.strerror or str(behind), str(path)) from e
+        if any(s in str(e) for s in _TORCH_WRITE_FAILURES):
+            raise OSError(*_write_failure(path), str(path)) from e
         raise
+
+
+def _os_error_behind(e: BaseException) -> OSError | None:
+    """The operating-system error (with an errno) that ``e`` was raised while handling, if any."""
+    seen = e.__context__
+    while seen is not None and not isinstance(seen, KeyboardInterrupt):
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        seen = seen.__context__
+    return None
+
+
+def _write_failure(path: Path) -> tuple[int, str]:
+    """(errno, cause) of a write to ``path`` that failed without saying why: a full disk when its file system
+    has (almost) no space left, else an I/O error that may still be a quota or a full disk."""
+    try:
+        st = os.statvfs(path.parent)
+        full = st.f_bavail * st.f_frsize < (1 << 20)
+    except OSError:
+        full = False
+    if full:
+        return errno.ENOSPC, os.strerror(errno.ENOSPC)
+    return errno.EIO, "writing failed (the disk may be full, over quota or failing)"
 
 
 def append_text(path: Path, text: str) -> None:

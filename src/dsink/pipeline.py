@@ -95,6 +95,11 @@ def load_pipeline(path: str | Path | None = None, overrides: list[str] | None = 
         raise InputError(f"unknown pipeline.overrides role(s) {', '.join(sorted(unknown))}; valid: {', '.join(ROLE_KEYS)}")
     if not pipe.seeds:
         raise InputError("pipeline.seeds is empty; give at least one training seed, e.g. [0]")
+    repeated = sorted({s for s in pipe.seeds if pipe.seeds.count(s) > 1})
+    if repeated:  # a repeated seed would be trained once but counted twice in the mean and spread
+        unique = list(dict.fromkeys(pipe.seeds))
+        raise InputError(f"pipeline.seeds repeats {', '.join(map(str, repeated))} ({pipe.seeds}); each seed is one "
+                         f"training, so give distinct seeds, e.g. {unique}")
     stray = sorted(set(pipe.params) - set(pipe.baselines) - set(pipe.combined))
     if stray:
         raise InputError(f"pipeline.params names {', '.join(stray)}, which is not in pipeline.baselines or "

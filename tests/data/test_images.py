@@ -148,3 +148,80 @@ def test_backend_rule():
     assert choose_backend([small], None) == "memory" and choose_backend([big], None) == "stream"
     assert choose_backend([arr], None) == "memory" and choose_backend([arr], True) == "stream"
     assert choose_backend([big], False) == "memory"
+
+
+def test_decode_to_one_channel_for_grayscale_models(tmp_path):
+    from PIL import Image
+
+    a = np.zeros((30, 50, 3), np.uint8)
+    a[..., 1] = 255  # pure green: luminance 150
+    Image.fromarray(a).save(tmp_path / "g.png")
+    out = decode_image(str(tmp_path / "g.png"), 16, channels=1)
+    assert out.shape == (1, 16, 16) and out.dtype == np.uint8 and (out == 150).all()
+    files = ImageFiles([str(tmp_path / "g.png")] * 3, 16, channels=1)
+    assert files.shape == (3, 1, 16, 16) and files[1:].shape == (2, 1, 16, 16) and files[0].shape == (1, 16, 16)
+
+
+def _loop_folder(tmp_path):
+    root = make_folder(tmp_path / "photos", counts=(3, 2, 2))
+    (root / "cat" / "loop").symlink_to("..")  # points back at photos/: every class again, as "cat"
+    (root / "dog" / "up").symlink_to("../..")  # a second loop, above the scanned folder
+    elsewhere = make_folder(tmp_path / "elsewhere", counts=(2,), names=("fox",))
+    (root / "fox").symlink_to(elsewhere / "fox")  # a class folder kept elsewhere: read
+    (elsewhere / "fox" / "back").symlink_to("..")  # a loop inside it: skipped
+    (root / "eel" / "more").symlink_to(root / "dog")  # the same folder twice: read once, as dog
+    return root
+
+
+def test_symlink_loops_are_read_once_and_named(tmp_path, caplog):
+    root = _loop_folder(tmp_path)
+    with caplog.at_level("WARNING"):
+        table = scan_folder(root)
+    assert table.class_names == ["cat", "dog", "eel", "fox"]
+    assert np.bincount(table.labels).tolist() == [3, 2, 2, 2]  # each image once, under its own class
+    assert len(set(table.paths)) == len(table.paths)
+    for link in ("cat/loop", "dog/up", "fox/back", "eel/more"):
+        assert str(root / link) in caplog.text, link
+    assert "symbolic link" in caplog.text
+
+
+def test_predict_of_a_folder_with_loops_reads_each_image_once(tmp_path, caplog):
+    from dsink.data.images import image_files_under
+
+    root = _loop_folder(tmp_path)
+    with caplog.at_level("WARNING"):
+        files = image_files_under(root)
+    assert len(files) == 9 and len(set(files)) == 9 and "cat/loop" in caplog.text
+
+
+def test_predict_with_a_one_channel_run_on_a_photo_folder(tmp_path, capsys, monkeypatch, caplog):
+    """A Fashion-MNIST run (1 channel, 28x28) labels RGB/RGBA/P/L photos of any size; an unreadable photo gets
+    a hint that dsink predict accepts (--skip-unreadable), which then works."""
+    import csv
+
+    from dsink.cli import main
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run = tmp_path / "fm"
+    sets = ["data.n_max=30", "data.imbalance_ratio=1", "model.name=mlp", "optim.epochs=1", "optim.batch_size=64"]
+    assert main(["train", *[a for s in sets for a in ("--set", s)], "--out", str(run), "-q"]) == 0
+    photos = make_folder(tmp_path / "photos", counts=(3, 2, 2))
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(run), "--data", str(photos), "--out", str(out), "-q"]) == 0
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 7 and all(abs(sum(float(r[f"p_{c}"]) for c in ("T-shirt/top", "Trouser", "Pullover", "Dress",
+                                  "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")) - 1) < 1e-4 for r in rows)
+    (photos / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    capsys.readouterr()
+    code = main(["predict", str(run), "--data", str(photos), "--out", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "broken.jpg" in err and "--skip-unreadable" in err and "data.skip_unreadable" not in err
+    assert "Traceback" not in err
+    with open(out) as f:
+        assert len(list(csv.DictReader(f))) == 7  # the earlier CSV is untouched
+    with caplog.at_level("WARNING"):
+        assert main(["predict", str(run), "--data", str(photos), "--out", str(out), "--skip-unreadable", "-q"]) == 0
+    assert "broken.jpg" in caplog.text and "skipping 1 unreadable image(s) (--skip-unreadable)" in caplog.text
+    with open(out) as f:
+        assert len(list(csv.DictReader(f))) == 7

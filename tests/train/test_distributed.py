@@ -128,3 +128,49 @@ def test_dedicated_methods_select_the_same_samples_under_two_processes(tmp_path,
         assert a["clean"].shape == b["clean"].shape == (n,) and a["label"].shape == b["label"].shape == (n,)
         assert 0 < int((a["clean"] > 0.5).sum()) < n  # a real split into clean and noisy samples
         assert np.allclose(a["clean"], b["clean"], atol=1e-5) and np.array_equal(a["label"], b["label"])
+
+
+def test_a_killed_rank_leaves_one_dsink_line_and_a_run_that_says_so(tmp_path):
+    """SIGKILL of rank 0 under torchrun: the surviving rank's collective fails; it prints one dsink line (what
+    happened, the run, how to resume), no traceback of its own; the run left marked running reads as stopped,
+    naming the dead process, until the next training marks it crashed."""
+    import signal
+    import time
+    from pathlib import Path
+
+    from dsink.errors import InputError
+    from dsink.runs import RunDir
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "dsink",
+           "train", *_sets(["optim.epochs=400"]), "--out", str(run), "-q"]
+    p = subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.time()
+        while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().count("\n") >= 2):
+            assert time.time() - t0 < 120 and p.poll() is None, "training did not start"
+            time.sleep(0.2)
+        ranks = {}
+        for child in Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split():
+            env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            rank = [e for e in env if e.startswith(b"RANK=")]
+            if rank:
+                ranks[int(rank[0][5:])] = int(child)
+        os.kill(ranks[0], signal.SIGKILL)
+        _, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode != 0
+    ours = [line for line in err.splitlines() if line.startswith("dsink: ")]
+    assert len(ours) == 1 and str(run) in ours[0] and f"--resume --out {run}" in ours[0], err[-3000:]
+    assert "another training process" in ours[0] or "launcher stops every process" in ours[0], ours
+    assert err.count("Traceback") <= 1, err[-3000:]  # torchrun's own report; none from the surviving dsink
+    r = RunDir(run)
+    assert r.read_status()["status"] == "running" and r.state() == "stopped"  # SIGKILL: nobody could mark it
+    with pytest.raises(InputError, match=rf"is stopped after epoch \d+, not finished \(marked running, but "
+                                         rf"process {ranks[0]} on .* is gone\)"):
+        r.require_finished("run")
+    with r.lock(mark_abandoned=True):  # what the next `dsink train --resume` does first
+        st = r.read_status()
+    assert st["status"] == "crashed" and f"process {ranks[0]}" in st["error"] and "ended without marking" in st["error"]

@@ -79,3 +79,28 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, fm
     with pytest.raises(TrainingError, match="non-finite"):
         train_run(cfg, run)
     assert not (run / "eval.json").exists()
+
+
+def test_progress_into_a_pipe_is_one_plain_line_per_epoch(tmp_path):
+    """stderr into a log file or a pipe: no progress-bar redraws ('\\r'), one greppable line per epoch."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+    np.savez(data, X=rng.normal(size=(200, 5)).astype(np.float32), y=rng.integers(0, 3, 200),
+             X_test=rng.normal(size=(30, 5)).astype(np.float32), y_test=rng.integers(0, 3, 30))
+    sets = ["model.name=mlp", "optim.epochs=4", "optim.batch_size=16", "data.imbalance_ratio=1", "data.noise_rate=0.2"]
+    cmd = [sys.executable, "-m", "dsink", "train", "--dataset", "npz", "--root", str(data),
+           *[a for s in sets for a in ("--set", s)], "--out", str(tmp_path / "run")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", DSINK_CACHE=str(tmp_path / "cache"))
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "\r" not in p.stderr and "\r" not in p.stdout
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert [line.split(": ")[1] for line in lines] == [f"epoch {e}/4" for e in range(1, 5)], p.stderr
+    assert all(line.startswith("run: epoch") and "loss " in line and "val_acc " in line for line in lines)
+    quiet = subprocess.run(cmd[:-2] + ["--out", str(tmp_path / "q"), "-q"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert quiet.returncode == 0 and quiet.stderr == ""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import InputError
+from ..fileio import atomic_write
 from ..resolve import check_data_values
 from .datasets import DATASET_REGISTRY, load_dataset
 from .images import ImageFiles, folder_summary
@@ -174,11 +174,9 @@ def cached_labels(cfg: DataConfig, source: Source) -> LabelSet:
     if ls is None:
         ls = make_labels(base, source.num_classes, cfg, human_labels=human, class_map=class_map,
                          fixed_val=source.val_mask)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, indices=ls.indices, noisy=ls.noisy, is_val=ls.is_val, counts=np.asarray(ls.counts))
-        os.replace(tmp, path)
+        arrays = {"indices": ls.indices, "noisy": ls.noisy, "is_val": ls.is_val, "counts": np.asarray(ls.counts)}
+        # atomic, and a full or read-only cache names the file (the CLI's exit 2), not a bare OSError
+        atomic_write(path, lambda f: np.savez(f, **arrays))
     # True labels: known for benchmarks (and user data with a y_true column); when noise is
     # injected into a user's labels, those labels play the part of the truth.
     if source.train_true is not None:

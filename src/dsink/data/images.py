@@ -1,7 +1,8 @@
 """Image files as people have them: folders of class subfolders, or a CSV of paths and labels.
 
 Nothing here decodes a whole data set up front. :class:`ImageFiles` is a lazy, indexable list of files
-that decodes one image on demand (any PIL mode - L, RGB, RGBA, P, I;16, ... - to 3-channel uint8 RGB;
+that decodes one image on demand (any PIL mode - L, RGB, RGBA, P, I;16, ... - to 3-channel uint8 RGB, or
+1-channel grayscale for models trained on 1-channel data;
 shorter side resized to ``image_size``, then centre-cropped square); :mod:`dsink.data.loader` decodes
 them in ``DataLoader`` workers per batch (streaming) or once into memory.
 
@@ -37,28 +38,39 @@ SPLITS = ("train", "val", "test")
 
 
 class UnreadableImage(InputError):
-    """An image file that cannot be decoded (names the file and the cause)."""
+    """An image file that cannot be decoded (names the file and the cause). ``skip_hint`` says how the command
+    at hand skips such files (training: the config key; ``dsink predict``: its switch), see :meth:`hinting`."""
 
-    def __init__(self, path: str, cause: str):
-        self.path, self.cause = path, cause
-        super().__init__(f"image {path!r} cannot be read ({cause}); fix or remove it, or set "
-                         "data.skip_unreadable=true to list and skip unreadable files")
+    SKIP_HINT = "set data.skip_unreadable=true to list and skip unreadable files"
+
+    def __init__(self, path: str, cause: str, more: str = "", skip_hint: str = SKIP_HINT):
+        self.path, self.cause, self.more = path, cause, more
+        super().__init__(f"image {path!r} cannot be read ({cause}){more}; fix or remove it, or {skip_hint}")
+
+    def hinting(self, skip_hint: str) -> "UnreadableImage":
+        """The same error with another way to skip unreadable files."""
+        return UnreadableImage(self.path, self.cause, self.more, skip_hint)
 
 
-def decode_image(path: str, size: int = 0) -> np.ndarray:
-    """The image at ``path`` as a (3, S, S) uint8 array (``size`` > 0) or (3, H, W) in its own size (``size`` 0).
+def decode_image(path: str, size: int = 0, channels: int = 3) -> np.ndarray:
+    """The image at ``path`` as a (C, S, S) uint8 array (``size`` > 0) or (C, H, W) in its own size (``size`` 0),
+    with C = ``channels``: 3 (RGB) or 1 (grayscale, for models trained on 1-channel data such as Fashion-MNIST).
 
-    Every mode is converted to RGB (transparency composited on white); the shorter side is resized to
-    ``size`` (bilinear, with JPEG draft decoding when the file is at least twice as large), then the centre
-    square is cropped. An unreadable file raises :class:`UnreadableImage`.
+    Every mode is converted to RGB (transparency composited on white), then to grayscale when ``channels`` is 1;
+    the shorter side is resized to ``size`` (bilinear, with JPEG draft decoding when the file is at least twice
+    as large), then the centre square is cropped. An unreadable file raises :class:`UnreadableImage`.
     """
     from PIL import Image
 
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, not {channels}")
     try:
         with Image.open(path) as im:
             if size and im.format == "JPEG" and min(im.size) >= 2 * size:
                 im.draft("RGB", (size, size))  # decode at a reduced scale (still >= size): much faster
             im = _to_rgb(im)
+            if channels == 1:
+                im = im.convert("L")
             if size:
                 w, h = im.size
                 s = size / min(w, h)
@@ -70,6 +82,8 @@ def decode_image(path: str, size: int = 0) -> np.ndarray:
             a = np.asarray(im, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise UnreadableImage(str(path), str(e) or type(e).__name__) from None
+    if a.ndim == 2:  # grayscale: (H, W) -> (H, W, 1)
+        a = a[:, :, None]
     return np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
@@ -92,15 +106,17 @@ def _to_rgb(im):
 
 
 class ImageFiles:
-    """A lazy list of image files: ``len``, ``shape`` (N, 3, S, S), ``files[i]`` decodes image ``i``, and
-    ``files[index_array]`` / ``files[slice]`` is the sub-list (nothing decoded)."""
+    """A lazy list of image files: ``len``, ``shape`` (N, C, S, S), ``files[i]`` decodes image ``i``, and
+    ``files[index_array]`` / ``files[slice]`` is the sub-list (nothing decoded). ``channels``: 3 (RGB, the
+    default) or 1 (grayscale)."""
 
-    def __init__(self, paths: Iterable[str] | np.ndarray, size: int = 0):
+    def __init__(self, paths: Iterable[str] | np.ndarray, size: int = 0, channels: int = 3):
         paths = np.asarray(list(paths) if not isinstance(paths, np.ndarray) else paths)
         # UTF-8 bytes in one fixed-width array: a quarter of numpy's str width, and no Python object per path
         # (DataLoader workers share the array copy-on-write without touching reference counts)
         self._raw = paths if paths.dtype.kind == "S" else np.char.encode(paths.astype(str), "utf-8")
         self.size = int(size)
+        self.channels = int(channels)
 
     @property
     def paths(self) -> np.ndarray:
@@ -116,18 +132,19 @@ class ImageFiles:
 
     def __getitem__(self, key):
         if isinstance(key, (int, np.integer)):
-            return decode_image(self.path(key), self.size)
-        return ImageFiles(self._raw[key], self.size)
+            return decode_image(self.path(key), self.size, self.channels)
+        return ImageFiles(self._raw[key], self.size, self.channels)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """(N, 3, S, S); for ``size`` 0, the size of the first image (all must share it)."""
+        """(N, C, S, S); for ``size`` 0, the size of the first image (all must share it)."""
+        c = self.channels
         if self.size:
-            return (len(self), 3, self.size, self.size)
+            return (len(self), c, self.size, self.size)
         if not len(self):
-            return (0, 3, 0, 0)
+            return (0, c, 0, 0)
         h, w = image_header(self.path(0))[:2]
-        return (len(self), 3, h, w)
+        return (len(self), c, h, w)
 
     def nbytes(self) -> int:
         """Bytes of the decoded uint8 array of all the images."""
@@ -166,12 +183,67 @@ def _class_dirs(d: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(d) if e.is_dir() and not e.name.startswith("."))
 
 
+def _inside(path: str, folder: str) -> bool:
+    """``path`` is ``folder`` or lies below it (both real paths)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class FolderWalk:
+    """Lists the image files under folders of one scan, visiting each real folder once.
+
+    Symbolic links to folders are followed unless following them would count files twice or never end: a
+    link into the scanned folder itself (those files are counted where they lie), to a folder already
+    visited, or to one holding a visited folder (a loop such as ``ln -s .. DIR/a/loop``). Such links are
+    collected in :attr:`skipped` and logged once by :meth:`warn_skipped`.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = os.path.realpath(root)
+        self.seen: set[str] = set()  # real paths of the folders visited
+        self.skipped: list[tuple[str, str]] = []  # (link, its target) not followed
+
+    def files(self, d: str | Path) -> list[str]:
+        """The image files under ``d`` (recursively: a folder's files sorted, then its subfolders in order;
+        hidden files and folders skipped)."""
+        out: list[str] = []
+        self._walk(str(d), os.path.realpath(d), out)
+        return out
+
+    def _walk(self, path: str, real: str, out: list[str]) -> None:
+        self.seen.add(real)
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError as e:  # an unreadable folder is skipped, as os.walk does, but not silently
+            log.warning("cannot list folder %s (%s); its images are skipped", path, e.strerror or e)
+            return
+        out.extend(e.path for e in entries if _is_image(e.name) and not e.is_dir())
+        for e in entries:
+            if e.name.startswith(".") or not e.is_dir():
+                continue
+            sub = os.path.realpath(e.path) if e.is_symlink() else os.path.join(real, e.name)
+            if e.is_symlink() and self._revisits(sub):
+                self.skipped.append((e.path, sub))
+                continue
+            self._walk(e.path, sub, out)
+
+    def _revisits(self, target: str) -> bool:
+        """Following a link to ``target`` would reach a folder this scan visits anyway (or loop)."""
+        return _inside(target, self.root) or any(_inside(s, target) for s in self.seen)
+
+    def warn_skipped(self) -> None:
+        if self.skipped:
+            shown = "; ".join(f"{link} -> {target}" for link, target in self.skipped[:10])
+            more = f" (and {len(self.skipped) - 10} more)" if len(self.skipped) > 10 else ""
+            log.warning("skipped %d symbolic link(s) to folders already scanned or holding the scanned folder "
+                        "(a loop); each folder is read once: %s%s", len(self.skipped), shown, more)
+
+
 def image_files_under(d: Path) -> list[str]:
-    """The image files under folder ``d`` (recursively, sorted; hidden files and folders skipped)."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(d, followlinks=True):
-        dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
-        out.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _is_image(f))
+    """The image files under folder ``d`` (recursively, sorted; hidden files and folders skipped; each real
+    folder once, see :class:`FolderWalk`)."""
+    walk = FolderWalk(d)
+    out = walk.files(d)
+    walk.warn_skipped()
     return out
 
 
@@ -210,12 +282,14 @@ def scan_folder(root: str | Path) -> ImageTable:
                          "(or DIR/train/<class>/), or give a CSV with data.csv_path")
     index = {c: i for i, c in enumerate(names)}
     paths, labels, split = [], [], []
+    walk = FolderWalk(root)
     for s, d in parts.items():
         for c in _class_dirs(d):
-            files = image_files_under(d / c)
+            files = walk.files(d / c)
             paths += files
             labels += [index[c]] * len(files)
             split += [s] * len(files)
+    walk.warn_skipped()
     if not paths:
         exts = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise InputError(f"{where} holds no image files in its class subfolders (extensions {exts})")
@@ -266,23 +340,33 @@ def read_csv_table(root: str | Path, csv_path: str | Path, *, need_label: bool =
     return ImageTable(paths, labels, split, class_names, true=true, index_labels=index_labels, where=where)
 
 
-def drop_unreadable(table: ImageTable, size: int, workers: int) -> tuple[ImageTable, list[UnreadableImage]]:
-    """``table`` without the files that cannot be decoded (each is decoded once, in ``workers`` threads)."""
+def unreadable(paths, size: int, workers: int, channels: int = 3) -> list[UnreadableImage | None]:
+    """For each path, the :class:`UnreadableImage` it raises when decoded, or None (``workers`` threads)."""
 
     def bad(p):
         try:
-            decode_image(p, size)
+            decode_image(p, size, channels)
             return None
         except UnreadableImage as e:
             return e
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        errors = list(pool.map(bad, table.paths, chunksize=32))
+        return list(pool.map(bad, paths, chunksize=32))
+
+
+def warn_unreadable(dropped: list[UnreadableImage], how: str) -> None:
+    """Log the files skipped because they cannot be decoded (``how``: the setting that asked for it)."""
+    if dropped:
+        log.warning("skipping %d unreadable image(s) (%s): %s", len(dropped), how,
+                    "; ".join(f"{e.path} ({e.cause})" for e in dropped[:20]) + (" ..." if len(dropped) > 20 else ""))
+
+
+def drop_unreadable(table: ImageTable, size: int, workers: int) -> tuple[ImageTable, list[UnreadableImage]]:
+    """``table`` without the files that cannot be decoded (each is decoded once, in ``workers`` threads)."""
+    errors = unreadable(table.paths, size, workers)
     keep = np.array([e is None for e in errors], dtype=bool)
     dropped = [e for e in errors if e is not None]
-    if dropped:
-        log.warning("skipping %d unreadable image(s) (data.skip_unreadable=true): %s", len(dropped),
-                    "; ".join(f"{e.path} ({e.cause})" for e in dropped[:20]) + (" ..." if len(dropped) > 20 else ""))
+    warn_unreadable(dropped, "data.skip_unreadable=true")
     t = table
     return ImageTable(t.paths[keep], t.labels[keep], t.split[keep], t.class_names,
                       None if t.true is None else t.true[keep], t.index_labels, t.where), dropped

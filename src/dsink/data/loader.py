@@ -135,8 +135,7 @@ def _raise(errors) -> None:
     if not path:
         raise InputError(f"{cause}; set data.image_size=N to resize every image (shorter side, then a centre crop)")
     more = f" ({len(errors) - 1} more in the same batch)" if len(errors) > 1 else ""
-    raise InputError(f"image {path!r} cannot be read ({cause}){more}; fix or remove it, or set "
-                     "data.skip_unreadable=true to list and skip unreadable files")
+    raise UnreadableImage(path, cause, more)
 
 
 def decode_all(files: ImageFiles, workers: int = -1) -> np.ndarray:

@@ -25,6 +25,13 @@ LOCK_NAME = ".lock"
 _HELD: dict[str, bool] = {}  # run directories this process holds a lock on -> whether it is exclusive
 
 
+def lock_holder(run_dir: str | Path) -> str:
+    """The process that holds (or, when nobody does, last held) the lock, as the lock file describes it; empty
+    when the file names none."""
+    holder = _holder(Path(run_dir))
+    return "" if holder == "another process" else holder
+
+
 def _holder(run_dir: Path) -> str:
     try:
         h = json.loads((run_dir / LOCK_NAME).read_text())
@@ -34,8 +41,9 @@ def _holder(run_dir: Path) -> str:
 
 
 def _acquire(fd: int, run_dir: Path, shared: bool, wait: bool, poll_s: float,
-             on_wait: Callable[[str], None] | None) -> None:
-    """Take the flock on ``fd``, waiting (``wait``) or refusing with an InputError naming the holder."""
+             on_wait: Callable[[str], None] | None, busy_hint: str) -> None:
+    """Take the flock on ``fd``, waiting (``wait``) or refusing with an InputError naming the holder and
+    ending in ``busy_hint``."""
     told = False
     while True:
         try:
@@ -44,8 +52,7 @@ def _acquire(fd: int, run_dir: Path, shared: bool, wait: bool, poll_s: float,
         except BlockingIOError:
             holder = _holder(run_dir)
             if not wait:
-                raise InputError(f"run {str(run_dir)!r} is in use by {holder}; wait until it ends, or "
-                                 "choose another --out") from None
+                raise InputError(f"run {str(run_dir)!r} is in use by {holder}; {busy_hint}") from None
             if not told:
                 log.warning("run %s is in use by %s; waiting for it", run_dir, holder)
                 if on_wait is not None:
@@ -56,11 +63,12 @@ def _acquire(fd: int, run_dir: Path, shared: bool, wait: bool, poll_s: float,
 
 @contextlib.contextmanager
 def run_lock(run_dir: str | Path, *, shared: bool = False, wait: bool = False, poll_s: float = 1.0,
-             on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+             on_wait: Callable[[str], None] | None = None, busy_hint: str | None = None) -> Iterator[None]:
     """Hold the lock of ``run_dir`` (creating the folder): exclusive for writers, ``shared`` for readers.
 
     When another process holds it, wait (``wait``; ``on_wait(holder)`` is called once) or raise an
-    :class:`InputError` naming the holder. Re-entrant within one process. A reader on storage where the
+    :class:`InputError` naming the holder and ending in ``busy_hint`` (default: wait, and for a writer, which
+    the training commands are, choose another --out; a command without --out passes its own). Re-entrant within one process. A reader on storage where the
     lock file cannot be created (read-only media) reads without a lock: nobody can write there either.
     """
     run_dir = Path(run_dir)
@@ -80,7 +88,9 @@ def run_lock(run_dir: str | Path, *, shared: bool = False, wait: bool = False, p
             return
         raise
     try:
-        _acquire(fd, run_dir, shared, wait, poll_s, on_wait)
+        if busy_hint is None:
+            busy_hint = "wait until it ends" + ("" if shared else ", or choose another --out")
+        _acquire(fd, run_dir, shared, wait, poll_s, on_wait, busy_hint)
         if not shared:
             info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])[:200]}

@@ -20,26 +20,30 @@ directory of kind ``average``: status, report and predictions, no config or chec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Iterator
 
 import numpy as np
 
 from .. import __version__
-from ..config import EXECUTION_KEYS, RunConfig, flat_keys, load_config, save_config
+from ..config import EXECUTION_KEYS, RunConfig, config_from_dict, flat_keys, read_yaml_config, save_config
 from ..errors import InputError
+from ..resolve import check_values
 from ..fileio import append_text, atomic_write, atomic_write_text, read_json, read_npz, remove_stale_temporaries
-from .checkpoint import load_checkpoint, save_checkpoint
-from .lock import LOCK_NAME, is_locked, run_lock
+from .checkpoint import load_run_checkpoint, save_checkpoint
+from .lock import LOCK_NAME, is_locked, lock_holder, run_lock
 
 log = logging.getLogger(__name__)
 AVERAGE_KIND = "average"  # run.json "kind" of an average run (dsink average)
 CHECKPOINTS = ("last", "best")
+RUN_SECTIONS = ("data", "model", "optim", "train", "method")  # what a run's config.yaml holds
+STATES = ("running", "finished", "crashed", "interrupted")  # run.json "status"
 
 
 def config_diff(a: RunConfig, b: RunConfig, ignore_params: tuple[str, ...] = ()) -> list[str]:
@@ -146,9 +150,39 @@ class RunDir:
 
     # ------------------------------------------------------------------ lock
     def lock(self, *, shared: bool = False, wait: bool = False, poll_s: float = 1.0,
-             on_wait: Callable[[str], None] | None = None) -> ContextManager[None]:
-        """The run's lock (:func:`dsink.runs.lock.run_lock`): exclusive for the writer, ``shared`` for readers."""
-        return run_lock(self.path, shared=shared, wait=wait, poll_s=poll_s, on_wait=on_wait)
+             on_wait: Callable[[str], None] | None = None, busy_hint: str | None = None,
+             mark_abandoned: bool = False) -> ContextManager[None]:
+        """The run's lock (:func:`dsink.runs.lock.run_lock`): exclusive for the writer, ``shared`` for readers.
+        ``mark_abandoned`` (training): a run left ``running`` by a dead process is marked crashed once the lock is
+        taken from nobody (:meth:`_mark_abandoned`); readers see it as ``stopped`` (:meth:`state`) meanwhile."""
+        return self._locked(shared=shared, wait=wait, poll_s=poll_s, on_wait=on_wait, busy_hint=busy_hint,
+                            mark=mark_abandoned)
+
+    @contextlib.contextmanager
+    def _locked(self, *, shared: bool, mark: bool, **kwargs) -> Iterator[None]:
+        fresh = mark and not shared and not self.is_locked()  # not re-entrant: this process does not hold it yet
+        previous = self.last_holder() if fresh else ""  # read before taking the lock writes this process there
+        with run_lock(self.path, shared=shared, **kwargs):
+            if fresh:
+                self._mark_abandoned(previous)
+            yield
+
+    def _mark_abandoned(self, holder: str) -> None:
+        """With the exclusive lock just taken: a status still ``running`` was left by a process that died without
+        marking it (SIGKILL, a killed torchrun rank 0, a power cut); say so in run.json."""
+        try:
+            if self.read_status().get("status") != "running":
+                return
+            who = f"the process that ran it ({holder})" if holder else "the process that ran it"
+            self.write_status(status="crashed", error=f"{who} ended without marking it (killed?)")
+            log.warning("run %s was marked running, but %s is gone: marked crashed", self, holder)
+        except (OSError, InputError) as e:  # read-only storage, a damaged run.json: leave it to the reader
+            log.debug("could not mark %s crashed: %s", self, e)
+
+    def last_holder(self) -> str:
+        """Who held the run's lock last (its process, host, command and start) as the lock file says; empty when
+        it says nothing (a holder that ended normally empties it)."""
+        return lock_holder(self.path)
 
     def is_locked(self) -> bool:
         """True when a process (this one included) holds the exclusive lock."""
@@ -156,11 +190,20 @@ class RunDir:
 
     # ------------------------------------------------------------------ status
     def read_status(self) -> dict[str, Any]:
-        """Contents of ``run.json`` (empty when absent or unreadable)."""
-        try:
-            return json.loads((self.path / self.STATUS).read_text())
-        except (OSError, json.JSONDecodeError):
+        """Contents of ``run.json`` (empty when absent), validated: a file edited by hand into something
+        dsink never writes is an InputError naming it (the file is written atomically, so never torn)."""
+        path = self.path / self.STATUS
+        if not path.exists():
             return {}
+        fix = f"restore the file, or start the run over with --force (dsink average: recreate it)"
+        st = read_json(path, fix)
+        for key, ok, valid in (("status", lambda v: v in STATES, " or ".join(STATES)),
+                               ("kind", lambda v: isinstance(v, str), "a string"),
+                               ("epochs", lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+                               ("error", lambda v: v is None or isinstance(v, str), "a string or null")):
+            if key in st and not ok(st[key]):
+                raise InputError(f"{str(path)!r}: {key} is {st[key]!r}, not {valid}; {fix}")
+        return st
 
     def write_status(self, **fields) -> None:
         """Update ``run.json`` atomically."""
@@ -175,7 +218,7 @@ class RunDir:
 
     def state(self) -> str:
         """``finished``, ``running`` (a live process holds the run), ``stopped`` (marked running, but its process
-        is gone: killed), ``crashed``, ``interrupted`` or ``unknown``."""
+        is gone: killed, see :meth:`last_holder`), ``crashed``, ``interrupted`` or ``unknown``."""
         status = self.read_status().get("status", "unknown")
         if status == "running" and not self.is_locked():
             return "stopped"
@@ -193,6 +236,9 @@ class RunDir:
         done = self.epochs_done()
         done = f" after epoch {done}" if done is not None else ""
         msg = f"{what} {str(self)!r} is {state}{done}, not finished"
+        holder = self.last_holder() if state == "stopped" else ""
+        if holder:  # run.json says running, but nobody holds the run: the process that did died
+            msg += f" (marked running, but {holder} is gone)"
         if allow_unfinished:
             log.warning("%s; using it as it is", msg)
             return
@@ -219,7 +265,17 @@ class RunDir:
         if not path.is_file():
             raise InputError(f"{str(self)!r} is not a dsink run directory (no {self.CONFIG}); pass a folder made by "
                              "dsink train")
-        return load_config(path)
+        fix = "restore the file as dsink wrote it, or retrain the run with --force"
+        try:
+            data = read_yaml_config(path)
+            missing = [k for k in RUN_SECTIONS if not isinstance(data.get(k), dict)]
+            if missing:  # a run stores its whole resolved config: a section short is an edit, not a default
+                raise InputError(f"it lacks the section(s) {', '.join(missing)}")
+            cfg = config_from_dict(data)
+            check_values(cfg)
+        except InputError as e:
+            raise InputError(f"run config {str(path)!r} is not one dsink wrote: {e}; {fix}") from None
+        return cfg
 
     def save_config(self, cfg: RunConfig) -> None:
         save_config(cfg, self.path / self.CONFIG)
@@ -228,15 +284,25 @@ class RunDir:
     def read_metrics(self, upto: int | None = None) -> list[dict[str, Any]]:
         """The per-epoch rows (those with epoch <= ``upto`` when given); a torn last line from a crash is dropped."""
         path = self.path / self.METRICS
+        if not path.exists():
+            return []
+        fix = "restore the file, or retrain the run with --force"
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise InputError(f"{str(path)!r} is not text (JSON rows); {fix}") from None
+        lines = text.splitlines()
+        if lines and not text.endswith("\n"):  # the last row was being appended when the process died
+            lines, torn = lines[:-1], lines[-1]
+            if _json_row(torn) is not None:
+                lines.append(torn)
         rows = []
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(r, dict) and (upto is None or r.get("epoch", 0) <= upto):
-                    rows.append(r)
+        for i, line in enumerate(lines, 1):
+            r = _json_row(line)
+            if r is None:
+                raise InputError(f"{str(path)!r} line {i} is not a JSON row with an integer epoch; {fix}")
+            if upto is None or r["epoch"] <= upto:
+                rows.append(r)
         return rows
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
@@ -248,12 +314,8 @@ class RunDir:
 
     def epochs_done(self) -> int | None:
         """The last epoch logged (None when there is none)."""
-        for row in reversed(self.read_metrics()):
-            try:
-                return int(row["epoch"])
-            except (ValueError, KeyError, TypeError):
-                continue
-        return None
+        rows = self.read_metrics()  # validated: every row has an integer epoch
+        return rows[-1]["epoch"] if rows else None
 
     # ------------------------------------------------------------------ evaluation and predictions
     def read_eval(self) -> dict[str, Any]:
@@ -263,6 +325,11 @@ class RunDir:
         for key, kind in (("last", dict), ("data_fingerprint", str), ("num_classes", int)):
             if not isinstance(info.get(key), kind):
                 raise InputError(f"{str(self.eval_path)!r} lacks a valid {key!r}; {fix}")
+        for key in ("last", "best"):
+            if key in info and info[key] is not None:
+                problem = _report_problem(info[key], info["num_classes"], best=key == "best")
+                if problem:
+                    raise InputError(f"{str(self.eval_path)!r}: {key!r} {problem}; {fix}")
         return info
 
     def data_fingerprint(self) -> str:
@@ -287,8 +354,11 @@ class RunDir:
                 _check_probs(a, k, f"{str(path)!r}: {name}", fix)
             elif a.dtype.kind not in "iu" or a.ndim != 1:
                 raise InputError(f"{str(path)!r}: {name} is not a 1-D integer array; {fix}")
-        if len(arrays["train_probs"]) != len(arrays["train_noisy"]):
-            raise InputError(f"{str(path)!r}: train_probs and train_noisy have different lengths; {fix}")
+        for split in ("train", "val", "test"):  # one row per sample of the split in every array of it
+            lengths = {n: len(a) for n, a in arrays.items() if n.removeprefix("best_").startswith(f"{split}_")}
+            if len(set(lengths.values())) > 1:
+                shown = ", ".join(f"{n} {k}" for n, k in lengths.items())
+                raise InputError(f"{str(path)!r}: the {split} arrays have different lengths ({shown}); {fix}")
         return arrays
 
     def write_predictions(self, arrays: dict[str, np.ndarray]) -> None:
@@ -375,7 +445,7 @@ class RunDir:
         save_checkpoint(state, self.checkpoint_path(which))
 
     def load_checkpoint(self, which: str = "last", map_location="cpu") -> dict[str, Any]:
-        return load_checkpoint(self.checkpoint_path(which), map_location=map_location)
+        return load_run_checkpoint(self.checkpoint_path(which), map_location=map_location)
 
     def remove_stale_temporaries(self) -> list[Path]:
         """Delete the temporary files a process killed mid-write left in the run and its checkpoint folder."""
@@ -396,10 +466,11 @@ class RunDir:
         holding other files is refused.
         """
         if self.has_config():
-            status = self.read_status().get("status", "unknown")
-            if force:
+            if force:  # before anything is read: --force also starts over a run whose files were damaged
                 self.wipe()
-            elif resume:
+                return self._start(cfg)
+            status = self.read_status().get("status", "unknown")
+            if resume:
                 diff = config_diff(self.load_config(), cfg, ignore_params)
                 if diff:
                     raise InputError(
@@ -414,10 +485,45 @@ class RunDir:
                                  "to restart it")
         elif self.path.exists() and (not self.path.is_dir() or self.holds_files()):
             raise InputError(f"{str(self)!r} exists and is not a dsink run directory; choose another --out")
+        return self._start(cfg)
+
+    def _start(self, cfg: RunConfig) -> bool:
         self.path.mkdir(parents=True, exist_ok=True)
         self.save_config(cfg)
         self.write_status(status="running")
         return True
+
+
+REPORT_SCORES = ("top1", "macro_f1", "many_acc", "medium_acc", "few_acc")  # what tables and plots read
+
+
+def _number_or_none(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _report_problem(r, num_classes: int, best: bool) -> str:
+    """What is wrong with one checkpoint's scores in an evaluation report ('' when nothing is)."""
+    if not isinstance(r, dict):
+        return "is not a mapping of scores"
+    bad = [k for k in REPORT_SCORES if not _number_or_none(r.get(k))]
+    if bad:
+        return f"has no number for {', '.join(bad)}"
+    acc = r.get("per_class_acc")
+    if not (isinstance(acc, list) and len(acc) == num_classes and all(_number_or_none(a) for a in acc)):
+        return f"has no per_class_acc list of {num_classes} numbers"
+    if best and not isinstance(r.get("epoch"), int):
+        return "has no integer epoch"
+    return ""
+
+
+def _json_row(line: str) -> dict[str, Any] | None:
+    """A metrics row (a JSON object with an integer ``epoch``), or None when ``line`` is not one."""
+    try:
+        r = json.loads(line)
+    except ValueError:
+        return None
+    ok = isinstance(r, dict) and isinstance(r.get("epoch"), int) and not isinstance(r["epoch"], bool)
+    return r if ok else None
 
 
 def _read_npy_dir(folder: Path, fix: str, required: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -73,7 +73,7 @@ def _mark_stopped(run: RunDir, err: BaseException) -> None:
     status = "interrupted" if isinstance(err, KeyboardInterrupt) else "crashed"
     try:
         run.write_status(status=status, error=f"{type(err).__name__}: {err}"[:500])
-    except OSError as e:  # e.g. the disk that made it crash is still full
+    except (OSError, InputError) as e:  # e.g. the disk that made it crash is still full, or run.json was damaged
         log.warning("could not mark run %s as %s (%s)", run, status, e)
 
 
@@ -101,7 +101,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, forc
         todo, err = False, None
         if info.is_main:  # only rank 0 touches the run directory; the others follow its decision
             try:
-                stack.enter_context(run.lock(wait=wait, on_wait=on_wait))
+                stack.enter_context(run.lock(wait=wait, on_wait=on_wait, mark_abandoned=True))
                 todo = run.prepare(cfg, resume=resume, force=force, ignore_params=resumable_params(cfg.method, run))
                 if todo:
                     store_inputs(run, inputs, data.fingerprint)
@@ -131,6 +131,12 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, forc
         except BaseException as e:
             if info.is_main:
                 _mark_stopped(run, e)
+            if distributed.peer_lost(e):  # one dsink line instead of gloo's/NCCL's traceback
+                raise distributed.PeerLost(
+                    f"process {info.rank} of {info.world}: another training process of the run {str(run)!r} "
+                    f"stopped, so a collective failed ({str(e).strip().splitlines()[0][:160]})"
+                    + ("; the run is marked crashed" if info.is_main else "") +
+                    f"; resume it with the same torchrun command and `--resume --out {run}`") from e
             raise
         distributed.barrier()
         return report
@@ -169,7 +175,7 @@ def evaluate_run(run_dir: str | Path, *, device: str | None = None, progress: bo
     inputs = method_inputs(cfg.method, data.fingerprint, run, allow_unfinished=cfg.train.allow_unfinished_runs)
     trainer = Trainer(cfg, data, run, progress=progress, inputs=inputs)
     state = run.state()
-    with run.lock():  # refuses a run another process is training
+    with run.lock(busy_hint="wait until it ends, then evaluate it again"):  # refuses a run being trained
         store_inputs(run, inputs, data.fingerprint)  # a run made before runs stored their inputs: now it does
         trainer.epoch = trainer.load_weights("last")
         if trainer.epoch < cfg.optim.epochs or state != "finished":

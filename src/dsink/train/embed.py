@@ -23,7 +23,7 @@ from ..config import RunConfig
 from ..data import build_data
 from ..errors import InputError
 from ..fileio import atomic_write
-from .engine import SPLITS, Trainer
+from .engine import SPLITS, Trainer, progress_bars, progress_log
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,9 @@ def embed(cfg: RunConfig, out: str | Path, *, progress: bool = False) -> dict[st
 
 def _bar(it, total: int, desc: str, on: bool):
     if not on:
+        return it
+    if not progress_bars():  # a log file or a pipe: one line per split, no redrawn bar
+        progress_log.info("%s: %d batches", desc, total)
         return it
     from tqdm.auto import tqdm
 

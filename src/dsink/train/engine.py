@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,12 +29,23 @@ from ..errors import InputError, TrainingError
 from ..methods import MethodContext, build_method
 from ..models import IMAGENET_MEAN, IMAGENET_STD, build_model, has_backbone
 from ..runs import RunDir
+from ..runs.checkpoint import restoring
 from .augment import InputPipeline
 from .optim import get_optimizer
 from .schedule import lr_at
 from .tensorboard import epoch_logger
 
 log = logging.getLogger(__name__)
+# progress where stderr is no terminal (a log file, a pipe): one plain line per epoch instead of progress bars,
+# whose carriage-return redraws fill such logs; the CLI shows this logger's INFO lines, library users opt in
+progress_log = logging.getLogger("dsink.progress")
+
+
+def progress_bars() -> bool:
+    """Progress bars only on a terminal or in a notebook (tqdm.auto draws a widget there); elsewhere progress is
+    one line per epoch on :data:`progress_log`."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty()) or "ipykernel" in sys.modules
 
 
 # the metric whose best epoch is kept as checkpoints/best.pt ("top-1 @best val"): the class-balanced accuracy on
@@ -92,6 +104,7 @@ class Trainer:
         self.eval_batch_size = cfg.train.eval_batch_size
         self.dist = distributed.current()
         self.progress = progress and self.dist.is_main
+        self.bars = self.progress and progress_bars()  # else one progress_log line per epoch
         self.device = resolve_device(cfg.train.device)
         if self.dist.active and self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -210,7 +223,8 @@ class Trainer:
             m.eval()
         out = []
         n = len(self.inputs[split]) if rows is None else len(rows)
-        bar = tqdm(total=n, desc=progress, unit="img", disable=progress is None, leave=False, dynamic_ncols=True)
+        bar = tqdm(total=n, desc=progress, unit="img", disable=progress is None or not progress_bars(), leave=False,
+                   dynamic_ncols=True)
         try:
             with self.autocast():
                 for idx, raw in self.batches(split, rows):
@@ -267,8 +281,9 @@ class Trainer:
         if state.get("data_fingerprint") != self.data.fingerprint:
             raise InputError(f"checkpoint {str(self.run.checkpoint_path(which))!r} was made on different data; "
                              "re-run training for this config")
-        for k, m in self.models.items():
-            m.load_state_dict(state["models"][k])
+        with restoring(self.run.checkpoint_path(which)):
+            for k, m in self.models.items():
+                m.load_state_dict(state["models"][k])
         return int(state["epoch"])
 
     # ------------------------------------------------------------------ training
@@ -289,7 +304,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         correct = torch.zeros((), device=self.device)
         fresh = torch.zeros_like(self.last_pred)  # this epoch's predictions + 1 (0: not seen by this process)
-        bar = tqdm(range(iters), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not self.progress,
+        bar = tqdm(range(iters), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not self.bars,
                    unit="batch", dynamic_ncols=True)
         t0 = time.perf_counter()
         for it in bar:
@@ -370,6 +385,12 @@ class Trainer:
         return {"train_correction": float((pred[noisy] == true[noisy]).mean()) if noisy.any() else None,
                 "train_acc_true": float((pred == true).mean())}
 
+    def _epoch_line(self, row: dict[str, Any]) -> str:
+        """One plain progress line: the run, the epoch, its loss and validation accuracy, its time."""
+        parts = [f"{k} {row[k]:.4f}" for k in ("loss", "train_acc_noisy", "val_acc") if isinstance(row.get(k), float)]
+        return (f"{self.run.name}: epoch {self.epoch}/{self.cfg.optim.epochs}: " + ", ".join(parts)
+                + f", {row['time_s']:.1f} s")
+
     def fit(self, *, resume: bool = False, stop_after: int | None = None) -> list[dict[str, Any]]:
         """Train to ``optim.epochs`` (or stop after ``stop_after`` epochs in total); returns the metrics rows.
 
@@ -380,7 +401,9 @@ class Trainer:
             for p in run.remove_stale_temporaries():
                 log.info("removed %s left by an interrupted write", p)
         if resume and run.has_checkpoint("last"):
-            self.load_state_dict(run.load_checkpoint("last", map_location=self.device))
+            state = run.load_checkpoint("last", map_location=self.device)
+            with restoring(run.checkpoint_path("last")):
+                self.load_state_dict(state)
             log.info("resuming %s after epoch %d", run, self.epoch)
         main = self.dist.is_main
         rows = run.read_metrics(upto=self.epoch)
@@ -420,6 +443,8 @@ class Trainer:
                     run.write_selection({k: _numpy(v) for k, v in selection.items()})
             distributed.barrier()
             log.info("epoch %d: %s", self.epoch, {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
+            if self.progress and not self.bars:
+                progress_log.info("%s", self._epoch_line(row))
         if board is not None:
             board.close()
         return rows

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..data import build_data
-from ..data.images import ImageFiles, image_files_under, read_csv_table
+from ..data.images import ImageFiles, UnreadableImage, image_files_under, read_csv_table, unreadable, warn_unreadable
 from ..data.loader import StreamInputs, make_inputs
 from ..errors import InputError, check_choice
 from ..fileio import atomic_write_text, read_npz
@@ -21,11 +21,13 @@ from .engine import Trainer
 from .inputs import method_inputs
 
 log = logging.getLogger(__name__)
+SKIP_HINT = "pass --skip-unreadable to list and skip unreadable files"  # predict's way, not data.skip_unreadable
 
 
-def _new_inputs(data_path: Path, trainer: Trainer):
+def _new_inputs(data_path: Path, trainer: Trainer, skip_unreadable: bool = False):
     """The raw inputs and names of the samples to label: image files (a folder, searched recursively, or a CSV
-    with a ``path`` column) for image runs, an ``.npz`` with ``X`` for feature runs."""
+    with a ``path`` column) for image runs, an ``.npz`` with ``X`` for feature runs. ``skip_unreadable``: image
+    files that cannot be decoded are dropped (and listed in a warning)."""
     kind = trainer.data.kind
     cfg = trainer.cfg
     if kind == "features":
@@ -37,7 +39,8 @@ def _new_inputs(data_path: Path, trainer: Trainer):
             raise InputError(f"--data {str(data_path)!r}: X must be finite numbers of shape (N, {d}), got "
                              f"{x.shape} {x.dtype}")
         return make_inputs(x.astype(np.float32), trainer.device, "memory"), [str(i) for i in range(len(x))]
-    size = cfg.data.image_size or trainer.data.input_shape[-1]  # the training images' size
+    # decode to what the network was trained on: its channel count (1 for Fashion-MNIST) and image size
+    channels, size = trainer.data.input_shape[0], cfg.data.image_size or trainer.data.input_shape[-1]
     if data_path.is_dir():
         paths = image_files_under(data_path)
     elif data_path.is_file() and data_path.suffix.lower() == ".csv":
@@ -46,13 +49,20 @@ def _new_inputs(data_path: Path, trainer: Trainer):
         raise InputError(f"--data {str(data_path)!r} is neither a folder of images nor a CSV with a path column")
     if not paths:
         raise InputError(f"--data {str(data_path)!r} holds no image files")
-    return StreamInputs(ImageFiles(paths, size), trainer.device, cfg.data.workers), paths
+    if skip_unreadable:
+        errors = unreadable(paths, size, max(1, cfg.data.workers) * 2, channels)
+        warn_unreadable([e for e in errors if e is not None], "--skip-unreadable")
+        paths = [p for p, e in zip(paths, errors) if e is None]
+        if not paths:
+            raise InputError(f"--data {str(data_path)!r}: none of its image files can be read")
+    return StreamInputs(ImageFiles(paths, size, channels), trainer.device, cfg.data.workers), paths
 
 
 def predict_files(run_dir: str | Path, data_path: str | Path, out_csv: str | Path, *, checkpoint: str = "last",
-                  device: str | None = None, progress: bool = False) -> dict[str, Any]:
+                  device: str | None = None, progress: bool = False, skip_unreadable: bool = False) -> dict[str, Any]:
     """Write ``out_csv``: for each new sample its name (file path or row), predicted class, confidence and
-    probability of each class, from the run's ``last`` or ``best`` checkpoint. Returns a summary."""
+    probability of each class, from the run's ``last`` or ``best`` checkpoint. Returns a summary.
+    ``skip_unreadable``: leave out image files that cannot be decoded (listed in a warning) instead of refusing."""
     check_choice(checkpoint, ("last", "best"), "checkpoint")
     run = RunDir(run_dir)
     if run.is_average:
@@ -71,9 +81,12 @@ def predict_files(run_dir: str | Path, data_path: str | Path, out_csv: str | Pat
         inputs = method_inputs(cfg.method, data.fingerprint, run, allow_unfinished=True)
         trainer = Trainer(cfg, data, run, inputs=inputs)
         epoch = trainer.load_weights(checkpoint)
-    new, names = _new_inputs(Path(data_path), trainer)
+    new, names = _new_inputs(Path(data_path), trainer, skip_unreadable)
     trainer.inputs["new"] = new
-    probs = trainer.predict_logits("new", progress="predict" if progress else None).softmax(1).cpu().numpy()
+    try:
+        probs = trainer.predict_logits("new", progress="predict" if progress else None).softmax(1).cpu().numpy()
+    except UnreadableImage as e:  # the training hint (data.skip_unreadable) is not a predict option
+        raise e.hinting(SKIP_HINT) from None
     pred = probs.argmax(1)
     classes = data.class_names
     buf = io.StringIO()
