@@ -71,3 +71,17 @@ def test_tiny_folder_two_epochs_does_not_collapse(tmp_path, tiny_folder):
     with np.load(target / "predictions.npz") as z:
         pred, val = z["val_probs"].argmax(1), z["val_noisy"]
     assert set(pred.tolist()) == {0, 1, 2} and (pred == val).mean() >= 2 / 3
+
+
+def test_unfit_auxiliary_needs_a_blind_class_and_a_lower_validation_score():
+    from dsink.methods.dsink import TRUST_MARGIN, unfit_auxiliary
+
+    labels = torch.arange(3).repeat_interleave(30)
+    fit = torch.eye(3)[labels] * 0.7 + 0.1
+    blind = torch.eye(3)[torch.where(labels == 2, 0, labels)] * 0.7 + 0.1  # never predicts class 2
+    low, high = {"imbalance": 0.9, "noise": 0.9 - 2 * TRUST_MARGIN}, {"imbalance": 0.9, "noise": 0.9}
+    assert unfit_auxiliary(fit, blind, labels, low) == "noise"
+    assert unfit_auxiliary(fit, blind, labels, high) is None  # blind but not worse on validation: kept
+    assert unfit_auxiliary(fit, fit, labels, low) is None  # worse on validation but blind to nothing: kept
+    assert unfit_auxiliary(blind, fit, labels, {"imbalance": 0.5, "noise": 0.9}) == "imbalance"
+    assert unfit_auxiliary(fit, blind, labels, None) is None  # no validation split: nothing is called unfit

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 BASE_LOSSES = ("none", "ce", "la", "gce")
 DISTILL_LOSSES = ("plain", "adjusted")
 CALIBRATIONS = ("none", "agreement")
+TRUSTS = ("both", "validated")
+TRUST_MARGIN = 0.05  # class-balanced noisy-validation accuracy: the noisy split ranks close models within ~0.01
 MIN_TEMPERATURE = 0.05  # the sharpest calibration: p ** 20, renormalised (close to the auxiliaries' hard labels)
 # which checkpoint of each auxiliary run a distillation reads: both runs' last epoch, both runs' selected checkpoint,
 # or f_L's selected checkpoint and f_N's last epoch (imbalance_selected)
@@ -68,7 +70,7 @@ PRESETS: dict[str, dict[str, object]] = {
     "dsink": {},  # dsink's default: the dataclass defaults below
     "paper": {"cost": "noise+target", "eps": 2.0, "class_totals": "soft", "distill": "plain", "base_loss": "ce",
               "alpha": 1.0, "aux_checkpoint": "last", "target_probs": "eval", "target_ema": 0.0, "refresh_every": 1,
-              "init": "scratch", "blind_vote": 0.0, "calibrate": "none"},
+              "init": "scratch", "blind_vote": 0.0, "calibrate": "none", "trust": "both"},
 }
 
 
@@ -95,6 +97,9 @@ class DSinkParams(DistillParams):
     max_iter: int = 1000  # solver iteration cap
     solver_dtype: str = "float64"  # float64 | float32 (float32 halves memory; its error floor is ~sqrt(N)*6e-8)
     solver: str = "auto"  # auto (Newton on the semi-dual up to 32 classes, Sinkhorn beyond) | newton | sinkhorn
+    trust: str = "both"  # both | validated: an auxiliary that is blind to a class the other predicts in agreement
+    #                      with its labels AND scores TRUST_MARGIN below the other on the noisy validation split is
+    #                      replaced by the other in the totals, the kernel and the guard (docs/research/regimes.md)
 
 
 def expand_preset(params: dict) -> dict:
@@ -139,6 +144,25 @@ def agreement_temperature(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: to
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if confidence(mid) > agree else (lo, mid)
     return hi, conf, agree
+
+
+def unfit_auxiliary(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: torch.Tensor,
+                    scores: dict[str, float] | None) -> str | None:
+    """The role (``imbalance`` or ``noise``) of an auxiliary that is unfit for the data, or None: blind to a class
+    the other auxiliary predicts in agreement with its noisy labels (the health check's rule,
+    :func:`dsink.eval.health.blind_classes`) and below the other by TRUST_MARGIN in class-balanced noisy-validation
+    accuracy (``scores``; without them nothing is called unfit)."""
+    from ..eval.health import blind_classes
+
+    if not scores or scores.get("imbalance") is None or scores.get("noise") is None:
+        return None
+    y = labels.cpu().numpy()
+    pl, pn = p_imb.cpu().numpy(), p_noise.cpu().numpy()
+    for role, mine, other, me, them in (("noise", pn, pl, "noise", "imbalance"),
+                                        ("imbalance", pl, pn, "imbalance", "noise")):
+        if scores[me] < scores[them] - TRUST_MARGIN and blind_classes(mine, other, y):
+            return role
+    return None
 
 
 def blind_class_rows(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -280,12 +304,24 @@ class DSink(_Distill):
         check_choice(p.init, ("scratch", "noise"), "init")
         check_choice(p.solver_dtype, ("float64", "float32"), "solver_dtype")
         check_choice(p.solver, SOLVERS, "solver")
+        check_choice(p.trust, TRUSTS, "trust")
         if p.alpha < 0 or p.refresh_every < 1 or p.eps < 0:
             raise InputError("D-SINK needs alpha >= 0, refresh_every >= 1 and eps >= 0 (0: one per model in the cost)")
         if not 0.0 <= p.blind_vote <= 1.0:
             raise InputError(f"method.params.blind_vote must be in [0, 1] (0: off; the share of f_L's agreeing samples "
                              f"below which f_N's count makes a class blind), got {p.blind_vote}")
         super().__init__(params, ctx)
+        self.unfit = None  # trust=validated: the auxiliary replaced by the other (fixed by the auxiliaries)
+        if p.trust == "validated" and ctx.labels is not None:
+            self.unfit = unfit_auxiliary(self.p_imb, self.p_noise, torch.as_tensor(ctx.labels), ctx.aux_scores)
+            if self.unfit == "noise":
+                log.warning("trust=validated: f_N is blind to a class f_L predicts and scores below it on the noisy "
+                            "validation split; D-SINK follows f_L alone (totals, kernel)")
+                self.p_noise = self.p_imb
+            elif self.unfit == "imbalance":
+                log.warning("trust=validated: f_L is blind to a class f_N predicts and scores below it on the noisy "
+                            "validation split; D-SINK follows f_N alone (totals, kernel)")
+                self.p_imb = self.p_noise
         # class totals over the whole training set, fixed for the run (every process holds all rows of f_L and f_N)
         self.totals = class_totals_from(self.p_imb, resolve_class_totals(p.class_totals, ctx.aux_scores),
                                         float(ctx.num_train), False, p_noise=self.p_noise)
@@ -329,6 +365,7 @@ class DSink(_Distill):
         self.set_target(q)
         if epoch == 0:
             extra["aux_temperature"] = self.temperature
+            extra["unfit_auxiliary"] = {None: 0, "imbalance": 1, "noise": 2}[self.unfit]
         disagree = float((self.Q.argmax(1) != trainer.train_y).float().mean())
         return {"sinkhorn_iters": res.iterations, "sinkhorn_error": res.marginal_error, "q_disagree": disagree,
                 **extra}
