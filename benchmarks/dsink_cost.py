@@ -15,7 +15,7 @@ Usage: python benchmarks/dsink_cost.py [--epochs 15] [--repeats 1] [--recipe mlp
 ``--device cuda`` runs every model on the GPU (``train.device``; exit 2 with a message when CUDA is absent).
 ``--config configs/cifar10_lt100_uniform40.yaml --recipe none --set data.root=DIR`` times the CIFAR-shaped ResNet-32
 (benchmarks/gpu_check.sh). ``--variant "tol 1e-4=tol=1e-4"`` also times a D-SINK target with those
-``method.params``. ``--profile`` adds one more epoch of each model, not timed with the others, with every part of
+``method.params``. ``--profile [EPOCHS]`` adds 3 (EPOCHS) more epochs of each model, not among the timed ones, with every part of
 its step timed apart (the device synchronised around each part on CUDA): the per-step breakdown that says where
 the distillation's extra time goes.
 """
@@ -87,8 +87,7 @@ class PartTimer:
 
         setattr(obj, attr, timed)
 
-    def epoch(self) -> tuple[dict[str, float], int]:
-        """Run one more epoch with its parts timed: (seconds by part, steps)."""
+    def install(self) -> None:
         t, m = self.t, self.t.method
         for net in t.models.values():
             self.wrap(net, "forward", "forward")
@@ -99,6 +98,11 @@ class PartTimer:
         self.wrap(m, "on_epoch_end", "epoch end")
         self.wrap(t, "_run_epoch", "training pass")
         self.wrap(t, "_val_metrics", "validation pass")
+        self.epochs = self.steps = 0
+
+    def epoch(self) -> None:
+        """Run one more epoch with its parts timed."""
+        t = self.t
         backward = torch.Tensor.backward
 
         def timed_backward(tensor, *a, **k):
@@ -117,18 +121,24 @@ class PartTimer:
             torch.Tensor.backward = backward
         n = len(t.train_y)
         bs = min(t.cfg.optim.batch_size, n)
-        steps = n // bs if n % bs == 1 else -(-n // bs)
+        self.steps += n // bs if n % bs == 1 else -(-n // bs)
+        self.epochs += 1
+        self.sums["epoch"] += row["time_s"]
+
+    def result(self) -> dict:
+        """Milliseconds per step of the step's parts and per epoch of the epoch's."""
         s = dict(self.sums)
         s["loss and per-step state (step - forward)"] = s.pop("step") - s["forward"]
         s["engine per step (inputs, lr, metrics)"] = (s["training pass"] - s["forward"] - s["backward"]
                                                       - s["optimizer"] - s["loss and per-step state (step - forward)"])
-        s["epoch"] = row["time_s"]
-        return s, steps
+        return {"epochs": self.epochs, "steps": self.steps,
+                "ms": {k: 1e3 * v / (self.epochs if k in PER_EPOCH else self.steps) for k, v in s.items()}}
 
 
 PROFILE_ORDER = ("forward", "loss and per-step state (step - forward)", "backward", "optimizer",
                  "engine per step (inputs, lr, metrics)", "epoch start (D-SINK: refresh of Q)", "epoch end",
                  "validation pass", "epoch")
+PER_EPOCH = {"epoch start (D-SINK: refresh of Q)", "epoch end", "validation pass", "epoch"}
 
 
 def torchrun(args: list[str], cwd: Path) -> None:
@@ -147,7 +157,8 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     ap.add_argument("--device", default="cpu", help="train.device of every model: cpu, cuda or cuda:N")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (train.num_threads; 0: torch's default)")
-    ap.add_argument("--profile", action="store_true", help="also print the per-step breakdown of one more epoch")
+    ap.add_argument("--profile", type=int, nargs="?", const=3, default=0, metavar="EPOCHS",
+                    help="also print the per-step breakdown of EPOCHS (3) more epochs of each model")
     ap.add_argument("--torchrun", action="store_true", help="also time CE and D-SINK under torchrun with 2 gloo processes")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=VALUE[,KEY=VALUE]",
                     help="also time D-SINK with these method.params (repeatable)")
@@ -197,9 +208,14 @@ def main() -> int:
                     epochs[n].append(row["time_s"])
                     starts[n].append(row.get("epoch_start_s", 0.0))
             if args.profile and rep == args.repeats - 1:
-                for n in names:
-                    s, steps = PartTimer(trainers[n]).epoch()
-                    profiles[n] = {"steps": steps, "seconds": s}
+                timers = {n: PartTimer(trainers[n]) for n in names}
+                for timer in timers.values():
+                    timer.install()
+                for e in range(args.profile):  # interleaved as the timed epochs
+                    k = e % len(names)
+                    for n in names[k:] + names[:k]:
+                        timers[n].epoch()
+                profiles = {n: timers[n].result() for n in names}
             del trainers
         if args.torchrun:
             sets = [a for o in over for a in ("--set", o)]
@@ -225,14 +241,12 @@ def main() -> int:
               f"{r['epoch_ratio']:>13.3f}{r['sum_ratio']:>11.3f}")
     if profiles:
         report["profile"] = profiles
-        print("\nper-step breakdown of one more epoch (ms per step; epoch-level parts in ms per epoch):")
+        print(f"\nwhere the time goes: {args.profile} more epochs of each model, every part timed apart "
+              "(ms per step; the last four rows ms per epoch)")
         print(f"{'part':<44}" + "".join(f"{n:>12}" for n in names) + f"{'kd - ce':>10}{'dsink - ce':>12}")
         for part in PROFILE_ORDER:
-            per_step = part not in ("epoch start (D-SINK: refresh of Q)", "epoch end", "validation pass", "epoch")
-            v = {n: 1e3 * profiles[n]["seconds"].get(part, 0.0) / (profiles[n]["steps"] if per_step else 1)
-                 for n in names}
-            unit = "/step" if per_step else "/epoch"
-            print(f"{part + ' ' + unit:<44}" + "".join(f"{v[n]:>12.3f}" for n in names)
+            v = {n: profiles[n]["ms"].get(part, 0.0) for n in names}
+            print(f"{part:<44}" + "".join(f"{v[n]:>12.3f}" for n in names)
                   + f"{v['kd'] - v['ce']:>+10.3f}{v['dsink'] - v['ce']:>+12.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
