@@ -13,8 +13,9 @@ Usage: python benchmarks/dsink_cost.py [--epochs 15] [--repeats 1] [--recipe mlp
        [--variant NAME=KEY=VALUE[,KEY=VALUE]...] [--out benchmarks/results/dsink_cost.json]
 
 ``--device cuda`` runs every model on the GPU (``train.device``; exit 2 with a message when CUDA is absent).
-``--config configs/cifar10_lt100_uniform40.yaml --recipe none --set data.root=DIR`` times the CIFAR-shaped ResNet-32
-(benchmarks/gpu_check.sh). ``--variant "tol 1e-4=tol=1e-4"`` also times a D-SINK target with those
+``--config configs/cifar10_lt100_uniform40.yaml --recipe none --set data.root=DIR --set "optim.milestones=[6,7]"
+--epochs 8`` times the CIFAR-shaped ResNet-32 (benchmarks/gpu_check.sh; a ``dsink run`` config gives its shared
+sections, and its auxiliaries are replaced by LA and GCE: they are not timed). ``--variant "tol 1e-4=tol=1e-4"`` also times a D-SINK target with those
 ``method.params``. ``--profile [EPOCHS]`` adds 3 (EPOCHS) more epochs of each model, not among the timed ones, with every part of
 its step timed apart (the device synchronised around each part on CUDA): the per-step breakdown that says where
 the distillation's extra time goes.
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from dsink.config import load_config
+from dsink.config import load_config, read_yaml_config
 from dsink.data import build_data
 from dsink.errors import InputError
 from dsink.runs import RunDir
@@ -45,7 +46,19 @@ from dsink.train import distill_config, train_run
 from dsink.train.api import resolve_config
 from dsink.train.engine import Trainer, resolve_device
 from dsink.train.inputs import method_inputs
+from dsink.pipeline import load_pipeline
 from recipes import RECIPES  # benchmarks/recipes.py
+
+
+def run_config(path, overrides: list[str]):
+    """The run config of ``path`` (a ``dsink train`` config, or a ``dsink run`` config - configs/*.yaml - whose
+    shared sections are taken and whose pipeline section is dropped: the auxiliaries here are always LA and GCE,
+    which leaves the target's epoch as it is) with ``overrides``."""
+    if path is None or "pipeline" not in read_yaml_config(path):
+        return load_config(path, overrides)
+    method = [o for o in overrides if o.startswith("method.")]
+    base, _ = load_pipeline(path, [o for o in overrides if not o.startswith("method.")])
+    return load_config(None, method, base={k: v for k, v in base.to_dict().items() if k != "method"})
 
 
 def trainer_for(cfg, run: Path) -> Trainer:
@@ -193,10 +206,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for m in ("la", "gce"):
-            train_run(load_config(args.config, over + [f"method.name={m}"]), tmp / m)
+            train_run(run_config(args.config, over + [f"method.name={m}"]), tmp / m)
         aux = [f"method.params.imbalance_run={tmp / 'la'}", f"method.params.noise_run={tmp / 'gce'}"]
         for rep in range(args.repeats):
-            cfgs = {"ce": load_config(args.config, recipe + timed_over + ["method.name=ce"]),
+            cfgs = {"ce": run_config(args.config, recipe + timed_over + ["method.name=ce"]),
                     "kd": distill_config(tmp / "la", tmp / "gce", None, timed_over + ["method.name=kd", *aux]),
                     "dsink": distill_config(tmp / "la", tmp / "gce", None, timed_over)}
             cfgs.update({n: distill_config(tmp / "la", tmp / "gce", None, timed_over + p) for n, p in variants})
