@@ -2,6 +2,7 @@
 # The GPU checks recorded in docs/benchmarks.md ("On a GPU"), as one script for one short GPU lease:
 #   1. a short CIFAR-shaped `dsink run` (CIFAR-10-LT recipe: ResNet-32, AMP; data from benchmarks/cifar_shaped.py)
 #   2. Sinkhorn and Newton on the GPU against POT            (benchmarks/sinkhorn.py --device cuda)
+#      and the cost of a D-SINK and a kd epoch against CE     (benchmarks/dsink_cost.py --device cuda, ResNet-32)
 #   3. engine throughput at 32 px, then at 224 px            (benchmarks/throughput.py --device cuda --amp)
 #   4. image-file streaming at 32 px, then at 224 px          (benchmarks/streaming.py)
 #   5. D-SINK against every row of `dsink run`, ResNet-32 on CIFAR-shaped data, two seeds
@@ -28,8 +29,8 @@ step() {  # step SECONDS NAME CMD...: run CMD under a time limit, its output app
 } >>"$LOG" 2>&1
 if [ -n "${FMNIST_DIR:-}" ]; then mkdir -p "$DSINK_CACHE/fashion-mnist" && cp "$FMNIST_DIR"/*.gz "$DSINK_CACHE/fashion-mnist/"; fi
 
-if [ "$SMALL" = 1 ]; then PER=100 EP=1 MS="[1]" NS=2000 NT=512 N224=64 NST=600 NST224=200 SIZES="20000x10"
-else PER=5000 EP=12 MS="[8,10]" NS=20000 NT=20000 N224=1024 NST=20000 NST224=3000 SIZES="50000x10 50000x100 1000000x10 1000000x100"
+if [ "$SMALL" = 1 ]; then PER=100 EP=1 MS="[1]" NS=2000 NT=512 N224=64 NST=600 NST224=200 SIZES="20000x10" CEP=2 CPR=1 CMS="[1]"
+else PER=5000 EP=12 MS="[8,10]" NS=20000 NT=20000 N224=1024 NST=20000 NST224=3000 SIZES="50000x10 50000x100 1000000x10 1000000x100" CEP=8 CPR=2 CMS="[6,7]"
 fi
 
 if [ "${ONLY:-}" != regimes ]; then
@@ -45,6 +46,11 @@ cat "$DSINK_CACHE/gpu-run/results.md" >>"$LOG" 2>/dev/null
 for f in runs/cache/dsink-cifar10-*/metrics.jsonl; do cp "$f" "$OUT/dsink_metrics.jsonl" 2>/dev/null; done
 # 2. solvers on the GPU against POT
 step 70 sinkhorn $PY benchmarks/sinkhorn.py --device $DEVICE --sizes $SIZES --out "$OUT/sinkhorn_gpu.json"
+# the epoch of D-SINK and kd against CE on the same CIFAR-shaped ResNet-32 (AMP), interleaved epoch by epoch
+step 120 dsink-cost $PY benchmarks/dsink_cost.py --device $DEVICE --threads 0 --config configs/cifar10_lt100_uniform40.yaml \
+  --recipe none --set data.root="$DSINK_CACHE/cifar-shaped" --set data.download=false --set optim.warmup_epochs=1 \
+  --set "optim.milestones=$CMS" \
+  --epochs $CEP --profile $CPR --out "$OUT/dsink_cost_gpu.json"
 # 3. training throughput of the engine against the bare loop and a DataLoader loop
 step 100 throughput-32 $PY benchmarks/throughput.py --device $DEVICE --amp --images $NT --repeats 3 --workers 0,8 \
   --cases small_cnn,resnet32 --out "$OUT/throughput_gpu32.json"

@@ -355,3 +355,34 @@ def test_auxiliaries_at_their_selected_checkpoint(tmp_path, aux, caplog):
         got = method_inputs(selected, fp)["aux_probs"]
     assert "has no selected checkpoint" in caplog.text
     assert np.array_equal(got["noise"], pred["train_probs"])
+
+
+def test_the_training_pass_keeps_f_s_probabilities_of_the_rows_it_saw(aux):
+    """target_probs=train: each step files its batch's logits; at the epoch's end the rows seen hold exactly the
+    softmax of those logits (as a per-batch softmax would give) and the rows not seen keep what they held."""
+    from dsink.config import MethodConfig
+    from dsink.methods import MethodContext
+    from dsink.runs import RunDir
+    from dsink.train.inputs import build_method
+
+    runs, _ = aux
+    pl = RunDir(runs["la"]).read_predictions()["train_probs"]
+    fp = json.loads((runs["gce"] / "eval.json").read_text())["data_fingerprint"]
+    ctx = MethodContext(num_classes=10, class_counts=np.ones(10), num_train=len(pl), epochs=1,
+                        device=torch.device("cpu"), noise_rate=0.3, fingerprint=fp)
+    m = build_method(MethodConfig(name="dsink", params={"imbalance_run": str(runs["la"]), "noise_run": str(runs["gce"])}), ctx)
+    m.set_target(m.average())
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 10)
+    batches = [torch.tensor([5, 0, 17]), torch.tensor([3, 9])]
+    xs = [torch.randn(len(i), 4) for i in batches]
+    before = m.train_pass.clone()
+    for x, idx in zip(xs, batches):
+        out = m.training_step({"net": net}, x, torch.zeros(len(idx), dtype=torch.long), idx, 0)
+        assert torch.equal(out["base_loss"], torch.zeros(())) and torch.equal(out["loss"], out["distill_loss"])
+    m.on_epoch_end(0, None)
+    for x, idx in zip(xs, batches):
+        assert torch.equal(m.train_pass[idx], net(x).detach().softmax(1))
+    rest = torch.ones(len(pl), dtype=torch.bool)
+    rest[torch.cat(batches)] = False
+    assert torch.equal(m.train_pass[rest], before[rest]) and not m.seen.any()

@@ -59,3 +59,26 @@ def test_class_balanced_weights():
 
 def test_soft_ce_with_one_hot_is_ce():
     assert torch.allclose(soft_ce(LOGITS, F.one_hot(Y, 5).float()), F.cross_entropy(LOGITS, Y))
+
+
+def test_soft_ce_is_one_node_with_the_composite_expressions_bits():
+    """soft_ce's fused autograd node must give the loss and gradient of the plain expression bit for bit (resumed and
+    re-run distillations are compared bit for bit), with and without the logit shift and for a scaled loss."""
+    torch.manual_seed(1)
+    target = torch.rand(100, 10)  # not a power of two, nor the scale below: the division by B must round alike
+    target /= target.sum(1, keepdim=True)
+    shift = torch.randn(10)
+    for sh in (None, shift):
+        for scale in (1.0, 0.3):
+            z1 = (3 * torch.randn(100, 10)).requires_grad_()
+            z2 = z1.detach().clone().requires_grad_()
+            fused = soft_ce(z1, target, sh)
+            plain = -(target * F.log_softmax(z2 if sh is None else z2.float() + sh, dim=1)).sum(1).mean()
+            (scale * fused).backward()
+            (scale * plain).backward()
+            assert torch.equal(fused, plain) and torch.equal(z1.grad, z2.grad)
+            assert fused.grad_fn is not None and fused.grad_fn.next_functions[0][0].variable is z1  # one node
+    # a target that needs its own gradient takes the composite path
+    t = target.clone().requires_grad_()
+    soft_ce(torch.randn(100, 10), t, shift).backward()
+    assert t.grad is not None and torch.isfinite(t.grad).all()

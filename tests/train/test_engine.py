@@ -104,3 +104,26 @@ def test_progress_into_a_pipe_is_one_plain_line_per_epoch(tmp_path):
     quiet = subprocess.run(cmd[:-2] + ["--out", str(tmp_path / "q"), "-q"], env=env, capture_output=True, text=True,
                            timeout=120)
     assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_epoch_scalars_are_sample_weighted_means_even_when_a_method_changes_them(tmp_path, fmnist_small, monkeypatch):
+    """The engine sums a step's scalars as one vector; a method that logs other scalars in some steps still gets
+    each one's mean over the samples of the steps that logged it, divided by the epoch's samples as before."""
+    from dsink.methods.ce import CrossEntropy
+
+    sizes = []
+    step = CrossEntropy.training_step
+
+    def varying(self, models, x, y, idx, epoch):
+        out = step(self, models, x, y, idx, epoch)
+        sizes.append(len(idx))
+        out["one"] = torch.tensor(1.0)
+        if len(sizes) % 2 == 0:  # every second step logs one more scalar
+            out["two"] = torch.tensor(2.0)
+        return out
+
+    monkeypatch.setattr(CrossEntropy, "training_step", varying)
+    train_run(load_config(None, fmnist_small + ["optim.epochs=1", "optim.batch_size=50"]), tmp_path / "r")
+    row = _rows(tmp_path / "r")[0]
+    assert len(sizes) > 3 and row["one"] == 1.0
+    assert row["two"] == pytest.approx(2.0 * sum(sizes[1::2]) / sum(sizes), rel=1e-6)

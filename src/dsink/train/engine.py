@@ -302,6 +302,8 @@ class Trainer:
         chunks = [perm[it * bs : (it + 1) * bs] for it in range(iters)]
         raws = self.inputs["train"].iterate(chunks)
         sums: dict[str, torch.Tensor] = {}
+        acc_keys: tuple[str, ...] = ()  # the step's scalars, summed (times the batch size) into acc
+        acc: torch.Tensor | None = None
         correct = torch.zeros((), device=self.device)
         fresh = torch.zeros_like(self.last_pred)  # this epoch's predictions + 1 (0: not seen by this process)
         bar = tqdm(range(iters), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not self.bars,
@@ -320,13 +322,25 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            for k, v in out.items():
-                if k != "logits" and torch.is_tensor(v) and v.dim() == 0:
-                    sums[k] = sums.get(k, 0) + v.detach().float() * len(idx)
+            # a method's scalars are summed as one vector: one stack, multiply and add per step whatever their
+            # number, where a multiply and an add per scalar per step cost a distillation (3 scalars) ~25 us more
+            # than CE (1) on the CPU. Elementwise the same operations in the same order: bit-identical sums.
+            step_keys = tuple(k for k, v in out.items() if k != "logits" and torch.is_tensor(v) and v.dim() == 0)
+            if step_keys:
+                vals = (out[step_keys[0]].detach().float() if len(step_keys) == 1
+                        else torch.stack([out[k].detach().float() for k in step_keys])) * len(idx)
+                if step_keys != acc_keys:  # the first step (or a method whose scalars change): restart the vector
+                    for k, v in zip(acc_keys, acc.reshape(-1) if acc is not None else ()):
+                        sums[k] = sums.get(k, 0) + v
+                    acc_keys, acc = step_keys, vals
+                else:
+                    acc += vals
             if "logits" in out:
                 pred = out["logits"].detach().argmax(1)
                 correct += (pred == y).sum()
                 fresh[idx] = pred + 1
+        for k, v in zip(acc_keys, acc.reshape(-1) if acc is not None else ()):
+            sums[k] = sums.get(k, 0) + v
         seen = min(iters * bs, n)
         if self.dist.active:  # metrics over all processes' samples
             keys = sorted(sums)
