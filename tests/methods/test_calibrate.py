@@ -85,3 +85,21 @@ def test_unfit_auxiliary_needs_a_blind_class_and_a_lower_validation_score():
     assert unfit_auxiliary(fit, fit, labels, low) is None  # worse on validation but blind to nothing: kept
     assert unfit_auxiliary(blind, fit, labels, {"imbalance": 0.5, "noise": 0.9}) == "imbalance"
     assert unfit_auxiliary(fit, blind, labels, None) is None  # no validation split: nothing is called unfit
+
+
+def test_target_average_is_not_a_view_of_the_training_pass():
+    """f's averaged probabilities (target_ema) start from a copy of the first training pass: the next epoch's pass,
+    written in place into train_pass, must not change them (it did: the average started one refresh late)."""
+    from types import SimpleNamespace
+
+    from dsink.methods.dsink import DSink
+
+    d = DSink.__new__(DSink)
+    d.p = SimpleNamespace(target_probs="train", init="scratch", target_ema=0.7)
+    d.target_avg = None
+    d.train_pass = torch.full((4, 2), 0.5)
+    first = d._target_probs(1, None, 0, 4)
+    d.train_pass[:] = torch.tensor([1.0, 0.0])  # the next epoch's pass, in place
+    assert torch.equal(first, torch.full((4, 2), 0.5)) and torch.equal(d.target_avg, torch.full((4, 2), 0.5))
+    second = d._target_probs(2, None, 0, 4)
+    assert torch.allclose(second, 0.7 * torch.full((4, 2), 0.5) + 0.3 * torch.tensor([1.0, 0.0]))

@@ -392,7 +392,9 @@ class DSink(_Distill):
             pf = trainer.predict_logits("train", rows=torch.arange(lo, hi)).softmax(1)
         if self.p.target_ema > 0:
             d = self.p.target_ema
-            self.target_avg = pf if self.target_avg is None else d * self.target_avg + (1 - d) * pf
+            # a copy: pf can be a view of train_pass, which the next epoch overwrites in place (the average would then
+            # start one refresh late, and differently under torchrun, where train_pass is rebound at each epoch's end)
+            self.target_avg = pf.clone() if self.target_avg is None else d * self.target_avg + (1 - d) * pf
             pf = self.target_avg
         return pf
 
@@ -423,8 +425,8 @@ class DSink(_Distill):
 
         if self.p.target_probs != "train":
             return
-        # row-wise softmax: the same values as the per-batch softmax of the same logits. In place, because after the
-        # first refresh target_avg is a view of train_pass (_target_probs) and has always seen its in-place updates
+        # row-wise softmax: the same values as the per-batch softmax of the same logits (rows not seen this epoch keep
+        # their probabilities)
         probs = torch.where(self.seen[:, None], self.train_pass.softmax(1), self.train_pass)
         self.train_pass.copy_(probs)
         if distributed.current().active:
