@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from ..errors import InputError, TrainingError, check_choice
 from ..losses import gce, logit_adjusted_ce, soft_ce
-from ..ot.newton import SOLVERS
-from ..ot.surrogate import CLASS_TOTALS, COSTS, class_totals_from, resolve_class_totals, surrogate_labels
+from ..ot.newton import SOLVERS, solve
+from ..ot.surrogate import CLASS_TOTALS, COSTS, auxiliary_log_terms, class_totals_from, resolve_class_totals
 from .base import Method, register_method
 
 log = logging.getLogger(__name__)
@@ -336,6 +336,11 @@ class DSink(_Distill):
         # class totals over the whole training set, fixed for the run (every process holds all rows of f_L and f_N)
         self.totals = class_totals_from(self.p_imb, resolve_class_totals(p.class_totals, ctx.aux_scores),
                                         float(ctx.num_train), False, p_noise=self.p_noise)
+        # the transport's fixed parts: totals scaled as surrogate_problem scales them, eps, the auxiliaries' log-kernel
+        self.n_total = float(ctx.num_train)
+        self.t = self.totals.double() * (self.n_total / self.totals.double().sum())
+        self.eps = float(p.eps) if p.eps else float(p.cost.count("+") + 1)
+        self.aux_log: torch.Tensor | None = None  # this process's rows, computed at the first refresh
         self.target_avg: torch.Tensor | None = None  # EMA of f's probabilities (target_ema > 0)
         self.train_pass = torch.full((ctx.num_train, ctx.num_classes), 1.0 / ctx.num_classes, device=ctx.device)
         self.seen = torch.zeros(ctx.num_train, dtype=torch.bool, device=ctx.device)  # rows of this epoch's pass
@@ -365,11 +370,8 @@ class DSink(_Distill):
         info = distributed.current()
         lo, hi = distributed.row_block(self.ctx.num_train, info)  # this process's rows (all of them alone)
         pf = self._target_probs(epoch, trainer, lo, hi)
-        q, res = surrogate_labels(self.p_noise[lo:hi], self.p_imb[lo:hi], pf, eps=self.p.eps or None, cost=self.p.cost,
-                                  class_totals=self.totals, tol=self.p.tol, max_iter=self.p.max_iter,
-                                  dtype=getattr(torch, self.p.solver_dtype), distributed=info.active,
-                                  return_result=True, solver=self.p.solver)
-        q = distributed.all_gather_rows(q.float(), self.ctx.num_train)  # every process trains on any rows
+        res = self._solve(self._log_kernel(pf, lo, hi), info.active)
+        q = distributed.all_gather_rows(res.plan.float(), self.ctx.num_train)  # every process trains on any rows
         if not torch.isfinite(q).all():
             raise TrainingError(f"the Sinkhorn step produced non-finite surrogate labels in epoch {epoch + 1}")
         q, extra = self._guard_blind_classes(q, trainer.train_y)
@@ -380,6 +382,26 @@ class DSink(_Distill):
         disagree = float((self.Q.argmax(1) != trainer.train_y).float().mean())
         return {"sinkhorn_iters": res.iterations, "sinkhorn_error": res.marginal_error, "q_disagree": disagree,
                 **extra}
+
+    def _log_kernel(self, pf: torch.Tensor | None, lo: int, hi: int) -> torch.Tensor:
+        """The kernel's log on rows ``lo:hi`` divided by eps (:func:`dsink.ot.surrogate_problem`'s, computed the same
+        way): the auxiliaries' part is fixed for the run and computed once; f's term is added at each refresh."""
+        dtype = getattr(torch, self.p.solver_dtype)
+        if self.aux_log is None:
+            self.aux_log = auxiliary_log_terms(self.p_noise[lo:hi], self.p_imb[lo:hi], self.t / self.n_total,
+                                               self.p.cost, dtype)
+        L = self.aux_log.clone()
+        with torch.no_grad():
+            if pf is not None and self.p.cost.endswith("target"):
+                L.add_(pf.to(dtype).log())
+            return L.div_(self.eps)
+
+    def _solve(self, log_kernel: torch.Tensor, distributed: bool):
+        """The transport: rows sum to 1, class sums to the totals (Newton's method or Sinkhorn, ``solver``)."""
+        with torch.no_grad():
+            ones = torch.ones(log_kernel.shape[0], dtype=log_kernel.dtype, device=log_kernel.device)
+            return solve(log_kernel, ones, self.t.to(log_kernel.dtype), solver=self.p.solver, eps=self.eps,
+                         tol=self.p.tol, max_iter=self.p.max_iter, distributed=distributed)
 
     def _target_probs(self, epoch, trainer, lo: int, hi: int) -> torch.Tensor | None:
         """f's probabilities on rows ``lo:hi`` for the cost: the last training pass or a separate evaluation pass,

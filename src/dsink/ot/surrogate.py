@@ -182,19 +182,29 @@ def surrogate_problem(
         t = t * (n_total / t.sum())
     # log-kernel (sum of the cost models' log-probabilities) / eps; zeros give -inf (no mass), which the
     # solver handles.
+    L = auxiliary_log_terms(pn, pl, t / n_total, cost, dtype)
     with torch.no_grad():
-        # f_L's balanced posterior moved to the totals' prior (its estimate of the training posterior), in logits
-        imb_logits = pl.to(dtype).log() + (t / n_total).clamp_min(1e-300).log().to(dtype)
-        if cost.startswith("average"):  # the arithmetic mean of f_N and that f_L: one term
-            L = (0.5 * (pn.to(dtype) + torch.softmax(imb_logits, dim=1))).log()
-        else:
-            L = pn.to(dtype).log()
-        if "imbalance" in cost:
-            L.add_(torch.log_softmax(imb_logits, dim=1))
         if pf is not None and cost.endswith("target"):
             L.add_(pf.to(dtype).log())
         L.div_(eps)
     return L, torch.ones(n, dtype=dtype, device=device), t.to(dtype), eps
+
+
+def auxiliary_log_terms(p_noise: torch.Tensor, p_imbalance: torch.Tensor, prior: torch.Tensor, cost: str,
+                        dtype) -> torch.Tensor:
+    """The auxiliaries' part of the log-kernel (before the division by ``eps``), a new (N, C) tensor in ``dtype``:
+    ``log f_N``, plus ``log f_L^pi`` for the costs holding f_L, or ``log((f_N + f_L^pi) / 2)`` for ``average``;
+    ``f_L^pi`` is f_L's balanced posterior moved to the class totals' ``prior`` (its estimate of the training
+    posterior). Fixed for a training run: a trainer computes it once and adds f's term at each refresh."""
+    with torch.no_grad():
+        imb_logits = p_imbalance.to(dtype).log() + prior.clamp_min(1e-300).log().to(dtype)
+        if cost.startswith("average"):  # the arithmetic mean of f_N and that f_L: one term
+            L = (0.5 * (p_noise.to(dtype) + torch.softmax(imb_logits, dim=1))).log()
+        else:
+            L = p_noise.to(dtype).log()
+        if "imbalance" in cost:
+            L.add_(torch.log_softmax(imb_logits, dim=1))
+    return L
 
 
 def surrogate_labels(
@@ -299,5 +309,5 @@ def surrogate_labels(
     return (out, res) if return_result else out
 
 
-__all__ = ["CLASS_TOTALS", "SURROGATE_PRESETS", "SinkhornResult", "class_totals_from", "resolve_class_totals", "surrogate_labels",
+__all__ = ["CLASS_TOTALS", "SURROGATE_PRESETS", "auxiliary_log_terms", "SinkhornResult", "class_totals_from", "resolve_class_totals", "surrogate_labels",
            "surrogate_problem"]
