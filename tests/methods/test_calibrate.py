@@ -103,3 +103,22 @@ def test_target_average_is_not_a_view_of_the_training_pass():
     assert torch.equal(first, torch.full((4, 2), 0.5)) and torch.equal(d.target_avg, torch.full((4, 2), 0.5))
     second = d._target_probs(2, None, 0, 4)
     assert torch.allclose(second, 0.7 * torch.full((4, 2), 0.5) + 0.3 * torch.tensor([1.0, 0.0]))
+
+
+@pytest.mark.parametrize("init,unfit,loaded", [("fit", "noise", "imbalance"), ("fit", None, None),
+                                               ("fit", "imbalance", None), ("noise", None, "noise"),
+                                               ("scratch", "noise", None)])
+def test_init_fit_starts_from_f_l_only_when_f_n_is_unfit(init, unfit, loaded):
+    from types import SimpleNamespace
+
+    from dsink.methods.dsink import DSink, DSinkParams
+
+    assert DSink.init_from(DSinkParams(init=init)) == {"noise": "noise", "fit": "imbalance"}.get(init)
+    saved = torch.nn.Linear(3, 2).state_dict()
+    d = DSink.__new__(DSink)
+    d.p = SimpleNamespace(init=init)
+    d.ctx = SimpleNamespace(init_weights=saved if init != "scratch" else None)
+    d.unfit, d.started_from = unfit, None
+    net = d.build_models(lambda: torch.nn.Linear(3, 2))["net"]
+    same = torch.equal(net.weight, saved["weight"])
+    assert same == (loaded is not None) and d.started_from == loaded

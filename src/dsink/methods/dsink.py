@@ -90,7 +90,8 @@ class DSinkParams(DistillParams):
     target_ema: float = 0.7  # f's probabilities in the cost: EMA over refreshes with this decay (0 = the live f)
     refresh_every: int = 1  # epochs between Sinkhorn refreshes of Q
     target_probs: str = "train"  # f's probabilities for Q: eval (separate pass) | train (last training pass)
-    init: str = "scratch"  # scratch | noise (start f from f_N's weights; same model needed)
+    init: str = "scratch"  # scratch | noise (start f from f_N's weights; same model needed) | fit (from f_L's
+    #                        weights when trust=validated finds f_N unfit, else scratch)
     eps: float = 0.0  # entropic regularisation; 0 = one KL term per model in the cost (the paper's 2 for f_N and f)
     blind_vote: float = 0.1  # a class is "blind" when f_N predicts it for fewer than blind_vote x the samples whose
     #                          noisy label f_L agrees with; those samples' rows of Q become the naive average (0: off)
@@ -312,7 +313,7 @@ class DSink(_Distill):
         if not 0.0 <= p.target_ema < 1.0:
             raise InputError(f"method.params.target_ema must be in [0, 1), got {p.target_ema}")
         check_choice(p.target_probs, ("eval", "train"), "target_probs")
-        check_choice(p.init, ("scratch", "noise"), "init")
+        check_choice(p.init, ("scratch", "noise", "fit"), "init")
         check_choice(p.solver_dtype, ("float64", "float32"), "solver_dtype")
         check_choice(p.solver, SOLVERS, "solver")
         check_choice(p.trust, TRUSTS, "trust")
@@ -323,6 +324,7 @@ class DSink(_Distill):
                              f"below which f_N's count makes a class blind), got {p.blind_vote}")
         super().__init__(params, ctx)
         self.unfit = None  # trust=validated: the auxiliary replaced by the other (fixed by the auxiliaries)
+        self.started_from = None  # the auxiliary whose weights f started from (init), if any
         if p.trust == "validated" and ctx.labels is not None:
             self.unfit = unfit_auxiliary(self.p_imb, self.p_noise, torch.as_tensor(ctx.labels), ctx.aux_scores)
             if self.unfit == "noise":
@@ -349,15 +351,20 @@ class DSink(_Distill):
 
     @classmethod
     def init_from(cls, params):
-        return "noise" if params.init == "noise" else None
+        # init=fit: f_L's weights are read, and used only when f_N turns out unfit (the method decides, once built)
+        return {"noise": "noise", "fit": "imbalance"}.get(params.init)
 
     def build_models(self, make_model):
         models = super().build_models(make_model)
-        if self.p.init == "noise" and self.ctx.init_weights is not None:  # None: a checkpoint restores the weights
+        if self.ctx.init_weights is None:  # no init asked for, or a checkpoint restores the weights
+            return models
+        if self.p.init == "noise" or (self.p.init == "fit" and self.unfit == "noise"):
             try:
                 models["net"].load_state_dict(self.ctx.init_weights)
             except RuntimeError:
-                raise InputError("init=noise needs the target to use the same model as the noise run (model.name/width)") from None
+                raise InputError(f"init={self.p.init} needs the target to use the same model as the auxiliary run "
+                                 "(model.name/width)") from None
+            self.started_from = "imbalance" if self.p.init == "fit" else "noise"
         return models
 
     def on_epoch_start(self, epoch, trainer):
@@ -408,7 +415,7 @@ class DSink(_Distill):
         averaged over the refreshes (``target_ema``); None (uniform) before f has trained."""
         if self.p.target_probs == "train" and epoch > 0:
             pf = self.train_pass[lo:hi]  # merged across processes at the end of each epoch
-        elif epoch == 0 and self.p.init == "scratch":
+        elif epoch == 0 and self.started_from is None:
             return None  # an untrained f carries no information: the paper's uniform first step
         else:
             pf = trainer.predict_logits("train", rows=torch.arange(lo, hi)).softmax(1)
