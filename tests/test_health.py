@@ -13,7 +13,10 @@ def _run(path, train_probs, val_probs, train_noisy, val_noisy, names=("a", "b", 
     np.savez(path / "predictions.npz", train_probs=train_probs.astype(np.float32),
              val_probs=val_probs.astype(np.float32), test_probs=val_probs.astype(np.float32),
              train_noisy=train_noisy, val_noisy=val_noisy, test_labels=val_noisy)
-    (path / "eval.json").write_text(json.dumps({"class_names": list(names), "last": {"top1": 0.5},
+    from dsink.eval.metrics import classification_report
+
+    last = classification_report(val_probs, val_noisy, np.bincount(train_noisy, minlength=len(names)))
+    (path / "eval.json").write_text(json.dumps({"class_names": list(names), "last": last,
                                                  "data_fingerprint": "f", "num_classes": len(names)}))
     return path
 
@@ -90,3 +93,22 @@ def test_primitives_and_deploy_row(blind_pair):
     both = {"warnings": [{"role": "noise"}, {"role": "imbalance"}]}
     assert deploy_row(rows, both)["method"] == "ce"
     assert deploy_row(rows[:3], {"warnings": []}) is None  # no target row
+
+
+def test_a_collapsed_target_is_flagged_and_the_better_auxiliary_deployed(blind_pair, tmp_path):
+    """A distilled target that predicts one class where its auxiliaries see three (a two-epoch run on a tiny folder)
+    is named, and the row to deploy becomes the auxiliary the noisy validation split scores higher."""
+    from dsink.eval.health import target_health
+
+    fl, fn, ce = blind_pair
+    y = np.repeat(np.arange(3), 30)
+    yv = np.repeat(np.arange(3), 10)
+    collapsed = _run(tmp_path / "dsink", _onehot(np.zeros(90, int)), _onehot(np.zeros(30, int)), y, yv)
+    w = target_health(collapsed, fl, fl, label="D-SINK")
+    assert [x["classes"] for x in w] == [[1, 2]] and w[0]["role"] == "target"
+    assert "D-SINK hardly predicts class(es) b, c" in w[0]["message"]
+    assert target_health(fl, fl, fl) == []  # a target that predicts what its auxiliaries predict
+    rows = [{"method": "f_L (la)", "role": "imbalance"}, {"method": "f_N (gce)", "role": "noise"},
+            {"method": "D-SINK", "role": "target"}]
+    dep = deploy_row(rows, {"warnings": w, "scores": {"imbalance": 0.7, "noise": 0.9}})
+    assert dep["method"] == "f_N (gce)" and "flagged D-SINK" in dep["rule"]

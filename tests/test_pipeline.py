@@ -48,7 +48,7 @@ def test_run_writes_table_and_reuses_runs(tmp_path, capsys, monkeypatch):
     assert dep["method"] == expect
     assert [r["method"] for r in res["rows"] if r["deploy"]] == [dep["method"]]
     assert f"| {dep['method']} (deploy) |" in (tmp_path / "res" / "results.md").read_text()
-    assert set(res["health"]) == {"ok", "warnings"} and res["health"]["ok"] == (not res["health"]["warnings"])
+    assert set(res["health"]) == {"ok", "warnings", "scores"} and res["health"]["ok"] == (not res["health"]["warnings"])
     # D-SINK was distilled from this seed's f_L and f_N
     d0 = res["rows"][-1]["runs"][0]
     params = json.loads(json.dumps(__import__("yaml").safe_load((tmp_path / d0 / "config.yaml").read_text())))["method"]["params"]

@@ -246,12 +246,14 @@ def run_pipeline(base: RunConfig, pipe: PipelineConfig, *, progress: bool = Fals
 
 
 def add_health_and_deploy(results: dict[str, Any], jobs: list[Job], pipe: PipelineConfig) -> None:
-    """``results["health"]``: the auxiliaries' check (:func:`dsink.eval.health.auxiliary_health`) of every seed, each
-    warning once with the seeds it holds for; ``results["deploy"]``: the row to deploy
+    """``results["health"]``: the auxiliaries' check (:func:`dsink.eval.health.auxiliary_health`) and the target's
+    (:func:`dsink.eval.health.target_health`) of every seed, each warning once with the seeds it holds for, and the
+    auxiliaries' mean noisy-validation scores; ``results["deploy"]``: the row to deploy
     (:func:`dsink.eval.health.deploy_row`; no test labels), also marked on its row (``deploy: true``)."""
-    from .eval.health import auxiliary_health, deploy_row
+    from .eval.health import auxiliary_health, deploy_row, target_health
 
     found: dict[tuple, dict[str, Any]] = {}
+    scores: dict[str, list[float]] = {}
     selected = pipe.target.get("aux_checkpoint", "imbalance_selected") != "last"
     for seed in pipe.seeds:
         runs = {j.role: j for j in jobs if j.seed == seed and j.role in ("imbalance", "noise")}
@@ -259,10 +261,18 @@ def add_health_and_deploy(results: dict[str, Any], jobs: list[Job], pipe: Pipeli
         labels = {r: runs[r].label for r in ("imbalance", "noise")}
         check = auxiliary_health(runs["imbalance"].run_dir, runs["noise"].run_dir, ce_run=ce, labels=labels,
                                  selected_imbalance=selected)
+        target = next((j for j in jobs if j.seed == seed and j.role == "target"), None)
+        if target is not None:
+            check["warnings"] += target_health(target.run_dir, runs["imbalance"].run_dir, runs["noise"].run_dir,
+                                               label=target.label)
         for w in check["warnings"]:
             key = (w["role"], w["kind"], tuple(w["classes"]))
             found.setdefault(key, {**w, "seeds": []})["seeds"].append(seed)
-    results["health"] = {"ok": not found, "warnings": list(found.values())}
+        for role, score in check["scores"].items():
+            if score is not None:
+                scores.setdefault(role, []).append(score)
+    results["health"] = {"ok": not found, "warnings": list(found.values()),
+                         "scores": {role: sum(v) / len(v) for role, v in scores.items()}}
     deploy = deploy_row(results["rows"], results["health"])
     if deploy is not None:
         results["deploy"] = deploy
@@ -336,7 +346,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {name} | {r['role']} | " + " | ".join(_cell(r, k) for k in keys) + " |")
     if results.get("deploy"):
         lines.append(f"\nDeploy: {results['deploy']['method']} - {results['deploy']['rule']}.")
-    lines += [f"\nAuxiliary health: {w['message']} (seeds {', '.join(map(str, w['seeds']))})"
+    lines += [f"\nHealth: {w['message']} (seeds {', '.join(map(str, w['seeds']))})"
               for w in (results.get("health") or {}).get("warnings", [])]
     lines += [f"\nNote: {n}" for n in results.get("notes", [])]
     return "\n".join(lines) + "\n"

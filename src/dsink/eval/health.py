@@ -134,9 +134,30 @@ def _recall_warnings(runs, role, other, me, them, names, already) -> list[dict[s
         f"Better: {FIXES[role]}"), zero)]
 
 
+def target_health(target_run: str | Path, imbalance_run: str | Path, noise_run: str | Path, *,
+                  label: str = "D-SINK") -> list[dict[str, Any]]:
+    """After training: the target is blind to a class that an auxiliary predicts in agreement with its noisy labels
+    (the auxiliaries' rule, applied to the target against each of them; e.g. a distillation collapsed onto a few
+    classes after too short a training). Returns the warnings (role ``target``), empty when it is fit."""
+    tgt = _arrays(target_run, False)
+    y = tgt["train_noisy"]
+    names = _names(target_run, tgt["train"].shape[1])
+    blind: set[int] = set()
+    for run, selected in ((imbalance_run, True), (noise_run, False)):
+        blind |= set(blind_classes(tgt["train"], _arrays(run, selected)["train"], y))
+    if not blind:
+        return []
+    classes = sorted(blind)
+    return [_warn("target", label, "blind_class", (
+        f"{label} hardly predicts class(es) {', '.join(names[k] for k in classes)} on the training set, which its "
+        f"auxiliaries predict in agreement with their labels (a distillation that did not learn them, e.g. after too "
+        f"short a training). Better: deploy an auxiliary, or train longer (optim.epochs)"), classes)]
+
+
 def deploy_row(rows: list[dict[str, Any]], health: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The row to deploy, without test labels: the target (D-SINK) when the health check found its auxiliaries fit
-    (what it is built for); otherwise the auxiliary the check did not flag (both flagged: the CE baseline). The noisy
+    """The row to deploy, without test labels: the target (D-SINK) when the health check found it and its auxiliaries
+    fit (what it is built for); otherwise the auxiliary the check did not flag (both flagged: the CE baseline; only
+    the target flagged: the auxiliary with the higher noisy-validation score, ``health["scores"]``). The noisy
     validation split does not rank different methods reliably (all rows of the offline default score within 0.01
     of each other in class-balanced noisy-validation accuracy while their test top-1 spans 15 points), so it does
     not choose between them. None when the rows hold no target."""
@@ -145,12 +166,19 @@ def deploy_row(rows: list[dict[str, Any]], health: dict[str, Any] | None) -> dic
         return None
     flagged = sorted({w["role"] for w in (health or {}).get("warnings", [])})
     if not flagged:
-        return {"method": by_role["target"], "rule": "the target: the health check found both auxiliaries fit"}
-    fit = [role for role in ("imbalance", "noise") if role not in flagged and role in by_role]
+        return {"method": by_role["target"], "rule": "the target: the health check found it and both auxiliaries fit"}
+    if flagged == ["target"]:  # both auxiliaries fit: the one the noisy validation split scores higher
+        scores = (health or {}).get("scores") or {}
+        fit = sorted(("imbalance", "noise"), key=lambda r: -(scores.get(r) or 0.0))
+    else:
+        fit = [role for role in ("imbalance", "noise") if role not in flagged and role in by_role]
+    fit = [role for role in fit if role in by_role]
     choice = by_role[fit[0]] if fit else by_role.get("baseline", by_role["target"])
     names = " and ".join(by_role.get(r, r) for r in flagged)
-    return {"method": choice, "rule": f"the health check flagged {names}, which the distilled rows inherit: "
-                                      f"deploy {choice} (see the health warnings)"}
+    why = ("the distilled target did not learn what its auxiliaries know" if flagged == ["target"] else
+           "which the distilled rows inherit")
+    return {"method": choice, "rule": f"the health check flagged {names} ({why}): deploy {choice} (see the health "
+                                      "warnings)"}
 
 
-__all__ = ["auxiliary_health", "balanced_accuracy", "blind_classes", "class_recall", "deploy_row"]
+__all__ = ["target_health", "auxiliary_health", "balanced_accuracy", "blind_classes", "class_recall", "deploy_row"]
