@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from dsink.eval.health import auxiliary_health, balanced_accuracy, blind_classes, class_recall, deploy_row
+from dsink.eval.health import (auxiliary_health, balanced_accuracy, blind_classes, class_recall, deploy_row,
+                               unfit_roles)
 
 
 def _run(path, train_probs, val_probs, train_noisy, val_noisy, names=("a", "b", "c")):
@@ -88,9 +89,16 @@ def test_primitives_and_deploy_row(blind_pair):
             {"method": "f_N (gce)", "role": "noise"}, {"method": "D-SINK", "role": "target"}]
     assert deploy_row(rows, {"warnings": []})["method"] == "D-SINK"
     h = auxiliary_health(fl, fn, ce_run=ce, selected_imbalance=False)
-    dep = deploy_row(rows, h)  # f_N flagged: the fit f_L is deployed, and the rule says why
+    dep = deploy_row(rows, h)  # f_N unfit (below CE; blind and 0.33 below f_L): the fit f_L, and the rule says why
     assert dep["method"] == "f_L (la)" and "flagged f_N (gce)" in dep["rule"]
-    both = {"warnings": [{"role": "noise"}, {"role": "imbalance"}]}
+    # a blind class alone, with f_N level with f_L on the noisy validation split, is a warning, not a reason to
+    # deploy an auxiliary (a competent f_N can miss one confusable class; D-SINK guards it)
+    blind_only = {"warnings": [w for w in h["warnings"] if w["kind"] == "blind_class"],
+                  "scores": {"imbalance": 0.70, "noise": 0.69}}
+    assert unfit_roles(blind_only) == [] and deploy_row(rows, blind_only)["method"] == "D-SINK"
+    blind_only["scores"]["noise"] = 0.60  # ... unless it also scores clearly lower
+    assert unfit_roles(blind_only) == ["noise"] and deploy_row(rows, blind_only)["method"] == "f_L (la)"
+    both = {"warnings": [{"role": "noise", "kind": "below_ce"}, {"role": "imbalance", "kind": "below_ce"}]}
     assert deploy_row(rows, both)["method"] == "ce"
     assert deploy_row(rows[:3], {"warnings": []}) is None  # no target row
 

@@ -16,11 +16,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..methods.dsink import BLIND_RATIO, TRUST_MARGIN, blind_classes
 from ..runs import RunDir
 
-BLIND_RATIO = 0.1  # a model is blind to a class it predicts for fewer than this share of the samples the other
-#                    auxiliary predicts there with the noisy label's agreement (D-SINK's blind_vote rule)
-MIN_AGREEING = 5  # ... counted only where the other auxiliary agrees with at least this many noisy labels
 RECALL_FLOOR = 0.2  # a class's noisy-validation recall is "near 0" below BLIND_RATIO x the other's, if the other's
 #                     is at least this
 CE_MARGIN = 0.05  # an auxiliary "below CE" scores this much under CE's noisy-validation balanced accuracy, both at
@@ -63,16 +61,6 @@ def _names(run: str | Path, num_classes: int) -> list[str]:
     except InputError:  # no readable evaluation report: class indices
         names = None
     return [str(n) for n in names] if names and len(names) == num_classes else [str(k) for k in range(num_classes)]
-
-
-def blind_classes(probs: np.ndarray, other: np.ndarray, labels: np.ndarray) -> list[int]:
-    """Classes ``probs`` predicts (argmax, training set) for fewer than BLIND_RATIO x the samples whose noisy label
-    ``other``'s argmax agrees with (at least MIN_AGREEING of them)."""
-    c = probs.shape[1]
-    agree = other.argmax(1) == labels
-    n_agree = np.bincount(labels[agree], minlength=c)
-    n_pred = np.bincount(probs.argmax(1), minlength=c)
-    return [int(k) for k in np.flatnonzero((n_agree >= MIN_AGREEING) & (n_pred < BLIND_RATIO * n_agree))]
 
 
 def _warn(role: str, label: str, kind: str, message: str, classes: list[int] | None = None) -> dict[str, Any]:
@@ -154,24 +142,45 @@ def target_health(target_run: str | Path, imbalance_run: str | Path, noise_run: 
         f"short a training). Better: deploy an auxiliary, or train longer (optim.epochs)"), classes)]
 
 
+def unfit_roles(health: dict[str, Any] | None) -> list[str]:
+    """The roles the check calls unfit, which the row to deploy avoids: the target when it is blind to a class its
+    auxiliaries see; an auxiliary below CE; an auxiliary blind to a class, or recalling one near 0, *and* scoring
+    TRUST_MARGIN below the other auxiliary on the noisy validation split (D-SINK's ``trust=validated`` rule). A blind
+    class alone is not enough: a noise-robust loss that is competent overall can miss one confusable class (the MLP
+    with SCE misses one; D-SINK, which guards such classes, is 10 points above f_L there)."""
+    h = health or {}
+    scores = h.get("scores") or {}
+    out = set()
+    for w in h.get("warnings", []):
+        role = w.get("role")
+        other = {"imbalance": "noise", "noise": "imbalance"}.get(role)
+        if role == "target" or w.get("kind") == "below_ce":
+            out.add(role)
+        elif other and scores.get(role) is not None and scores.get(other) is not None \
+                and scores[role] < scores[other] - TRUST_MARGIN:
+            out.add(role)
+    return sorted(out)
+
+
 def deploy_row(rows: list[dict[str, Any]], health: dict[str, Any] | None) -> dict[str, Any] | None:
     """The row to deploy, without test labels: the target (D-SINK) when the health check found it and its auxiliaries
-    fit (what it is built for); otherwise the auxiliary the check did not flag (both flagged: the CE baseline; only
-    the target flagged: the auxiliary with the higher noisy-validation score, ``health["scores"]``). The noisy
-    validation split does not rank different methods reliably (all rows of the offline default score within 0.01
-    of each other in class-balanced noisy-validation accuracy while their test top-1 spans 15 points), so it does
-    not choose between them. None when the rows hold no target."""
+    fit (what it is built for); otherwise the auxiliary the check does not call unfit (:func:`unfit_roles`; both
+    unfit: the CE baseline; only the target: the auxiliary with the higher noisy-validation score,
+    ``health["scores"]``). The noisy validation split does not rank different methods reliably (all rows of the
+    offline default score within 0.01 of each other in class-balanced noisy-validation accuracy while their test
+    top-1 spans 15 points), so it does not choose between them. None when the rows hold no target."""
     by_role = {r["role"]: r["method"] for r in rows}
     if "target" not in by_role:
         return None
-    flagged = sorted({w["role"] for w in (health or {}).get("warnings", [])})
+    flagged = unfit_roles(health)
     if not flagged:
-        return {"method": by_role["target"], "rule": "the target: the health check found it and both auxiliaries fit"}
+        return {"method": by_role["target"], "rule": "the target: the health check found neither it nor an auxiliary "
+                                                     "unfit"}
     if flagged == ["target"]:  # both auxiliaries fit: the one the noisy validation split scores higher
         scores = (health or {}).get("scores") or {}
         fit = sorted(("imbalance", "noise"), key=lambda r: -(scores.get(r) or 0.0))
     else:
-        fit = [role for role in ("imbalance", "noise") if role not in flagged and role in by_role]
+        fit = [role for role in ("imbalance", "noise") if role not in flagged]
     fit = [role for role in fit if role in by_role]
     choice = by_role[fit[0]] if fit else by_role.get("baseline", by_role["target"])
     names = " and ".join(by_role.get(r, r) for r in flagged)
@@ -181,4 +190,5 @@ def deploy_row(rows: list[dict[str, Any]], health: dict[str, Any] | None) -> dic
                                       "warnings)"}
 
 
-__all__ = ["target_health", "auxiliary_health", "balanced_accuracy", "blind_classes", "class_recall", "deploy_row"]
+__all__ = ["auxiliary_health", "balanced_accuracy", "blind_classes", "class_recall", "deploy_row", "target_health",
+           "unfit_roles"]

@@ -18,6 +18,7 @@ import functools
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,6 +33,9 @@ BASE_LOSSES = ("none", "ce", "la", "gce")
 DISTILL_LOSSES = ("plain", "adjusted")
 CALIBRATIONS = ("none", "agreement")
 TRUSTS = ("both", "validated")
+BLIND_RATIO = 0.1  # a model is blind to a class it predicts for fewer than this share of the samples the other
+#                    auxiliary predicts there with the noisy label's agreement (blind_vote's default, the health check)
+MIN_AGREEING = 5  # ... counted only where the other auxiliary agrees with at least this many noisy labels
 TRUST_MARGIN = 0.05  # class-balanced noisy-validation accuracy: the noisy split ranks close models within ~0.01
 MIN_TEMPERATURE = 0.05  # the sharpest calibration: p ** 20, renormalised (close to the auxiliaries' hard labels)
 # which checkpoint of each auxiliary run a distillation reads: both runs' last epoch, both runs' selected checkpoint,
@@ -148,14 +152,22 @@ def agreement_temperature(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: to
     return hi, conf, agree
 
 
+def blind_classes(probs: np.ndarray, other: np.ndarray, labels: np.ndarray) -> list[int]:
+    """Classes ``probs`` predicts (argmax, training set) for fewer than BLIND_RATIO x the samples whose noisy label
+    ``other``'s argmax agrees with (at least MIN_AGREEING of them)."""
+    c = probs.shape[1]
+    agree = other.argmax(1) == labels
+    n_agree = np.bincount(labels[agree], minlength=c)
+    n_pred = np.bincount(probs.argmax(1), minlength=c)
+    return [int(k) for k in np.flatnonzero((n_agree >= MIN_AGREEING) & (n_pred < BLIND_RATIO * n_agree))]
+
+
 def unfit_auxiliary(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: torch.Tensor,
                     scores: dict[str, float] | None) -> str | None:
     """The role (``imbalance`` or ``noise``) of an auxiliary that is unfit for the data, or None: blind to a class
     the other auxiliary predicts in agreement with its noisy labels (the health check's rule,
     :func:`dsink.eval.health.blind_classes`) and below the other by TRUST_MARGIN in class-balanced noisy-validation
     accuracy (``scores``; without them nothing is called unfit)."""
-    from ..eval.health import blind_classes
-
     if not scores or scores.get("imbalance") is None or scores.get("noise") is None:
         return None
     y = labels.cpu().numpy()
