@@ -21,10 +21,10 @@ SAMPLES = {"--dataset": ("npz", "npz"), "--imbalance-ratio": ("10", 10.0), "--no
            "--noise-rate": ("0.3", 0.3), "--data-seed": ("5", 5), "--root": ("/data/x", "/data/x"),
            "--method": ("la", "la"), "--seeds": (["3", "4"], [3, 4]), "--vary-data-seed": ([], True),
            "--epochs": ("3", 3), "--device": ("cpu", "cpu"), "--seed": ("7", 7), "--out": ("res", "res"),
-           "--allow-unfinished": ([], True)}
+           "--allow-unfinished": ([], True), "--paper": ([], True)}
 # options of the flag-taking commands that set no config key
 NOT_CONFIG = {"-h", "--help", "--set", "--out", "--resume", "--force", "-q", "--quiet", "--imbalance-run", "--noise-run",
-              "--json"}
+              "--json", "--no-report"}
 
 
 def _get(cfg, key: str):

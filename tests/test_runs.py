@@ -108,7 +108,7 @@ def test_a_distilled_run_is_evaluated_audited_and_plotted_without_its_auxiliarie
             assert main(["eval", str(run), "--json"]) == 0
             report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
             assert report["last"]["top1"] == pytest.approx(before[name])
-            assert main(["plot", str(run), "--out", str(tmp_path / f"plots-{name}")]) == 0
+            assert main(["plot", str(run), "--out", str(tmp_path / f"plots-{name}"), "--embedding"]) == 0
             names = sorted(Path(p).name for p in capsys.readouterr().out.split())
             assert names == ["correction.png", "embedding.png", "per_class.png"]
         assert main(["audit", str(base / "dsink"), "--out", str(tmp_path / "audit.csv")]) == 0

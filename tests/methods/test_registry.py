@@ -33,7 +33,9 @@ def _aux_runs(tmp_path):
         d.mkdir()
         save_config(RunConfig(), d / "config.yaml")
         (d / "run.json").write_text(json.dumps({"status": "finished"}))
-        (d / "eval.json").write_text(json.dumps({"data_fingerprint": "fp", "num_classes": C, "last": {}}))
+        last = {k: 0.5 for k in ("top1", "macro_f1", "many_acc", "medium_acc", "few_acc")}
+        (d / "eval.json").write_text(json.dumps({"data_fingerprint": "fp", "num_classes": C,
+                                                 "last": {**last, "per_class_acc": [0.5] * C}}))
         np.savez(d / "predictions.npz", train_probs=rng.dirichlet(np.ones(C), N).astype(np.float32),
                  test_probs=rng.dirichlet(np.ones(C), 8).astype(np.float32), train_noisy=rng.integers(0, C, N))
         runs.append(str(d))
@@ -91,6 +93,7 @@ def test_one_step_every_method(name, tmp_path):
         for mname, m in models.items():
             for pname, p in m.named_parameters():
                 assert p.grad is not None and torch.isfinite(p.grad).all(), (name, mname, pname)
+        method.on_epoch_end(epoch, FakeTrainer())  # as the engine does after every epoch's steps
     with torch.no_grad():
         logits = method.predict_logits(models, torch.randn(4, 1, 12, 12))
     assert logits.shape == (4, C) and torch.isfinite(logits).all()

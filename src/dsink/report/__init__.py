@@ -84,6 +84,7 @@ def build_report(path: str | Path, out: str | Path | None = None, *, max_items: 
     r["curves"] = {k: collect.curves(rows, k) for k in collect.CURVE_KEYS}
     audited = _audited_row(rows, r["deploy"])
     run = RunDir(audited["runs"][0])
+    r["best_checkpoint"] = str(run.checkpoint_path("best").relative_to(run.path))  # named by the run layout
     r["target_name"] = audited["method"]
     r["train_labels"] = collect.training_labels(run)
     r["confusion"] = collect.confusion(run)

@@ -56,7 +56,7 @@ def deploy_section(r: dict[str, Any]) -> str:
     row = r["rows"][i]
     epochs = [e for e in row.get("selected_epochs", []) if e]
     at = f" (epoch {', '.join(map(str, epochs))})" if epochs else ""
-    what = ("its selected checkpoint, <code>checkpoints/best.pt</code>" + at) if epochs else "its predictions"
+    what = (f"its selected checkpoint, <code>{_e(r.get('best_checkpoint', ''))}</code>" + at) if epochs else "its predictions"
     why = (f"Chosen as {_e(r['deploy_rule'])}" if r.get("deploy_rule") else
            f"It has the best class-balanced accuracy on the noisy validation split ({pct(row['selection'])} %)")
     return (f'<section id="deploy"><h2>Model to deploy</h2><div class="deploy-box"><p>Deploy <b id="deploy-method">'
