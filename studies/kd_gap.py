@@ -40,7 +40,20 @@ import torch
 from scipy.optimize import nnls
 
 from dsink.eval import per_class_accuracy as recall
-from dsink.methods.dsink import DSinkParams, KDParams, label_posterior
+from dsink.methods.dsink import DSinkParams, KDParams
+
+
+def label_posterior(p_noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """f_N's posterior given each sample's noisy label (the twelfth round's proxy; the library's `label_evidence`
+    knob was removed after that round rejected it): ``p_N(k|x_i) T[k, y~_i]`` renormalised over k, with T the
+    noisy-label histogram of the training samples weighted by f_N's class probabilities, one pseudo-count per row."""
+    c = p_noise.shape[1]
+    counts = torch.zeros(c, c, dtype=torch.float64)
+    counts.index_add_(1, labels, p_noise.double().T)
+    counts += 1.0 / c
+    t = counts / counts.sum(1, keepdim=True)
+    post = p_noise.double() * t[:, labels].T
+    return post / post.sum(1, keepdim=True).clamp_min(1e-300)
 from dsink.ot import surrogate_labels
 from dsink.runs import RunDir
 
