@@ -40,7 +40,8 @@ import torch
 from scipy.optimize import nnls
 
 from dsink.eval import per_class_accuracy as recall
-from dsink.methods.dsink import DSinkParams, KDParams
+from dsink.methods.distill import KDParams
+from dsink.methods.dsink import DSinkParams
 
 
 def label_posterior(p_noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

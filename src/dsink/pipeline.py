@@ -141,7 +141,7 @@ def _from_auxiliaries(name: str, target: dict[str, Any], fl: Path, fn: Path) -> 
     the target's settings of what it shares with D-SINK (alpha, base loss), so that the two differ only in
     how the soft target is made; nothing for the others."""
     from .methods import get_method
-    from .methods.dsink import DistillParams
+    from .methods.distill import DistillParams
 
     params = get_method(name).Params
     if not (dataclasses.is_dataclass(params) and issubclass(params, DistillParams)):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dsink.config import load_config
-from dsink.methods.dsink import MIN_TEMPERATURE, agreement_temperature, sharpen
+from dsink.methods.distill import MIN_TEMPERATURE, agreement_temperature, sharpen
 from dsink.train import distill_config, train_run
 
 

@@ -1,6 +1,6 @@
 """Training methods, each a registry entry (see :mod:`dsink.methods.base`)."""
 
-from . import ce, combined, dividemix, dsink, imbalance, noise, rolt, sfa, tabasco  # noqa: F401  (registers)
+from . import ce, combined, distill, dividemix, dsink, imbalance, noise, rolt, sfa, tabasco  # noqa: F401  (registers)
 from .base import (
     METHOD_REGISTRY,
     ROLES,

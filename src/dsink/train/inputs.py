@@ -19,7 +19,7 @@ from ..config import MethodConfig, RunConfig, add_hash_hook, run_name
 from ..errors import InputError, check_choice
 from ..eval.metrics import per_class_accuracy
 from ..methods import MethodContext, build_method as _build_method, get_method, method_params
-from ..methods.dsink import AUX_CHECKPOINTS, SELECTED_ROLES
+from ..methods.distill import AUX_CHECKPOINTS, SELECTED_ROLES
 from ..runs import RunDir
 
 UNFINISHED_SWITCH = "--allow-unfinished (train.allow_unfinished_runs=true)"
