@@ -4,8 +4,9 @@ D-SINK and ``kd`` can be no better than what their auxiliaries know. A noise-rob
 low-confidence samples, and a rare class's samples are low-confidence, so f_N can treat a tail class as noise and
 never predict it; a short or tiny training can leave an auxiliary below plain CE. :func:`auxiliary_health` finds
 this from what every run saves (its training-set and validation probabilities and the noisy labels; never test
-labels) and names the better choice. :func:`deploy_row` picks the row to deploy by the selection rule of every
-run: the class-balanced accuracy on the noisy validation split at the selected checkpoint.
+labels) and names the better choice; :func:`target_health` does the same for the distilled target after training.
+:func:`deploy_row` picks the row to deploy from the check (the target unless something is unfit), not from the noisy
+validation score, which does not rank different methods.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from ..errors import InputError
 from ..methods.dsink import BLIND_RATIO, TRUST_MARGIN, blind_classes
 from ..runs import RunDir
+from .metrics import per_class_accuracy
 
 RECALL_FLOOR = 0.2  # a class's noisy-validation recall is "near 0" below BLIND_RATIO x the other's, if the other's
 #                     is at least this
@@ -31,19 +33,17 @@ ROLE_NAMES = {"imbalance": "f_L", "noise": "f_N", "baseline": "CE"}
 
 
 def balanced_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Mean over the classes present in ``labels`` of the share of their samples predicted as that class."""
+    """Mean over the classes present in ``labels`` of the share of their samples predicted as that class (the
+    selection rule's score, as :func:`dsink.train.inputs.validation_score` computes it)."""
     labels = np.asarray(labels)
     if len(labels) == 0:
         return float("nan")
-    return float(np.nanmean(class_recall(probs, labels, probs.shape[1])[np.bincount(labels, minlength=probs.shape[1]) > 0]))
+    return float(np.nanmean(class_recall(probs, labels, probs.shape[1])))  # NaN: classes without samples
 
 
 def class_recall(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Per-class recall of ``probs``' argmax against ``labels`` (NaN for a class without samples)."""
-    hit = np.bincount(labels, weights=(probs.argmax(1) == labels).astype(float), minlength=num_classes)
-    n = np.bincount(labels, minlength=num_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, hit / np.maximum(n, 1), np.nan)
+    return per_class_accuracy(np.asarray(probs).argmax(1), np.asarray(labels), num_classes)
 
 
 def _arrays(run: str | Path, selected: bool) -> dict[str, np.ndarray]:

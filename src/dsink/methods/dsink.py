@@ -85,46 +85,49 @@ def expand_preset(params: dict) -> dict:
     return {**PRESETS[name], **params}
 
 
-def blind_classes(probs: np.ndarray, other: np.ndarray, labels: np.ndarray) -> list[int]:
-    """Classes ``probs`` predicts (argmax, training set) for fewer than BLIND_RATIO x the samples whose noisy label
-    ``other``'s argmax agrees with (at least MIN_AGREEING of them)."""
+def blind_class_mask(probs: torch.Tensor, other: torch.Tensor, labels: torch.Tensor, ratio: float,
+                     min_agreeing: int = 1) -> torch.Tensor:
+    """(C,) bool: the classes ``probs`` predicts (argmax) for fewer than ``ratio`` times the samples whose noisy label
+    ``other``'s argmax agrees with, where at least ``min_agreeing`` samples agree. The one rule behind D-SINK's
+    guard (``blind_vote``), the health check and ``trust=validated``; noisy labels and predictions only."""
     c = probs.shape[1]
+    labels = labels.to(other.device)
     agree = other.argmax(1) == labels
-    n_agree = np.bincount(labels[agree], minlength=c)
-    n_pred = np.bincount(probs.argmax(1), minlength=c)
-    return [int(k) for k in np.flatnonzero((n_agree >= MIN_AGREEING) & (n_pred < BLIND_RATIO * n_agree))]
+    n_agree = torch.bincount(labels[agree], minlength=c)
+    n_pred = torch.bincount(probs.argmax(1), minlength=c)
+    return (n_agree >= min_agreeing) & (n_pred.double() < ratio * n_agree.double())
+
+
+def blind_classes(probs: np.ndarray, other: np.ndarray, labels: np.ndarray) -> list[int]:
+    """The classes ``probs`` is blind to next to ``other`` (:func:`blind_class_mask` with BLIND_RATIO and
+    MIN_AGREEING), as indices; numpy inputs (a run's saved predictions)."""
+    mask = blind_class_mask(torch.as_tensor(probs), torch.as_tensor(other), torch.as_tensor(labels), BLIND_RATIO,
+                            MIN_AGREEING)
+    return mask.nonzero().flatten().tolist()
 
 
 def unfit_auxiliary(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: torch.Tensor,
                     scores: dict[str, float] | None) -> str | None:
     """The role (``imbalance`` or ``noise``) of an auxiliary that is unfit for the data, or None: blind to a class
-    the other auxiliary predicts in agreement with its noisy labels (the health check's rule,
-    :func:`dsink.eval.health.blind_classes`) and below the other by TRUST_MARGIN in class-balanced noisy-validation
+    the other auxiliary predicts in agreement with its noisy labels (:func:`blind_classes`, the health check's
+    rule) and below the other by TRUST_MARGIN in class-balanced noisy-validation
     accuracy (``scores``; without them nothing is called unfit)."""
     if not scores or scores.get("imbalance") is None or scores.get("noise") is None:
         return None
-    y = labels.cpu().numpy()
-    pl, pn = p_imb.cpu().numpy(), p_noise.cpu().numpy()
-    for role, mine, other, me, them in (("noise", pn, pl, "noise", "imbalance"),
-                                        ("imbalance", pl, pn, "imbalance", "noise")):
-        if scores[me] < scores[them] - TRUST_MARGIN and blind_classes(mine, other, y):
+    for role, mine, other, them in (("noise", p_noise, p_imb, "imbalance"), ("imbalance", p_imb, p_noise, "noise")):
+        if scores[role] < scores[them] - TRUST_MARGIN and blind_class_mask(mine, other, labels, BLIND_RATIO,
+                                                                           MIN_AGREEING).any():
             return role
     return None
 
 
 def blind_class_rows(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Rows whose surrogate label should keep f_L's vote because f_N is blind to their class (docs/research/rounds.md, eighth
-    round): a class is blind when f_N predicts it for fewer than ``ratio`` times the number of samples whose noisy
-    label f_L's argmax agrees with; the rows returned are those agreeing samples of the blind classes. Uses the
-    noisy labels and the auxiliaries' predictions only (never true labels)."""
-    c = p_imb.shape[1]
-    arg_l, arg_n = p_imb.argmax(1), p_noise.argmax(1)
-    labels = labels.to(arg_l.device)
-    agree = arg_l == labels
-    n_noise = torch.bincount(arg_n, minlength=c)
-    n_agree = torch.bincount(labels[agree], minlength=c)
-    blind = (n_agree > 0) & (n_noise.double() < ratio * n_agree.double())
-    return agree & blind[labels]
+    """Rows whose surrogate label should keep f_L's vote because f_N is blind to their class (docs/research/rounds.md,
+    eighth round): the classes of :func:`blind_class_mask` (f_N against f_L, ``ratio``); the rows returned are the
+    samples of those classes whose noisy label f_L's argmax agrees with. Never true labels."""
+    labels = labels.to(p_imb.device)
+    blind = blind_class_mask(p_noise, p_imb, labels, ratio)
+    return (p_imb.argmax(1) == labels) & blind[labels]
 
 
 @register_method

@@ -309,5 +309,5 @@ def surrogate_labels(
     return (out, res) if return_result else out
 
 
-__all__ = ["CLASS_TOTALS", "SURROGATE_PRESETS", "auxiliary_log_terms", "SinkhornResult", "class_totals_from", "resolve_class_totals", "surrogate_labels",
-           "surrogate_problem"]
+__all__ = ["CLASS_TOTALS", "SURROGATE_PRESETS", "SinkhornResult", "auxiliary_log_terms", "class_totals_from",
+           "resolve_class_totals", "surrogate_labels", "surrogate_problem"]
