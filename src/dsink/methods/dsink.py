@@ -55,7 +55,8 @@ class DSinkParams(DistillParams):
     preset: str = "dsink"  # dsink | paper: the values every other knob takes unless it is given
     class_totals: str = "noise_argmax"  # class totals: soft | argmax (f_L's probability sums | predicted-class counts),
     #                               noise_soft | noise_argmax (the same from f_N) | auto (the argmax counts of the
-    #                               auxiliary with the higher class-balanced noisy-validation accuracy)
+    #                               auxiliary with the higher class-balanced noisy-validation accuracy) | confident
+    #                               (confident learning's class sizes from the average of both and the noisy labels)
     cost: str = "average+target"  # models in the transport cost: noise+target (the paper) | noise |
     #                             noise+imbalance+target (f_L shifted to the totals' prior joins the kernel) |
     #                             noise+imbalance | average+target (the arithmetic mean of f_N and that f_L, then f)
@@ -163,6 +164,7 @@ class DSink(_Distill):
         super().__init__(params, ctx)
         self.unfit = None  # trust=validated: the auxiliary replaced by the other (fixed by the auxiliaries)
         self.started_from = None  # the auxiliary whose weights f started from (init), if any
+        given = self.p_imb, self.p_noise  # class_totals=confident reads both even when trust replaces one
         if p.trust == "validated" and ctx.labels is not None:
             self.unfit = unfit_auxiliary(self.p_imb, self.p_noise, torch.as_tensor(ctx.labels), ctx.aux_scores)
             if self.unfit == "noise":
@@ -174,8 +176,10 @@ class DSink(_Distill):
                             "validation split; D-SINK follows f_N alone (totals, kernel)")
                 self.p_imb = self.p_noise
         # class totals over the whole training set, fixed for the run (every process holds all rows of f_L and f_N)
-        self.totals = class_totals_from(self.p_imb, resolve_class_totals(p.class_totals, ctx.aux_scores),
-                                        float(ctx.num_train), False, p_noise=self.p_noise)
+        how = resolve_class_totals(p.class_totals, ctx.aux_scores)
+        p_imb, p_noise = given if how == "confident" else (self.p_imb, self.p_noise)
+        self.totals = class_totals_from(p_imb, how, float(ctx.num_train), False, p_noise=p_noise,
+                                        labels=None if ctx.labels is None else torch.as_tensor(ctx.labels))
         # the transport's fixed parts: totals scaled as surrogate_problem scales them, eps, the auxiliaries' log-kernel
         self.n_total = float(ctx.num_train)
         self.t = self.totals.double() * (self.n_total / self.totals.double().sum())

@@ -28,7 +28,7 @@ from .sinkhorn import SinkhornResult
 
 log = logging.getLogger(__name__)
 
-CLASS_TOTALS = ("soft", "argmax", "noise_soft", "noise_argmax")
+CLASS_TOTALS = ("soft", "argmax", "noise_soft", "noise_argmax", "confident")
 # surrogate_labels' presets: the cost and class totals of the paper's problem and of dsink's trainer default
 SURROGATE_PRESETS = {"paper": {"cost": "noise+target", "class_totals": "soft"},
                      "dsink": {"cost": "average+target", "class_totals": "noise_argmax"}}
@@ -67,15 +67,53 @@ def _check_probs(p: torch.Tensor, name: str, shape=None, atol: float = 1e-3) -> 
         )
 
 
+def confident_class_sizes(p: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The true class sizes as confident learning estimates them (Northcutt et al., JAIR 2021: the class marginal
+    of the calibrated confident joint), from probabilities ``p`` (N, C) and the noisy labels (N,).
+
+    Each class's threshold is the mean probability of that class over the samples labelled with it; a sample is
+    counted under (its noisy label, the most probable class whose probability reaches that class's threshold);
+    each noisy label's row of counts is rescaled to that label's size, and the column sums are the estimate. The
+    per-class thresholds make a tail class that a model predicts with low confidence still count; a noisy label
+    with no confident sample keeps its own count. Returns float64 (C,), summing to N."""
+    c = p.shape[1]
+    pd = p.double()
+    labels = labels.to(pd.device).long()
+    counts = torch.bincount(labels, minlength=c).double()
+    own = pd.gather(1, labels[:, None]).squeeze(1)
+    thresh = torch.zeros(c, dtype=pd.dtype, device=pd.device).index_add_(0, labels, own) / counts.clamp_min(1)
+    thresh = torch.where(counts > 0, thresh, torch.full_like(thresh, float("inf")))
+    above = pd >= thresh[None, :]
+    star = torch.where(above, pd, torch.full_like(pd, -1.0)).argmax(1)
+    ok = above.any(1)
+    joint = torch.zeros(c * c, dtype=pd.dtype, device=pd.device)
+    joint.index_add_(0, labels[ok] * c + star[ok], torch.ones(int(ok.sum()), dtype=pd.dtype, device=pd.device))
+    joint = joint.view(c, c)
+    empty = joint.sum(1) == 0
+    joint[empty] = torch.eye(c, dtype=pd.dtype, device=pd.device)[empty]
+    joint = joint / joint.sum(1, keepdim=True) * counts[:, None]
+    return joint.sum(0)
+
+
 def class_totals_from(p_imbalance: torch.Tensor, how: str, num_total: float, distributed: bool,
-                      p_noise: torch.Tensor | None = None) -> torch.Tensor:
+                      p_noise: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Class totals ``t`` (summing to ``num_total``) from one model's probabilities.
 
     ``soft``: ``sum_i p_imbalance[i]`` (the paper's literal constraint). ``argmax``: counts of its
     predicted classes - closer to the true class sizes when the model's probabilities carry a noise floor.
     ``noise_soft`` / ``noise_argmax``: the same from ``p_noise`` (the noise-robust model's prediction follows the
     training distribution; an imbalance-robust model's prediction is balanced and over-counts the tail).
+    ``confident``: confident learning's estimate (:func:`confident_class_sizes`) from the average of both models
+    and the noisy ``labels``: it trusts neither model's counts alone, so a class one of them never predicts keeps
+    a total.
     """
+    if how == "confident":
+        if p_noise is None or labels is None:
+            raise InputError("class_totals='confident' needs both models' probabilities and the noisy labels")
+        if distributed:
+            raise InputError("class_totals='confident' needs every row on every process (pass the full arrays)")
+        t = confident_class_sizes(0.5 * (p_imbalance.double() + p_noise.double()), labels)
+        return t * (num_total / t.sum().clamp_min(1e-300))
     if how.startswith("noise_"):
         if p_noise is None:
             raise InputError(f"class_totals={how!r} needs the noise-robust model's probabilities")
@@ -122,6 +160,7 @@ def surrogate_problem(
     cost: str = "noise+target",
     dtype=None,
     distributed: bool | None = None,
+    labels=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     r"""The entropic OT problem behind :func:`surrogate_labels`, ready for :func:`dsink.ot.sinkhorn`.
 
@@ -173,7 +212,11 @@ def surrogate_problem(
     n, c = pn.shape
     n_total = float(all_reduce(torch.tensor(float(n), dtype=torch.float64, device=device)) if world > 1 else n)
     if isinstance(class_totals, str):
-        t = class_totals_from(pl, class_totals, n_total, world > 1, p_noise=pn)
+        y = None if labels is None else _as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels,
+                                                   "labels", device).long().reshape(-1)
+        if y is not None and len(y) != n:
+            raise InputError(f"labels has {len(y)} entries for {n} rows of probabilities")
+        t = class_totals_from(pl, class_totals, n_total, world > 1, p_noise=pn, labels=y)
     else:
         t = _as_tensor(np.asarray(class_totals) if not torch.is_tensor(class_totals) else class_totals,
                        "class_totals", device).double().reshape(-1)
@@ -224,6 +267,7 @@ def surrogate_labels(
     init_log_v=None,
     omega: float | None = None,
     solver: str = "auto",
+    labels=None,
 ):
     r"""D-SINK surrogate labels :math:`Q` (N, C) for N samples and C classes.
 
@@ -246,8 +290,9 @@ def surrogate_labels(
         ``cost="average+target"``, ``class_totals="noise_argmax"``). The rest of dsink's default (f_L at its
         selected checkpoint, the guard for classes f_N is blind to, f's averaged probabilities) belongs to
         training: ``method.params.preset`` of ``dsink distill`` sets all of it.
-    class_totals : "soft", "argmax", "noise_soft", "noise_argmax" or array (C,), optional
-        How the class totals are taken from ``p_imbalance`` or ``p_noise`` (see :func:`class_totals_from`),
+    class_totals : "soft", "argmax", "noise_soft", "noise_argmax", "confident" or array (C,), optional
+        How the class totals are taken from ``p_imbalance`` or ``p_noise`` (see :func:`class_totals_from`;
+        ``confident`` also needs ``labels``, the noisy labels),
         or the totals. Default: the preset's.
     cost : str, optional
         The models whose KL terms make the cost: ``noise+target`` (the paper: f_N and f), ``noise`` (f_N
@@ -275,6 +320,8 @@ def surrogate_labels(
         ``newton``: Newton's method on the semi-dual (:func:`dsink.ot.semidual_newton`, a handful of passes
         over the kernel); ``sinkhorn``: the scaling iterations (:func:`dsink.ot.sinkhorn`); ``auto`` (default):
         Newton up to ``dsink.ot.newton.NEWTON_MAX_CLASSES`` classes, Sinkhorn beyond. Same problem and solution.
+    labels : array (N,) of ints, optional
+        The noisy labels; only ``class_totals="confident"`` reads them.
 
     Returns
     -------
@@ -299,7 +346,7 @@ def surrogate_labels(
     cost = SURROGATE_PRESETS[preset]["cost"] if cost is None else cost
     class_totals = SURROGATE_PRESETS[preset]["class_totals"] if class_totals is None else class_totals
     L, a, b, eps = surrogate_problem(p_noise, p_imbalance, p_target, eps=eps, class_totals=class_totals, cost=cost,
-                                     dtype=dtype, distributed=distributed)
+                                     dtype=dtype, distributed=distributed, labels=labels)
     with torch.no_grad():
         res = solve(L, a, b, solver=solver, eps=eps, tol=tol, max_iter=max_iter, distributed=_world(distributed) > 1,
                     init_log_v=init_log_v, omega=omega)
