@@ -100,6 +100,9 @@ class Method:
     def __init__(self, params: Any, ctx: MethodContext):
         self.p = params
         self.ctx = ctx
+        # factor on every parameter group's learning rate, read when the optimiser is built (after build_models):
+        # a method that starts from trained weights may ask for a fine-tuning rate
+        self.lr_scale = 1.0
 
     @functools.cached_property
     def log_prior(self) -> torch.Tensor:

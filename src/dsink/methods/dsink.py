@@ -43,7 +43,7 @@ PRESETS: dict[str, dict[str, object]] = {
     "dsink": {},  # dsink's default: the dataclass defaults below
     "paper": {"cost": "noise+target", "eps": 2.0, "class_totals": "soft", "distill": "plain", "base_loss": "ce",
               "alpha": 1.0, "aux_checkpoint": "last", "target_probs": "eval", "target_ema": 0.0, "refresh_every": 1,
-              "init": "scratch", "blind_vote": 0.0, "calibrate": "none", "trust": "both"},
+              "init": "scratch", "init_lr_scale": 1.0, "blind_vote": 0.0, "calibrate": "none", "trust": "both"},
 }
 
 
@@ -65,6 +65,7 @@ class DSinkParams(DistillParams):
     target_probs: str = "train"  # f's probabilities for Q: eval (separate pass) | train (last training pass)
     init: str = "scratch"  # scratch | noise (start f from f_N's weights; same model needed) | fit (from f_L's
     #                        weights when trust=validated finds f_N unfit, else scratch)
+    init_lr_scale: float = 1.0  # learning-rate factor of an f started from an auxiliary's weights (init acting)
     eps: float = 0.0  # entropic regularisation; 0 = one KL term per model in the cost (the paper's 2 for f_N and f)
     blind_vote: float = 0.1  # a class is "blind" when f_N predicts it for fewer than blind_vote x the samples whose
     #                          noisy label f_L agrees with; those samples' rows of Q become the naive average (0: off)
@@ -156,6 +157,8 @@ class DSink(_Distill):
         check_choice(p.solver_dtype, ("float64", "float32"), "solver_dtype")
         check_choice(p.solver, SOLVERS, "solver")
         check_choice(p.trust, TRUSTS, "trust")
+        if not p.init_lr_scale > 0:
+            raise InputError(f"method.params.init_lr_scale must be > 0, got {p.init_lr_scale}")
         if p.alpha < 0 or p.refresh_every < 1 or p.eps < 0:
             raise InputError("D-SINK needs alpha >= 0, refresh_every >= 1 and eps >= 0 (0: one per model in the cost)")
         if not 0.0 <= p.blind_vote <= 1.0:
@@ -184,7 +187,8 @@ class DSink(_Distill):
         self.n_total = float(ctx.num_train)
         self.t = self.totals.double() * (self.n_total / self.totals.double().sum())
         self.eps = float(p.eps) if p.eps else float(p.cost.count("+") + 1)
-        self.aux_log: torch.Tensor | None = None  # this process's rows, computed at the first refresh
+        self.aux_log: torch.Tensor | None = None  # this process's rows divided by eps, computed at the first refresh
+        self.log_v: torch.Tensor | None = None  # the last refresh's column potentials: the next solve starts there
         self.target_avg: torch.Tensor | None = None  # EMA of f's probabilities (target_ema > 0)
         self.train_pass = torch.full((ctx.num_train, ctx.num_classes), 1.0 / ctx.num_classes, device=ctx.device)
         self.seen = torch.zeros(ctx.num_train, dtype=torch.bool, device=ctx.device)  # rows of this epoch's pass
@@ -207,6 +211,7 @@ class DSink(_Distill):
                 raise InputError(f"init={self.p.init} needs the target to use the same model as the auxiliary run "
                                  "(model.name/width)") from None
             self.started_from = "imbalance" if self.p.init == "fit" else "noise"
+            self.lr_scale = self.p.init_lr_scale
         return models
 
     def on_epoch_start(self, epoch, trainer):
@@ -238,19 +243,30 @@ class DSink(_Distill):
         dtype = getattr(torch, self.p.solver_dtype)
         if self.aux_log is None:
             self.aux_log = auxiliary_log_terms(self.p_noise[lo:hi], self.p_imb[lo:hi], self.t / self.n_total,
-                                               self.p.cost, dtype)
-        L = self.aux_log.clone()
+                                               self.p.cost, dtype).div_(self.eps)
         with torch.no_grad():
             if pf is not None and self.p.cost.endswith("target"):
-                L.add_(pf.to(dtype).log())
-            return L.div_(self.eps)
+                return torch.add(self.aux_log, pf.to(dtype).log(), alpha=1.0 / self.eps)
+            return self.aux_log.clone()
 
     def _solve(self, log_kernel: torch.Tensor, distributed: bool):
         """The transport: rows sum to 1, class sums to the totals (Newton's method or Sinkhorn, ``solver``)."""
         with torch.no_grad():
             ones = torch.ones(log_kernel.shape[0], dtype=log_kernel.dtype, device=log_kernel.device)
-            return solve(log_kernel, ones, self.t.to(log_kernel.dtype), solver=self.p.solver, eps=self.eps,
-                         tol=self.p.tol, max_iter=self.p.max_iter, distributed=distributed)
+            # warm start: the kernel moves little between refreshes (f's averaged probabilities), so the last
+            # potentials save the solver its scaling pass and most Newton steps (same tolerance, same problem)
+            res = solve(log_kernel, ones, self.t.to(log_kernel.dtype), solver=self.p.solver, eps=self.eps,
+                        tol=self.p.tol, max_iter=self.p.max_iter, distributed=distributed,
+                        init_log_v=self._warm_start(log_kernel.dtype))
+            self.log_v = res.log_v
+            return res
+
+    def _warm_start(self, dtype) -> torch.Tensor | None:
+        """The last refresh's column potentials when they can start this solve (finite on every class with a
+        total; a class without one is left at -inf by the solver)."""
+        if self.log_v is None or not bool(torch.isfinite(self.log_v[self.t > 0]).all()):
+            return None
+        return self.log_v.to(dtype)
 
     def _target_probs(self, epoch, trainer, lo: int, hi: int) -> torch.Tensor | None:
         """f's probabilities on rows ``lo:hi`` for the cost: the last training pass or a separate evaluation pass,
@@ -298,8 +314,10 @@ class DSink(_Distill):
             return
         # row-wise softmax: the same values as the per-batch softmax of the same logits (rows not seen this epoch keep
         # their probabilities)
-        probs = torch.where(self.seen[:, None], self.train_pass.softmax(1), self.train_pass)
-        self.train_pass.copy_(probs)
+        if bool(self.seen.all()):  # the usual case: one softmax in place
+            torch.softmax(self.train_pass, 1, out=self.train_pass)
+        else:
+            self.train_pass.copy_(torch.where(self.seen[:, None], self.train_pass.softmax(1), self.train_pass))
         if distributed.current().active:
             seen = self.seen.float()[:, None]
             merged = distributed.all_reduce_sum(self.train_pass * seen)
@@ -308,12 +326,14 @@ class DSink(_Distill):
         self.seen.zero_()
 
     def state_dict(self):
-        return {"Q": self.Q, "train_pass": self.train_pass, "target_avg": self.target_avg}
+        return {"Q": self.Q, "train_pass": self.train_pass, "target_avg": self.target_avg, "log_v": self.log_v}
 
     def load_state_dict(self, state):
         if state.get("Q") is not None:
             self.set_target(state["Q"].to(self.ctx.device))
         if state.get("target_avg") is not None:
             self.target_avg = state["target_avg"].to(self.ctx.device)
+        if state.get("log_v") is not None:
+            self.log_v = state["log_v"].to(self.ctx.device)
         if state.get("train_pass") is not None:
             self.train_pass = state["train_pass"].to(self.ctx.device)

@@ -183,12 +183,14 @@ class Trainer:
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The optimiser's parameter groups: a pretrained backbone's parameters learn at ``optim.lr *
-        model.backbone_lr_scale`` (group key ``lr_scale``), everything else at ``optim.lr``."""
+        model.backbone_lr_scale`` (group key ``lr_scale``), everything else at ``optim.lr``; both times the
+        method's ``lr_scale`` (1 unless it starts from trained weights and asks for less)."""
         scale = self.cfg.model.backbone_lr_scale if self.cfg.model.pretrained is not None else 1.0
         slow = {id(p) for m in self.models.values() if has_backbone(m) for p in m.backbone.parameters()}
         params = self.parameters()
-        groups = [{"params": [p for p in params if id(p) not in slow], "lr_scale": 1.0},
-                  {"params": [p for p in params if id(p) in slow], "lr_scale": scale}]
+        method = self.method.lr_scale  # a method started from trained weights (D-SINK's init_lr)
+        groups = [{"params": [p for p in params if id(p) not in slow], "lr_scale": method},
+                  {"params": [p for p in params if id(p) in slow], "lr_scale": scale * method}]
         return [g for g in groups if g["params"]]
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
