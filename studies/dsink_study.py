@@ -103,7 +103,11 @@ GROUPS["random11b"] = list(RANDOM11)[12:]
 RANDOM13 = random_settings(seed=20261206, first_seed=300, exclude=tuple(RANDOM10) + tuple(RANDOM11))
 GROUPS["random13a"] = list(RANDOM13)[:12]
 GROUPS["random13b"] = list(RANDOM13)[12:]
-GROUP_SEEDS = {**RANDOM10, **RANDOM11, **RANDOM13}  # each random setting's own data-and-training seeds
+# fourteenth round, second session (2026-12-07), drawn before any run: the MLP check of the regimes round's defaults
+RANDOM15 = random_settings(seed=20261207, first_seed=400, exclude=tuple(RANDOM10) + tuple(RANDOM11) + tuple(RANDOM13))
+GROUPS["random15a"] = list(RANDOM15)[:12]
+GROUPS["random15b"] = list(RANDOM15)[12:]
+GROUP_SEEDS = {**RANDOM10, **RANDOM11, **RANDOM13, **RANDOM15}  # each random setting's own data-and-training seeds
 
 
 def setting(name: str) -> tuple[int, str, float]:
@@ -180,6 +184,11 @@ VARIANTS = {
     # noisy label f_L predicts) was measured on 2026-12-03 (same file) and dropped with its option (docs/research/rounds.md)
     # "mean totals" ({"class_totals": "mean_argmax"}: argmax counts of (f_L + f_N) / 2) was measured on
     # 2026-12-03 (studies/results/dsink_study_mlp_dev_pc.json) and dropped with its option (docs/research/rounds.md)
+    # fourteenth round (docs/research/regimes.md): follow f_L alone when f_N is unfit, starting from its weights at a
+    # tenth of the learning rate (candidate 6), and with the agreement calibration (candidate 7)
+    "trust, fit start at 0.1 lr": {"trust": "validated", "init": "fit", "init_lr_scale": 0.1},
+    "trust, fit start at 0.1 lr, calibrate": {"trust": "validated", "init": "fit", "init_lr_scale": 0.1,
+                                              "calibrate": "agreement"},
     "previous default": PREVIOUS,
     "paper-literal (soft f_L totals, no L_Base)": {**PREVIOUS, "class_totals": "soft", "base_loss": "none"},
     "base none": {**PREVIOUS, "base_loss": "none"},
