@@ -116,9 +116,29 @@ def test_init_fit_starts_from_f_l_only_when_f_n_is_unfit(init, unfit, loaded):
     assert DSink.init_from(DSinkParams(init=init)) == {"noise": "noise", "fit": "imbalance"}.get(init)
     saved = torch.nn.Linear(3, 2).state_dict()
     d = DSink.__new__(DSink)
-    d.p = SimpleNamespace(init=init)
+    d.p = SimpleNamespace(init=init, init_lr_scale=0.1)
     d.ctx = SimpleNamespace(init_weights=saved if init != "scratch" else None)
-    d.unfit, d.started_from = unfit, None
+    d.unfit, d.started_from, d.lr_scale = unfit, None, 1.0
     net = d.build_models(lambda: torch.nn.Linear(3, 2))["net"]
     same = torch.equal(net.weight, saved["weight"])
     assert same == (loaded is not None) and d.started_from == loaded
+    assert d.lr_scale == (0.1 if loaded else 1.0)  # the fine-tuning rate only for a trained start
+
+
+def test_a_trained_start_trains_at_the_scaled_rate(tmp_path):
+    """init=noise starts f from f_N's weights: with init_lr_scale the optimiser's groups and the logged rate are
+    scaled; from scratch the knob changes nothing."""
+    from dsink.runs import RunDir
+
+    over = ["data.n_max=40", "data.imbalance_ratio=5", "model.name=mlp", "model.width=16", "optim.epochs=1",
+            "optim.optimizer=sgd", "optim.lr=0.2", "optim.schedule=constant", f"data.cache_dir={tmp_path / 'cache'}"]
+    for m in ("la", "gce"):
+        train_run(load_config(None, over + [f"method.name={m}"]), tmp_path / m)
+    for init, want in (("noise", 0.02), ("scratch", 0.2)):
+        out = tmp_path / f"dsink-{init}"
+        train_run(distill_config(tmp_path / "la", tmp_path / "gce", None,
+                                 [f"method.params.init={init}", "method.params.init_lr_scale=0.1"]), out)
+        state = RunDir(out).load_checkpoint("last")
+        groups = state["optimizer"]["param_groups"]
+        assert [g["lr_scale"] for g in groups] == pytest.approx([want / 0.2] * len(groups))
+        assert [g["lr"] for g in groups] == pytest.approx([want] * len(groups))  # the constant schedule's rate
