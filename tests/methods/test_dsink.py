@@ -40,8 +40,10 @@ def test_dsink_smoke_run_logs_the_solver(tmp_path, aux):
     Q = load_checkpoint(tmp_path / "d" / "checkpoints" / "last.pt")["method"]["Q"]
     n = len(np.load(tmp_path / "d" / "predictions.npz")["train_noisy"])
     assert Q.shape == (n, 10) and torch.allclose(Q.sum(1), torch.ones(n), atol=1e-5)
-    p_n = np.load(runs["gce"] / "predictions.npz")["train_probs"]
-    totals = np.bincount(p_n.argmax(1), minlength=10)  # default class_totals = argmax counts of f_N
+    given = np.load(tmp_path / "d" / "inputs.npz")  # the auxiliaries' probabilities D-SINK was given
+    # default class_totals = argmax counts of f_N - of f_L when trust=validated (the default) finds f_N unfit
+    role = {0: "noise", 2: "imbalance"}[rows[0]["unfit_auxiliary"]]
+    totals = np.bincount(given[f"{role}_train_probs"].argmax(1), minlength=10)
     assert np.allclose(Q.sum(0).numpy(), totals, atol=0.05)
 
 
@@ -132,8 +134,9 @@ def test_blind_vote_gives_blind_rows_the_naive_average(tmp_path, aux):
     runs, _ = aux
     qs = {}
     for ratio in (0.0, 1.0):  # 1.0: blind wherever f_N predicts a class less often than f_L agrees with its labels
-        train_run(distill_config(runs["la"], runs["gce"], None, ["optim.epochs=1", f"method.params.blind_vote={ratio}"]),
-                  tmp_path / str(ratio))
+        # trust=both: the guard acts on both auxiliaries (trust=validated would replace this unfit f_N by f_L)
+        train_run(distill_config(runs["la"], runs["gce"], None, ["optim.epochs=1", f"method.params.blind_vote={ratio}",
+                                                                 "method.params.trust=both"]), tmp_path / str(ratio))
         qs[ratio] = load_checkpoint(tmp_path / str(ratio) / "checkpoints" / "last.pt")["method"]["Q"]
     pred = RunDir(runs["la"]).read_predictions()
     pl, pn = (torch.as_tensor(RunDir(runs[m]).read_predictions()["train_probs"]).float() for m in ("la", "gce"))

@@ -77,8 +77,9 @@ class MethodContext:
     # (dsink.train.inputs): methods never read other runs themselves.
     aux_probs: dict[str, np.ndarray] | None = None  # training-set probabilities (N, C) of each auxiliary, by role
     aux_scores: dict[str, float] | None = None  # each auxiliary's class-balanced noisy-validation accuracy, by role
-    init_weights: dict[str, torch.Tensor] | None = None  # state dict to start the first network from; None when
-    #                                                      the weights come from a checkpoint (resume, evaluation)
+    # state dict to start the first network from, or a function returning it (read only if the method uses it);
+    # None when the weights come from a checkpoint (resume, evaluation)
+    init_weights: dict[str, torch.Tensor] | Callable[[], dict[str, torch.Tensor]] | None = None
 
 
 @dataclass

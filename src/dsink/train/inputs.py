@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..config import MethodConfig, RunConfig, add_hash_hook, run_name
 from ..errors import InputError, check_choice
@@ -141,9 +143,14 @@ def method_inputs(method: MethodConfig, fingerprint: str, run: RunDir | None = N
         out["aux_probs"], out["aux_scores"] = got
     role = get_method(method.name).init_from(method_params(method))
     if role is not None and fresh_start:
-        state = RunDir(aux[role]).load_checkpoint("last")
-        out["init_weights"] = next(iter(state["models"].values()))
+        # read when the method uses it (init=fit starts from f_L only when f_N turns out unfit)
+        out["init_weights"] = functools.partial(_first_model_state, RunDir(aux[role]))
     return out
+
+
+def _first_model_state(run: RunDir) -> dict[str, torch.Tensor]:
+    """The state dict of the first network in ``run``'s last checkpoint."""
+    return next(iter(run.load_checkpoint("last")["models"].values()))
 
 
 def auxiliary_identity(path: str) -> str:
