@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -94,6 +95,7 @@ class _Distill(Method):
     probabilities (``ctx.aux_probs``); subclasses say how Q is made."""
 
     auxiliaries = {"imbalance": "imbalance_run", "noise": "noise_run"}
+    calibrates_later: ClassVar[bool] = False  # True: the subclass calls calibrate_auxiliaries itself
 
     def __init__(self, params: DistillParams, ctx):
         super().__init__(params, ctx)
@@ -114,16 +116,23 @@ class _Distill(Method):
         self.p_imb = torch.as_tensor(p_imb, device=ctx.device).float()
         self.p_noise = torch.as_tensor(p_noise, device=ctx.device).float()
         self.temperature = 1.0  # of the auxiliaries (calibrate=agreement), fixed by them and the noisy labels
-        if p.calibrate == "agreement":
-            if ctx.labels is None:
-                raise InputError("calibrate=agreement needs the noisy training labels in the method's context")
-            self.temperature, conf, agree = agreement_temperature(self.p_imb, self.p_noise,
-                                                                  torch.as_tensor(ctx.labels, device=ctx.device))
-            log.info("calibrate=agreement: auxiliaries' average confidence %.3f, agreement with the noisy labels %.3f, "
-                     "temperature %.3f", conf, agree, self.temperature)
-            self.p_imb, self.p_noise = sharpen(self.p_imb, self.temperature), sharpen(self.p_noise, self.temperature)
+        if p.calibrate == "agreement" and ctx.labels is None:
+            raise InputError("calibrate=agreement needs the noisy training labels in the method's context")
+        if not self.calibrates_later:
+            self.calibrate_auxiliaries()
         self.Q: torch.Tensor | None = None
         self.log_pi: torch.Tensor | None = None  # log of Q's class shares (distill=adjusted)
+
+    def calibrate_auxiliaries(self) -> None:
+        """``calibrate=agreement``: sharpen both auxiliaries with the agreement temperature (a no-op otherwise)."""
+        if self.p.calibrate != "agreement":
+            return
+        ctx = self.ctx
+        self.temperature, conf, agree = agreement_temperature(self.p_imb, self.p_noise,
+                                                              torch.as_tensor(ctx.labels, device=ctx.device))
+        log.info("calibrate=agreement: auxiliaries' average confidence %.3f, agreement with the noisy labels %.3f, "
+                 "temperature %.3f", conf, agree, self.temperature)
+        self.p_imb, self.p_noise = sharpen(self.p_imb, self.temperature), sharpen(self.p_noise, self.temperature)
 
     def average(self, weight: float = 0.5, rows=slice(None)) -> torch.Tensor:
         """``weight * f_L + (1 - weight) * f_N`` on ``rows`` of the training set: ``kd``'s target (the naive

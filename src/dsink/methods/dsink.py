@@ -142,6 +142,7 @@ class DSink(_Distill):
     role = "target"
     description = "D-SINK: distil f_L (imbalance) and f_N (noise) via Sinkhorn surrogate labels"
     Params = DSinkParams
+    calibrates_later = True  # after trust: a student started from the fit auxiliary is not calibrated for
 
     @classmethod
     def expand_params(cls, params):
@@ -180,6 +181,13 @@ class DSink(_Distill):
                 log.warning("trust=validated: f_L is blind to a class f_N predicts and scores below it on the noisy "
                             "validation split; D-SINK follows f_N alone (totals, kernel)")
                 self.p_imb = self.p_noise
+        # calibrate=agreement is for a student trained from scratch (docs/research/regimes.md, candidate 8): not for
+        # one that init=fit starts from f_L's weights
+        if self.unfit == "noise" and p.init == "fit":
+            if p.calibrate == "agreement":
+                log.info("calibrate=agreement: not applied, f starts from f_L's weights")
+        else:
+            self.calibrate_auxiliaries()
         # class totals over the whole training set, fixed for the run (every process holds all rows of f_L and f_N)
         how = resolve_class_totals(p.class_totals, ctx.aux_scores)
         p_imb, p_noise = given if how == "confident" else (self.p_imb, self.p_noise)
