@@ -142,3 +142,27 @@ def test_a_trained_start_trains_at_the_scaled_rate(tmp_path):
         groups = state["optimizer"]["param_groups"]
         assert [g["lr_scale"] for g in groups] == pytest.approx([want / 0.2] * len(groups))
         assert [g["lr"] for g in groups] == pytest.approx([want] * len(groups))  # the constant schedule's rate
+
+
+def test_init_fit_with_another_model_than_f_l_starts_from_scratch(caplog):
+    """The default init=fit never refuses a target of another model: it warns and trains f from scratch (init=noise,
+    asked for explicitly, still refuses)."""
+    from types import SimpleNamespace
+
+    from dsink.errors import InputError
+    from dsink.methods.dsink import DSink
+
+    saved = torch.nn.Linear(3, 2).state_dict()
+    for init in ("fit", "noise"):
+        d = DSink.__new__(DSink)
+        d.p = SimpleNamespace(init=init, init_lr_scale=0.1)
+        d.ctx = SimpleNamespace(init_weights=lambda: saved)  # read only when used
+        d.unfit, d.started_from, d.lr_scale = "noise", None, 1.0
+        if init == "noise":
+            with pytest.raises(InputError, match="same model"):
+                d.build_models(lambda: torch.nn.Linear(4, 2))
+            continue
+        with caplog.at_level("WARNING"):
+            net = d.build_models(lambda: torch.nn.Linear(4, 2))["net"]
+        assert net.weight.shape == (2, 4) and d.started_from is None and d.lr_scale == 1.0
+        assert "starts from scratch" in caplog.text
