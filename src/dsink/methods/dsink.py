@@ -43,7 +43,7 @@ PRESETS: dict[str, dict[str, object]] = {
     "dsink": {},  # dsink's default: the dataclass defaults below
     "paper": {"cost": "noise+target", "eps": 2.0, "class_totals": "soft", "distill": "plain", "base_loss": "ce",
               "alpha": 1.0, "aux_checkpoint": "last", "target_probs": "eval", "target_ema": 0.0, "refresh_every": 1,
-              "init": "scratch", "init_lr_scale": 1.0, "blind_vote": 0.0, "calibrate": "none", "trust": "both"},
+              "init": "scratch", "init_lr_scale": 1.0, "init_checkpoint": "last", "blind_vote": 0.0, "calibrate": "none", "trust": "both"},
 }
 
 
@@ -68,6 +68,8 @@ class DSinkParams(DistillParams):
     #                    from scratch)
     init_lr_scale: float = 0.1  # learning-rate factor of an f started from an auxiliary's weights (init acting):
     #                             a fine-tuning rate
+    init_checkpoint: str = "last"  # last | auxiliary: the auxiliary's checkpoint f starts from - its last epoch, or the
+    #                                one whose probabilities D-SINK reads (aux_checkpoint: f_L's selected by default)
     eps: float = 0.0  # entropic regularisation; 0 = one KL term per model in the cost (the paper's 2 for f_N and f)
     blind_vote: float = 0.1  # a class is "blind" when f_N predicts it for fewer than blind_vote x the samples whose
     #                          noisy label f_L agrees with; those samples' rows of Q become the naive average (0: off)
@@ -160,6 +162,7 @@ class DSink(_Distill):
         check_choice(p.solver_dtype, ("float64", "float32"), "solver_dtype")
         check_choice(p.solver, SOLVERS, "solver")
         check_choice(p.trust, TRUSTS, "trust")
+        check_choice(p.init_checkpoint, ("last", "auxiliary"), "init_checkpoint")
         if not p.init_lr_scale > 0:
             raise InputError(f"method.params.init_lr_scale must be > 0, got {p.init_lr_scale}")
         if p.alpha < 0 or p.refresh_every < 1 or p.eps < 0:

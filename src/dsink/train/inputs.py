@@ -141,16 +141,24 @@ def method_inputs(method: MethodConfig, fingerprint: str, run: RunDir | None = N
             got = read_auxiliaries(aux, fingerprint, allow_unfinished=allow_unfinished, wait=wait, on_wait=on_wait,
                                    checkpoint=getattr(method_params(method), "aux_checkpoint", "last"))
         out["aux_probs"], out["aux_scores"] = got
-    role = get_method(method.name).init_from(method_params(method))
+    params = method_params(method)
+    role = get_method(method.name).init_from(params)
     if role is not None and fresh_start:
+        # the checkpoint whose probabilities the method reads (init_checkpoint=auxiliary), or the last
+        selected = role in SELECTED_ROLES.get(getattr(params, "aux_checkpoint", "last"), ())
+        which = "best" if selected and getattr(params, "init_checkpoint", "last") == "auxiliary" else "last"
         # read when the method uses it (init=fit starts from f_L only when f_N turns out unfit)
-        out["init_weights"] = functools.partial(_first_model_state, RunDir(aux[role]))
+        out["init_weights"] = functools.partial(_first_model_state, RunDir(aux[role]), which)
     return out
 
 
-def _first_model_state(run: RunDir) -> dict[str, torch.Tensor]:
-    """The state dict of the first network in ``run``'s last checkpoint."""
-    return next(iter(run.load_checkpoint("last")["models"].values()))
+def _first_model_state(run: RunDir, which: str = "last") -> dict[str, torch.Tensor]:
+    """The state dict of the first network in ``run``'s ``which`` checkpoint (``best``: the selected one; a run
+    without it - no validation split - gives its last, with a warning)."""
+    if which == "best" and not run.checkpoint_path("best").is_file():
+        log.warning("%s has no selected checkpoint (no validation split): starting from its last epoch", run.path)
+        which = "last"
+    return next(iter(run.load_checkpoint(which)["models"].values()))
 
 
 def auxiliary_identity(path: str) -> str:
