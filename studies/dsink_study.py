@@ -186,7 +186,11 @@ VARIANTS = {
     # 2026-12-03 (studies/results/dsink_study_mlp_dev_pc.json) and dropped with its option (docs/research/rounds.md)
     # fourteenth round (docs/research/regimes.md): follow f_L alone when f_N is unfit, starting from its weights at a
     # tenth of the learning rate (candidate 6), and with the agreement calibration (candidate 7)
+    "trust both, from scratch": {"trust": "both", "init": "scratch", "init_lr_scale": 1.0},  # the default before it
     "trust, fit start at 0.1 lr": {"trust": "validated", "init": "fit", "init_lr_scale": 0.1},
+    # candidate 9: f starts from f_L's selected checkpoint, the one whose probabilities D-SINK reads
+    "trust, fit start (selected) at 0.1 lr": {"trust": "validated", "init": "fit", "init_lr_scale": 0.1,
+                                              "init_checkpoint": "auxiliary"},
     "trust, fit start at 0.1 lr, calibrate": {"trust": "validated", "init": "fit", "init_lr_scale": 0.1,
                                               "calibrate": "agreement"},
     "previous default": PREVIOUS,
