@@ -63,11 +63,11 @@ class DSinkParams(DistillParams):
     target_ema: float = 0.7  # f's probabilities in the cost: EMA over refreshes with this decay (0 = the live f)
     refresh_every: int = 1  # epochs between Sinkhorn refreshes of Q
     target_probs: str = "train"  # f's probabilities for Q: eval (separate pass) | train (last training pass)
-    init: str = "fit"  # scratch | noise (start f from f_N's weights; same model needed) | fit (from f_L's
-    #                    weights when trust=validated finds f_N unfit - a different model starts from scratch -, else
-    #                    from scratch)
-    init_lr_scale: float = 0.1  # learning-rate factor of an f started from an auxiliary's weights (init acting):
-    #                             a fine-tuning rate
+    init: str = "scratch"  # scratch | noise (start f from f_N's weights; same model needed) | fit (from f_L's
+    #                        weights when trust=validated finds f_N unfit - a different model starts from scratch,
+    #                        with a warning -, else from scratch)
+    init_lr_scale: float = 1.0  # learning-rate factor of an f started from an auxiliary's weights (init acting);
+    #                             0.1, a fine-tuning rate, with trust=validated and init=fit for convolutional regimes
     init_checkpoint: str = "last"  # last | auxiliary: the auxiliary's checkpoint f starts from - its last epoch, or the
     #                                one whose probabilities D-SINK reads (aux_checkpoint: f_L's selected by default)
     eps: float = 0.0  # entropic regularisation; 0 = one KL term per model in the cost (the paper's 2 for f_N and f)
@@ -77,7 +77,7 @@ class DSinkParams(DistillParams):
     max_iter: int = 1000  # solver iteration cap
     solver_dtype: str = "float64"  # float64 | float32 (float32 halves memory; its error floor is ~sqrt(N)*6e-8)
     solver: str = "auto"  # auto (Newton on the semi-dual up to 32 classes, Sinkhorn beyond) | newton | sinkhorn
-    trust: str = "validated"  # both | validated: an auxiliary that is blind to a class the other predicts in agreement
+    trust: str = "both"  # both | validated: an auxiliary that is blind to a class the other predicts in agreement
     #                      with its labels AND scores TRUST_MARGIN below the other on the noisy validation split is
     #                      replaced by the other in the totals, the kernel and the guard (docs/research/regimes.md)
 
