@@ -1,8 +1,8 @@
 """Class-total estimators scored against the true training class sizes in every regime of ``benchmarks/regimes.py``.
 
-Reads the D-SINK runs of the pipelines a ``regimes.py --work DIR`` folder holds (their ``inputs.npz``: the
-auxiliaries' training-set probabilities D-SINK was given; their ``predictions.npz``: the noisy and, for this
-report only, the true training labels) and scores each estimate of the class sizes:
+Reads the D-SINK runs of the pipelines a ``regimes.py --work DIR`` folder holds (through ``dsink.runs.RunDir``: the
+auxiliaries' training-set probabilities D-SINK was given, and the noisy and, for this report only, the true
+training labels) and scores each estimate of the class sizes:
 
 * ``f_N argmax`` (D-SINK's default ``noise_argmax``), ``f_L argmax``, ``average argmax``;
 * ``agreement floor``: f_N's argmax counts raised per class to the samples whose noisy label f_L predicts;
@@ -23,6 +23,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from dsink.runs import RunDir
 
 
 def confident_joint_marginal(p: np.ndarray, noisy: np.ndarray) -> np.ndarray:
@@ -69,12 +71,13 @@ def main() -> None:
     for res in sorted(args.pipelines.glob("*/results.json")):
         rows = {r["method"]: r["runs"] for r in json.loads(res.read_text())["rows"]}
         for run in rows.get("D-SINK", []):
-            if not (Path(run) / "inputs.npz").exists():
+            rd = RunDir(run)
+            if not rd.has_inputs():
                 continue
-            i, p = np.load(Path(run) / "inputs.npz"), np.load(Path(run) / "predictions.npz")
-            if "train_true" not in p.files:
+            given, p = rd.read_inputs()[0], rd.read_predictions()
+            if "train_true" not in p:
                 continue
-            est = estimates(i["imbalance_train_probs"], i["noise_train_probs"], p["train_noisy"])
+            est = estimates(given["imbalance"], given["noise"], p["train_noisy"])
             true = np.bincount(p["train_true"], minlength=est["f_L argmax"].size).astype(float)
             key = f"{res.parent.name}/{Path(run).name}"
             report[key] = {k: score(v, true) for k, v in est.items()}

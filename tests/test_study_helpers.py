@@ -19,13 +19,17 @@ def test_random_samples_are_fixed_fresh_and_disjoint():
     assert not set(study.RANDOM10) & set(study.RANDOM11)  # the eleventh round's sample excludes the tenth's
     assert not (set(study.RANDOM10) | set(study.RANDOM11)) & set(study.RANDOM13)  # the thirteenth's excludes both
     assert not (set(study.RANDOM10) | set(study.RANDOM11) | set(study.RANDOM13)) & set(study.SETTINGS)  # and every named setting
+    earlier = set(study.RANDOM10) | set(study.RANDOM11) | set(study.RANDOM13) | set(study.SETTINGS)
+    assert len(study.RANDOM15) == 24 and not set(study.RANDOM15) & earlier  # the fourteenth round's fresh sample
+    assert study.GROUPS["random15a"] + study.GROUPS["random15b"] == list(study.RANDOM15)
+    assert study.RANDOM15["r138-incl35"] == [400, 401, 402]
     seeds = [s for v in study.GROUP_SEEDS.values() for s in v]
-    assert len(seeds) == len(set(seeds)) == 216  # no two cells share a data seed
+    assert len(seeds) == len(set(seeds)) == 288  # no two cells share a data seed
     assert study.RANDOM11["r26-sem30"] == [200, 201, 202]
     assert study.GROUPS["random11a"] + study.GROUPS["random11b"] == list(study.RANDOM11)
     assert study.GROUPS["random13a"] + study.GROUPS["random13b"] == list(study.RANDOM13)
     assert study.RANDOM13["r128-incl25"] == [300, 301, 302]
-    for name in {**study.RANDOM11, **study.RANDOM13}:
+    for name in {**study.RANDOM11, **study.RANDOM13, **study.RANDOM15}:
         rho, mode, rate = study.setting(name)
         assert 10 <= rho <= 200 and mode in study.MODES.values() and 0.2 <= rate <= 0.45
 
