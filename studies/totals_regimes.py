@@ -23,43 +23,28 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
+import class_sizes  # studies/class_sizes.py: the estimates and the score this report shares
+from dsink.ot.surrogate import confident_class_sizes
 from dsink.runs import RunDir
 
 
-def confident_joint_marginal(p: np.ndarray, noisy: np.ndarray) -> np.ndarray:
-    """Confident learning's estimate of the true class sizes from probabilities ``p`` (N, C) and noisy labels."""
-    n, c = p.shape
-    counts = np.bincount(noisy, minlength=c).astype(float)
-    thresh = np.array([p[noisy == j, j].mean() if counts[j] else np.inf for j in range(c)])
-    above = p >= thresh[None, :]
-    masked = np.where(above, p, -1.0)
-    star = masked.argmax(1)
-    ok = above.any(1)
-    joint = np.zeros((c, c))
-    np.add.at(joint, (noisy[ok], star[ok]), 1.0)
-    rows = joint.sum(1, keepdims=True)
-    empty = rows[:, 0] == 0
-    joint[empty] = 0.0
-    joint[empty, np.flatnonzero(empty)] = 1.0  # a label with no confident sample keeps its own count
-    joint = joint / joint.sum(1, keepdims=True) * counts[:, None]
-    return joint.sum(0)
-
-
 def estimates(pl: np.ndarray, pn: np.ndarray, noisy: np.ndarray) -> dict[str, np.ndarray]:
-    c = pl.shape[1]
-    count = lambda a: np.bincount(a, minlength=c).astype(float)  # noqa: E731
+    """class_sizes.py's estimates that this report keeps, the average's argmax counts, and confident learning's
+    (the library's :func:`dsink.ot.surrogate.confident_class_sizes`) on the average, on f_L and on f_N."""
+    base = class_sizes.estimates(pl, pn, noisy)
     avg = 0.5 * (pl + pn)
-    fn = count(pn.argmax(1))
-    return {"f_N argmax": fn, "f_L argmax": count(pl.argmax(1)), "average argmax": count(avg.argmax(1)),
-            "agreement floor": np.maximum(fn, count(noisy[pl.argmax(1) == noisy])),
-            "CL average": confident_joint_marginal(avg, noisy), "CL f_L": confident_joint_marginal(pl, noisy),
-            "CL f_N": confident_joint_marginal(pn, noisy)}
+    cl = lambda p: confident_class_sizes(torch.as_tensor(p), torch.as_tensor(noisy)).numpy()  # noqa: E731
+    return {"f_N argmax": base["f_N argmax"], "f_L argmax": base["f_L argmax"],
+            "average argmax": np.bincount(avg.argmax(1), minlength=pl.shape[1]).astype(float),
+            "agreement floor": base["agreement floor"], "CL average": cl(avg), "CL f_L": cl(pl), "CL f_N": cl(pn)}
 
 
 def score(est: np.ndarray, true: np.ndarray) -> tuple[float, float]:
-    s, t = est / est.sum(), true / true.sum()
-    return float(np.abs(s - t).sum()), float((s / t).min())
+    """(L1 distance of the class shares, smallest estimate / true ratio): class_sizes.py's score."""
+    sc = class_sizes.score(est, true)
+    return sc["l1"], sc["min_ratio"]
 
 
 def main() -> None:
