@@ -145,6 +145,10 @@ class _Distill(Method):
         pi = self.Q.double().mean(0).clamp_min(1e-12)
         self.log_pi = (pi / pi.sum()).log().float()
 
+    def q_disagree(self, labels: torch.Tensor) -> float:
+        """The share of training rows whose soft target's argmax is not their noisy label (logged as ``q_disagree``)."""
+        return float((self.Q.argmax(1) != labels).float().mean())
+
     def label_log_prior(self):
         return self.log_pi if self.p.distill == "adjusted" else None
 
@@ -204,5 +208,5 @@ class KD(_Distill):
     def on_epoch_start(self, epoch, trainer):
         if epoch:
             return {}
-        return {"q_disagree": float((self.Q.argmax(1) != trainer.train_y).float().mean()),
+        return {"q_disagree": self.q_disagree(trainer.train_y),
                 "aux_temperature": self.temperature}

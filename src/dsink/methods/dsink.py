@@ -251,9 +251,8 @@ class DSink(_Distill):
         if epoch == 0:
             extra["aux_temperature"] = self.temperature
             extra["unfit_auxiliary"] = {None: 0, "imbalance": 1, "noise": 2}[self.unfit]
-        disagree = float((self.Q.argmax(1) != trainer.train_y).float().mean())
-        return {"sinkhorn_iters": res.iterations, "sinkhorn_error": res.marginal_error, "q_disagree": disagree,
-                **extra}
+        return {"sinkhorn_iters": res.iterations, "sinkhorn_error": res.marginal_error,
+                "q_disagree": self.q_disagree(trainer.train_y), **extra}
 
     def _log_kernel(self, pf: torch.Tensor | None, lo: int, hi: int) -> torch.Tensor:
         """The kernel's log on rows ``lo:hi`` divided by eps (:func:`dsink.ot.surrogate_problem`'s, computed the same
