@@ -362,7 +362,8 @@ def test_auxiliaries_at_their_selected_checkpoint(tmp_path, aux, caplog):
 
 def test_the_training_pass_keeps_f_s_probabilities_of_the_rows_it_saw(aux):
     """target_probs=train: each step files its batch's logits; at the epoch's end the rows seen hold exactly the
-    softmax of those logits (as a per-batch softmax would give) and the rows not seen keep what they held."""
+    softmax of those logits (as a per-batch softmax would give; a row seen twice, the later step's) and the rows not
+    seen keep what they held. Then a permutation's epoch (every row once) is written in one copy, alike."""
     from dsink.config import MethodConfig
     from dsink.methods import MethodContext
     from dsink.runs import RunDir
@@ -377,15 +378,44 @@ def test_the_training_pass_keeps_f_s_probabilities_of_the_rows_it_saw(aux):
     m.set_target(m.average())
     torch.manual_seed(0)
     net = torch.nn.Linear(4, 10)
-    batches = [torch.tensor([5, 0, 17]), torch.tensor([3, 9])]
+    batches = [torch.tensor([5, 0, 17]), torch.tensor([3, 9]), torch.tensor([21, 0])]  # row 0 twice
     xs = [torch.randn(len(i), 4) for i in batches]
     before = m.train_pass.clone()
     for x, idx in zip(xs, batches):
         out = m.training_step({"net": net}, x, torch.zeros(len(idx), dtype=torch.long), idx, 0)
         assert torch.equal(out["base_loss"], torch.zeros(())) and torch.equal(out["loss"], out["distill_loss"])
     m.on_epoch_end(0, None)
+    want = {}
     for x, idx in zip(xs, batches):
-        assert torch.equal(m.train_pass[idx], net(x).detach().softmax(1))
+        want.update(zip(idx.tolist(), net(x).detach().softmax(1)))
+    assert sorted(want) == [0, 3, 5, 9, 17, 21] and not m.pass_batches
+    for row, p in want.items():
+        assert torch.equal(m.train_pass[row], p), row
+    assert not torch.equal(want[0], net(xs[0][1:2]).detach().softmax(1)[0])  # the later step's row 0 won
     rest = torch.ones(len(pl), dtype=torch.bool)
-    rest[torch.cat(batches)] = False
+    rest[list(want)] = False
     assert torch.equal(m.train_pass[rest], before[rest]) and not m.seen.any()
+    perm = torch.randperm(len(pl))
+    chunks = [perm[i:i + 64] for i in range(0, len(pl), 64)]
+    xs = [torch.randn(len(i), 4) for i in chunks]
+    for x, idx in zip(xs, chunks):
+        m.training_step({"net": net}, x, torch.zeros(len(idx), dtype=torch.long), idx, 1)
+    m.on_epoch_end(1, None)
+    logits = torch.empty(len(pl), 10)
+    for x, idx in zip(xs, chunks):
+        logits[idx] = net(x).detach()
+    assert torch.allclose(m.train_pass, logits.softmax(1), rtol=1e-6, atol=1e-7) and not m.seen.any()
+
+
+def test_q_disagree_counts_rows_whose_label_is_not_the_largest_entry():
+    """q_disagree: the share of rows whose noisy label is not Q's largest entry; a label tied with it agrees."""
+    from types import SimpleNamespace
+
+    from dsink.methods.distill import _Distill
+
+    q = torch.tensor([[.7, .2, .1], [.2, .7, .1], [.4, .4, .2], [.1, .1, .8], [.3, .3, .4]])
+    labels = torch.tensor([0, 0, 1, 2, 1])  # agree, disagree, tie (agrees), agree, disagree
+    assert _Distill.q_disagree(SimpleNamespace(Q=q), labels) == pytest.approx(2 / 5)
+    no_ties = q[[0, 1, 3, 4]]
+    assert _Distill.q_disagree(SimpleNamespace(Q=no_ties), labels[[0, 1, 3, 4]]) == pytest.approx(
+        float((no_ties.argmax(1) != labels[[0, 1, 3, 4]]).float().mean()))

@@ -146,8 +146,10 @@ class _Distill(Method):
         self.log_pi = (pi / pi.sum()).log().float()
 
     def q_disagree(self, labels: torch.Tensor) -> float:
-        """The share of training rows whose soft target's argmax is not their noisy label (logged as ``q_disagree``)."""
-        return float((self.Q.argmax(1) != labels).float().mean())
+        """The share of training rows whose noisy label is not their soft target's largest entry (logged as
+        ``q_disagree``; a label tied with the largest counts as agreeing). The label's entry against the row maximum:
+        the same share as ``argmax != label`` for rows without ties, at half the cost of an argmax."""
+        return float((self.Q.gather(1, labels[:, None]).squeeze(1) < self.Q.amax(1)).float().mean())
 
     def label_log_prior(self):
         return self.log_pi if self.p.distill == "adjusted" else None

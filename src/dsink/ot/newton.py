@@ -43,9 +43,12 @@ _ARMIJO = 1e-4  # sufficient increase of g, as a fraction of the step's first-or
 _MIN_STEP = 1.0 / 1024  # a line search that needs a shorter step hands the solve to Sinkhorn
 
 
-def _pass(L: torch.Tensor, beta: torch.Tensor, a: torch.Tensor, work: torch.Tensor, dist_on: bool, hessian: bool):
+def _pass(L: torch.Tensor, beta: torch.Tensor, a: torch.Tensor, work: torch.Tensor, dist_on: bool, hessian: bool,
+          rows: tuple[torch.Tensor | None, bool]):
     """Row-softmax of ``L + beta`` into ``work``; returns (column sums P^T a, ``-sum_i a_i lse_i`` (g without
-    its ``b . beta`` term), ``P^T diag(a) P`` or None, log-normaliser per row ``lse``). Rows without mass, or with an all-zero kernel and no mass, contribute nothing."""
+    its ``b . beta`` term), ``P^T diag(a) P`` or None, log-normaliser per row ``lse``). Rows without mass, or with an all-zero kernel and no mass, contribute nothing.
+    ``rows`` (:func:`_row_masses`, fixed for a solve): the rows with mass when some have none, and whether every row's
+    mass is 1 (D-SINK's case: no mask and no weighting, the same sums as with them)."""
     torch.add(L, beta, out=work)
     m = work.amax(1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
@@ -57,15 +60,22 @@ def _pass(L: torch.Tensor, beta: torch.Tensor, a: torch.Tensor, work: torch.Tens
     buf = torch.zeros(c + 1 + (c * c if hessian else 0), dtype=torch.float64, device=L.device)
     col = work.t() @ a
     buf[:c] = col.double()
-    pos = a > 0
-    buf[c] = -(a[pos].double() * lse[pos].double()).sum()
+    pos, unit = rows
+    buf[c] = -(a.double() * lse.double()).sum() if pos is None else -(a[pos].double() * lse[pos].double()).sum()
     if hessian:
-        wa = work if bool((a == 1).all()) else work * a[:, None]
+        wa = work if unit else work * a[:, None]
         buf[c + 1:] = (wa.t() @ work).double().reshape(-1)
     if dist_on:
         all_reduce(buf)
     h = buf[c + 1:].reshape(c, c) if hessian else None
     return buf[:c], float(buf[c]), h, lse
+
+
+def _row_masses(a: torch.Tensor) -> tuple[torch.Tensor | None, bool]:
+    """What :func:`_pass` needs of the row masses, found once per solve: the mask of the rows with mass (None when
+    every row has some) and whether every mass is 1."""
+    pos = a > 0
+    return (None if bool(pos.all()) else pos), bool((a == 1).all())
 
 
 def semidual_newton(
@@ -114,8 +124,9 @@ def semidual_newton(
     beta = torch.where(live, beta, torch.full_like(beta, -math.inf))
     idx = live.nonzero().squeeze(1)
     work = torch.empty_like(L)
+    rows = _row_masses(a)
     passes = 0
-    col, g, h, lse = _pass(L, beta.to(dtype), a, work, dist_on, True)
+    col, g, h, lse = _pass(L, beta.to(dtype), a, work, dist_on, True, rows)
     passes += 1
     if bool(((col <= 0) & live).any()):
         raise ValueError("a class with positive mass has an all-zero kernel column: the problem is infeasible")
@@ -124,7 +135,7 @@ def semidual_newton(
 
     if init_log_v is None:  # the first scaling step (v = b / K^T 1) as a start: the right column scale at once
         beta = torch.where(live, beta + bd.log() - col.log(), beta)
-        col, g, h, lse = _pass(L, beta.to(dtype), a, work, dist_on, True)
+        col, g, h, lse = _pass(L, beta.to(dtype), a, work, dist_on, True, rows)
         passes += 1
     g = objective(g, beta)
     ones = torch.ones(len(idx), dtype=torch.float64, device=L.device)
@@ -150,7 +161,7 @@ def semidual_newton(
         while step >= _MIN_STEP:
             trial = beta.clone()
             trial[idx] += step * d
-            t_col, t_g, t_h, t_lse = _pass(L, trial.to(dtype), a, work, dist_on, True)
+            t_col, t_g, t_h, t_lse = _pass(L, trial.to(dtype), a, work, dist_on, True, rows)
             passes += 1
             t_g = objective(t_g, trial)
             t_err = float((t_col - bd).abs().sum()) / mass
@@ -168,7 +179,7 @@ def semidual_newton(
         return SinkhornResult(res.plan, res.log_u, res.log_v, passes + res.iterations, res.marginal_error,
                               res.converged)
     # work holds the row-softmax at beta (the last accepted pass): the plan is a_i times it
-    if not bool((a == 1).all()):
+    if not rows[1]:
         work.mul_(a[:, None])
     log_u = torch.where(a > 0, a.log() - lse, torch.full_like(lse, -math.inf))
     out_dtype = log_kernel.dtype if log_kernel.dtype.is_floating_point else dtype
