@@ -107,7 +107,11 @@ GROUPS["random13b"] = list(RANDOM13)[12:]
 RANDOM15 = random_settings(seed=20261207, first_seed=400, exclude=tuple(RANDOM10) + tuple(RANDOM11) + tuple(RANDOM13))
 GROUPS["random15a"] = list(RANDOM15)[:12]
 GROUPS["random15b"] = list(RANDOM15)[12:]
-GROUP_SEEDS = {**RANDOM10, **RANDOM11, **RANDOM13, **RANDOM15}  # each random setting's own data-and-training seeds
+# fourteenth round, third session (2026-12-07), drawn before any run: the MLP check of candidate 10 (trust=collapse)
+RANDOM16 = random_settings(k=12, seed=20261208, first_seed=500,
+                           exclude=tuple(RANDOM10) + tuple(RANDOM11) + tuple(RANDOM13) + tuple(RANDOM15))
+GROUPS["random16"] = list(RANDOM16)
+GROUP_SEEDS = {**RANDOM10, **RANDOM11, **RANDOM13, **RANDOM15, **RANDOM16}  # each random setting's own seeds
 
 
 def setting(name: str) -> tuple[int, str, float]:
@@ -191,6 +195,8 @@ VARIANTS = {
     # candidate 9: f starts from f_L's selected checkpoint, the one whose probabilities D-SINK reads
     "trust, fit start (selected) at 0.1 lr": {"trust": "validated", "init": "fit", "init_lr_scale": 0.1,
                                               "init_checkpoint": "auxiliary"},
+    # candidate 10: candidate 6 only where the unfit auxiliary has also collapsed (predicts none of a quarter of the classes)
+    "trust collapse, fit start at 0.1 lr": {"trust": "collapse", "init": "fit", "init_lr_scale": 0.1},
     "trust, fit start at 0.1 lr, calibrate": {"trust": "validated", "init": "fit", "init_lr_scale": 0.1,
                                               "calibrate": "agreement"},
     "previous default": PREVIOUS,

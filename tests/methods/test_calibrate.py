@@ -87,6 +87,28 @@ def test_unfit_auxiliary_needs_a_blind_class_and_a_lower_validation_score():
     assert unfit_auxiliary(fit, blind, labels, None) is None  # no validation split: nothing is called unfit
 
 
+def test_trust_collapse_needs_a_quarter_of_the_classes_unpredicted():
+    """trust=collapse: validated's rule, and the auxiliary predicts no training sample of ceil(C / 4) classes - 3 of
+    10 - so an f_N that merges one or two tail classes into others is kept, one that has lost three is replaced."""
+    from dsink.methods.dsink import TRUST_MARGIN, unfit_auxiliary, unpredicted_classes
+
+    labels = torch.arange(10).repeat_interleave(20)
+    fit = torch.eye(10)[labels] * 0.9 + 0.01
+    low = {"imbalance": 0.9, "noise": 0.9 - 2 * TRUST_MARGIN}
+
+    def losing(k):  # never predicts the last k classes (their samples go to class 0)
+        return torch.eye(10)[torch.where(labels >= 10 - k, 0, labels)] * 0.9 + 0.01
+
+    assert [unpredicted_classes(losing(k)) for k in (0, 1, 2, 3, 6)] == [0, 1, 2, 3, 6]
+    for k in (1, 2):
+        assert unfit_auxiliary(fit, losing(k), labels, low) == "noise"  # validated replaces it
+        assert unfit_auxiliary(fit, losing(k), labels, low, collapse=True) is None  # collapse keeps it
+    for k in (3, 6):
+        assert unfit_auxiliary(fit, losing(k), labels, low, collapse=True) == "noise"
+    assert unfit_auxiliary(fit, losing(6), labels, {"imbalance": 0.9, "noise": 0.9}, collapse=True) is None
+    assert unfit_auxiliary(losing(3), fit, labels, {"imbalance": 0.5, "noise": 0.9}, collapse=True) == "imbalance"
+
+
 def test_target_average_is_not_a_view_of_the_training_pass():
     """f's averaged probabilities (target_ema) start from a copy of the first training pass: the next epoch's pass,
     written in place into train_pass, must not change them (it did: the average started one refresh late)."""

@@ -15,6 +15,7 @@ run directories by :mod:`dsink.train.inputs`); the methods read no files.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,11 +28,13 @@ from .base import register_method
 from .distill import DistillParams, _Distill
 
 log = logging.getLogger(__name__)
-TRUSTS = ("both", "validated")
+TRUSTS = ("both", "validated", "collapse")
 BLIND_RATIO = 0.1  # a model is blind to a class it predicts for fewer than this share of the samples the other
 #                    auxiliary predicts there with the noisy label's agreement (blind_vote's default, the health check)
 MIN_AGREEING = 5  # ... counted only where the other auxiliary agrees with at least this many noisy labels
 TRUST_MARGIN = 0.05  # class-balanced noisy-validation accuracy: the noisy split ranks close models within ~0.01
+COLLAPSE_SHARE = 0.25  # trust=collapse: an unfit auxiliary predicts no training sample of at least this share of the
+#                        classes (rounded up): a collapse onto the head classes, not one confused class
 
 
 # The paper's reading of every knob (Hong et al., arXiv 2510.08179, L_Overall; docs/dsink.md#the-papers-reading):
@@ -79,7 +82,8 @@ class DSinkParams(DistillParams):
     solver: str = "auto"  # auto (Newton on the semi-dual up to 32 classes, Sinkhorn beyond) | newton | sinkhorn
     trust: str = "both"  # both | validated: an auxiliary that is blind to a class the other predicts in agreement
     #                      with its labels AND scores TRUST_MARGIN below the other on the noisy validation split is
-    #                      replaced by the other in the totals, the kernel and the guard (docs/research/regimes.md)
+    #                      replaced by the other in the totals, the kernel and the guard (docs/research/regimes.md) |
+    #                      collapse: the same, only when it also predicts none of a quarter of the classes
 
 
 def expand_preset(params: dict) -> dict:
@@ -112,17 +116,24 @@ def blind_classes(probs: np.ndarray, other: np.ndarray, labels: np.ndarray) -> l
     return mask.nonzero().flatten().tolist()
 
 
+def unpredicted_classes(probs: torch.Tensor) -> int:
+    """How many classes ``probs``' argmax gives no row."""
+    return int((torch.bincount(probs.argmax(1), minlength=probs.shape[1]) == 0).sum())
+
+
 def unfit_auxiliary(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: torch.Tensor,
-                    scores: dict[str, float] | None) -> str | None:
+                    scores: dict[str, float] | None, collapse: bool = False) -> str | None:
     """The role (``imbalance`` or ``noise``) of an auxiliary that is unfit for the data, or None: blind to a class
     the other auxiliary predicts in agreement with its noisy labels (:func:`blind_classes`, the health check's
     rule) and below the other by TRUST_MARGIN in class-balanced noisy-validation
-    accuracy (``scores``; without them nothing is called unfit)."""
+    accuracy (``scores``; without them nothing is called unfit). With ``collapse`` (``trust=collapse``), it must
+    also predict no training sample of at least COLLAPSE_SHARE of the classes (rounded up)."""
     if not scores or scores.get("imbalance") is None or scores.get("noise") is None:
         return None
+    need = math.ceil(COLLAPSE_SHARE * p_imb.shape[1]) if collapse else 0
     for role, mine, other, them in (("noise", p_noise, p_imb, "imbalance"), ("imbalance", p_imb, p_noise, "noise")):
-        if scores[role] < scores[them] - TRUST_MARGIN and blind_class_mask(mine, other, labels, BLIND_RATIO,
-                                                                           MIN_AGREEING).any():
+        if (scores[role] < scores[them] - TRUST_MARGIN and unpredicted_classes(mine) >= need
+                and blind_class_mask(mine, other, labels, BLIND_RATIO, MIN_AGREEING).any()):
             return role
     return None
 
@@ -174,15 +185,16 @@ class DSink(_Distill):
         self.unfit = None  # trust=validated: the auxiliary replaced by the other (fixed by the auxiliaries)
         self.started_from = None  # the auxiliary whose weights f started from (init), if any
         given = self.p_imb, self.p_noise  # class_totals=confident reads both even when trust replaces one
-        if p.trust == "validated" and ctx.labels is not None:
-            self.unfit = unfit_auxiliary(self.p_imb, self.p_noise, torch.as_tensor(ctx.labels), ctx.aux_scores)
+        if p.trust != "both" and ctx.labels is not None:
+            self.unfit = unfit_auxiliary(self.p_imb, self.p_noise, torch.as_tensor(ctx.labels), ctx.aux_scores,
+                                         collapse=p.trust == "collapse")
             if self.unfit == "noise":
-                log.warning("trust=validated: f_N is blind to a class f_L predicts and scores below it on the noisy "
-                            "validation split; D-SINK follows f_L alone (totals, kernel)")
+                log.warning("trust=%s: f_N is blind to a class f_L predicts and scores below it on the noisy "
+                            "validation split; D-SINK follows f_L alone (totals, kernel)", p.trust)
                 self.p_noise = self.p_imb
             elif self.unfit == "imbalance":
-                log.warning("trust=validated: f_L is blind to a class f_N predicts and scores below it on the noisy "
-                            "validation split; D-SINK follows f_N alone (totals, kernel)")
+                log.warning("trust=%s: f_L is blind to a class f_N predicts and scores below it on the noisy "
+                            "validation split; D-SINK follows f_N alone (totals, kernel)", p.trust)
                 self.p_imb = self.p_noise
         # calibrate=agreement is for a student trained from scratch (docs/research/regimes.md, candidate 8): not for
         # one that init=fit starts from f_L's weights
