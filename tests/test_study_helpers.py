@@ -23,13 +23,16 @@ def test_random_samples_are_fixed_fresh_and_disjoint():
     assert len(study.RANDOM15) == 24 and not set(study.RANDOM15) & earlier  # the fourteenth round's fresh sample
     assert study.GROUPS["random15a"] + study.GROUPS["random15b"] == list(study.RANDOM15)
     assert study.RANDOM15["r138-incl35"] == [400, 401, 402]
+    earlier |= set(study.RANDOM15)
+    assert len(study.RANDOM16) == 12 and not set(study.RANDOM16) & earlier  # the third session's, fresh again
+    assert study.GROUPS["random16"] == list(study.RANDOM16) and study.RANDOM16["r156-sem30"] == [500, 501, 502]
     seeds = [s for v in study.GROUP_SEEDS.values() for s in v]
-    assert len(seeds) == len(set(seeds)) == 288  # no two cells share a data seed
+    assert len(seeds) == len(set(seeds)) == 324  # no two cells share a data seed
     assert study.RANDOM11["r26-sem30"] == [200, 201, 202]
     assert study.GROUPS["random11a"] + study.GROUPS["random11b"] == list(study.RANDOM11)
     assert study.GROUPS["random13a"] + study.GROUPS["random13b"] == list(study.RANDOM13)
     assert study.RANDOM13["r128-incl25"] == [300, 301, 302]
-    for name in {**study.RANDOM11, **study.RANDOM13, **study.RANDOM15}:
+    for name in {**study.RANDOM11, **study.RANDOM13, **study.RANDOM15, **study.RANDOM16}:
         rho, mode, rate = study.setting(name)
         assert 10 <= rho <= 200 and mode in study.MODES.values() and 0.2 <= rate <= 0.45
 

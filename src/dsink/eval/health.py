@@ -26,9 +26,9 @@ RECALL_FLOOR = 0.2  # a class's noisy-validation recall is "near 0" below BLIND_
 CE_MARGIN = 0.05  # an auxiliary "below CE" scores this much under CE's noisy-validation balanced accuracy, both at
 #                   their selected checkpoints: the noisy split ranks close methods poorly (all six rows of the
 #                   offline default score 0.362-0.369 while their test top-1 spans 66-81 %), so only a clear gap counts
-FIXES = {"noise": "a stronger f_N (e.g. pipeline.noise.name=elr, or sce); in a convolutional run, D-SINK following "
-                  "f_L from its weights when f_N is also clearly below it on the noisy validation split (pipeline."
-                  "target.trust=validated, init=fit, init_lr_scale=0.1)",
+FIXES = {"noise": "a stronger f_N (e.g. pipeline.noise.name=elr, or sce); where f_N has also collapsed (no prediction "
+                  "for a quarter of the classes) D-SINK's defaults already follow f_L from its weights "
+                  "(pipeline.target.trust=collapse, init=fit)",
          "imbalance": "another f_L (e.g. pipeline.imbalance.name=bs or ldam_drw)"}
 ROLE_NAMES = {"imbalance": "f_L", "noise": "f_N", "baseline": "CE"}
 

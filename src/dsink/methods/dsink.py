@@ -66,11 +66,11 @@ class DSinkParams(DistillParams):
     target_ema: float = 0.7  # f's probabilities in the cost: EMA over refreshes with this decay (0 = the live f)
     refresh_every: int = 1  # epochs between Sinkhorn refreshes of Q
     target_probs: str = "train"  # f's probabilities for Q: eval (separate pass) | train (last training pass)
-    init: str = "scratch"  # scratch | noise (start f from f_N's weights; same model needed) | fit (from f_L's
-    #                        weights when trust=validated finds f_N unfit - a different model starts from scratch,
-    #                        with a warning -, else from scratch)
-    init_lr_scale: float = 1.0  # learning-rate factor of an f started from an auxiliary's weights (init acting);
-    #                             0.1, a fine-tuning rate, with trust=validated and init=fit for convolutional regimes
+    init: str = "fit"  # scratch | noise (start f from f_N's weights; same model needed) | fit (from f_L's weights
+    #                    when trust finds f_N unfit - a different model starts from scratch, with a warning -, else
+    #                    from scratch)
+    init_lr_scale: float = 0.1  # learning-rate factor of an f started from an auxiliary's weights (init acting): a
+    #                             fine-tuning rate (docs/research/regimes.md, candidates 6 and 10)
     init_checkpoint: str = "last"  # last | auxiliary: the auxiliary's checkpoint f starts from - its last epoch, or the
     #                                one whose probabilities D-SINK reads (aux_checkpoint: f_L's selected by default)
     eps: float = 0.0  # entropic regularisation; 0 = one KL term per model in the cost (the paper's 2 for f_N and f)
@@ -80,10 +80,11 @@ class DSinkParams(DistillParams):
     max_iter: int = 1000  # solver iteration cap
     solver_dtype: str = "float64"  # float64 | float32 (float32 halves memory; its error floor is ~sqrt(N)*6e-8)
     solver: str = "auto"  # auto (Newton on the semi-dual up to 32 classes, Sinkhorn beyond) | newton | sinkhorn
-    trust: str = "both"  # both | validated: an auxiliary that is blind to a class the other predicts in agreement
-    #                      with its labels AND scores TRUST_MARGIN below the other on the noisy validation split is
-    #                      replaced by the other in the totals, the kernel and the guard (docs/research/regimes.md) |
-    #                      collapse: the same, only when it also predicts none of a quarter of the classes
+    trust: str = "collapse"  # both | validated: an auxiliary that is blind to a class the other predicts in
+    #                          agreement with its labels AND scores TRUST_MARGIN below the other on the noisy
+    #                          validation split is replaced by the other in the totals, the kernel and the guard |
+    #                          collapse: the same, only when it also predicts none of a quarter of the classes (a
+    #                          collapse onto the head, not one merged class; docs/research/regimes.md, candidate 10)
 
 
 def expand_preset(params: dict) -> dict:
@@ -99,7 +100,7 @@ def blind_class_mask(probs: torch.Tensor, other: torch.Tensor, labels: torch.Ten
                      min_agreeing: int = 1) -> torch.Tensor:
     """(C,) bool: the classes ``probs`` predicts (argmax) for fewer than ``ratio`` times the samples whose noisy label
     ``other``'s argmax agrees with, where at least ``min_agreeing`` samples agree. The one rule behind D-SINK's
-    guard (``blind_vote``), the health check and ``trust=validated``; noisy labels and predictions only."""
+    guard (``blind_vote``), the health check and ``trust``; noisy labels and predictions only."""
     c = probs.shape[1]
     labels = labels.to(other.device)
     agree = other.argmax(1) == labels
@@ -182,20 +183,23 @@ class DSink(_Distill):
             raise InputError(f"method.params.blind_vote must be in [0, 1] (0: off; the share of f_L's agreeing samples "
                              f"below which f_N's count makes a class blind), got {p.blind_vote}")
         super().__init__(params, ctx)
-        self.unfit = None  # trust=validated: the auxiliary replaced by the other (fixed by the auxiliaries)
+        self.unfit = None  # trust=validated|collapse: the auxiliary replaced by the other (fixed by the auxiliaries)
         self.started_from = None  # the auxiliary whose weights f started from (init), if any
         given = self.p_imb, self.p_noise  # class_totals=confident reads both even when trust replaces one
         if p.trust != "both" and ctx.labels is not None:
             self.unfit = unfit_auxiliary(self.p_imb, self.p_noise, torch.as_tensor(ctx.labels), ctx.aux_scores,
                                          collapse=p.trust == "collapse")
-            if self.unfit == "noise":
-                log.warning("trust=%s: f_N is blind to a class f_L predicts and scores below it on the noisy "
-                            "validation split; D-SINK follows f_L alone (totals, kernel)", p.trust)
-                self.p_noise = self.p_imb
-            elif self.unfit == "imbalance":
-                log.warning("trust=%s: f_L is blind to a class f_N predicts and scores below it on the noisy "
-                            "validation split; D-SINK follows f_N alone (totals, kernel)", p.trust)
-                self.p_imb = self.p_noise
+            if self.unfit is not None:
+                names = {"noise": "f_N", "imbalance": "f_L"}
+                me, them = names[self.unfit], names["imbalance" if self.unfit == "noise" else "noise"]
+                lost = unpredicted_classes(self.p_noise if self.unfit == "noise" else self.p_imb)
+                log.warning("trust=%s: %s is blind to a class %s predicts, predicts none of %d of the %d classes and "
+                            "scores below it on the noisy validation split; D-SINK follows %s alone (totals, kernel)",
+                            p.trust, me, them, lost, ctx.num_classes, them)
+                if self.unfit == "noise":
+                    self.p_noise = self.p_imb
+                else:
+                    self.p_imb = self.p_noise
         # calibrate=agreement is for a student trained from scratch (docs/research/regimes.md, candidate 8): not for
         # one that init=fit starts from f_L's weights
         if self.unfit == "noise" and p.init == "fit":
