@@ -197,6 +197,10 @@ VARIANTS = {
                                               "init_checkpoint": "auxiliary"},
     # candidate 10: candidate 6 only where the unfit auxiliary has also collapsed (predicts none of a quarter of the classes)
     "trust collapse, fit start at 0.1 lr": {"trust": "collapse", "init": "fit", "init_lr_scale": 0.1},
+    # candidate 11: candidate 10 with the agreement calibration for a student trained from scratch, kd calibrated alike
+    "trust collapse, fit start at 0.1 lr, calibrate": {"trust": "collapse", "init": "fit", "init_lr_scale": 0.1,
+                                                       "calibrate": "agreement"},
+    "kd, trust collapse, fit start at 0.1 lr, calibrate": {"calibrate": "agreement"},
     "trust, fit start at 0.1 lr, calibrate": {"trust": "validated", "init": "fit", "init_lr_scale": 0.1,
                                               "calibrate": "agreement"},
     "previous default": PREVIOUS,
