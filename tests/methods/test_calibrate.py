@@ -188,3 +188,28 @@ def test_init_fit_with_another_model_than_f_l_starts_from_scratch(caplog):
             net = d.build_models(lambda: torch.nn.Linear(4, 2))["net"]
         assert net.weight.shape == (2, 4) and d.started_from is None and d.lr_scale == 1.0
         assert "starts from scratch" in caplog.text
+
+
+@pytest.mark.parametrize("lost,follows", [(2, None), (3, "noise")])
+def test_the_defaults_follow_f_l_from_its_weights_only_when_f_n_has_collapsed(lost, follows):
+    """With the defaults (trust=collapse, init=fit, init_lr_scale=0.1): an f_N blind to tail classes, scoring below
+    f_L and predicting none of 3 of 10 classes is replaced by f_L (totals = f_L's counts) and f starts from f_L's
+    weights at a tenth of the rate; one that loses 2 classes keeps both auxiliaries and a from-scratch f."""
+    from dsink.methods import MethodContext
+    from dsink.methods.dsink import DSink, DSinkParams
+
+    labels = torch.arange(10).repeat_interleave(20)
+    p_imb = torch.eye(10)[labels] * 0.9 + 0.01
+    p_noise = torch.eye(10)[torch.where(labels >= 10 - lost, 0, labels)] * 0.9 + 0.01
+    saved = torch.nn.Linear(3, 10).state_dict()
+    ctx = MethodContext(num_classes=10, class_counts=np.full(10, 20), num_train=200, epochs=1,
+                        device=torch.device("cpu"), noise_rate=0.3, labels=labels.numpy(),
+                        aux_probs={"imbalance": p_imb.numpy(), "noise": p_noise.numpy()},
+                        aux_scores={"imbalance": 0.9, "noise": 0.7}, init_weights=lambda: saved)
+    d = DSink(DSinkParams(), ctx)
+    assert d.unfit == follows
+    want = p_imb if follows else p_noise
+    assert torch.allclose(d.totals.double(), torch.bincount(want.argmax(1), minlength=10).double())
+    net = d.build_models(lambda: torch.nn.Linear(3, 10))["net"]
+    assert torch.equal(net.weight, saved["weight"]) == (follows is not None)
+    assert d.started_from == ("imbalance" if follows else None) and d.lr_scale == (0.1 if follows else 1.0)
