@@ -185,8 +185,11 @@ def deploy_row(rows: list[dict[str, Any]], health: dict[str, Any] | None) -> dic
     fit = [role for role in fit if role in by_role]
     choice = by_role[fit[0]] if fit else by_role.get("baseline", by_role["target"])
     names = " and ".join(by_role.get(r, r) for r in flagged)
+    # an unfit auxiliary: the distilled rows inherit it, or (D-SINK's trust=collapse) follow the other one alone from
+    # its weights, which ended 2-4 points below that auxiliary on three of four unseen convolutional settings
+    # (docs/research/regimes.md): the fit auxiliary is the safer row to deploy either way
     why = ("the distilled target did not learn what its auxiliaries know" if flagged == ["target"] else
-           "which the distilled rows inherit")
+           "the distilled rows inherit it or follow the other auxiliary alone")
     return {"method": choice, "rule": f"the health check flagged {names} ({why}): deploy {choice} (see the health "
                                       "warnings)"}
 
