@@ -3,15 +3,16 @@ Fashion-MNIST images, 3 epochs): GCE collapses onto the head classes there, and 
 it, follow f_L from its weights and never collapse to one class (issue 32)."""
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 
 from dsink.config import load_config
 from dsink.train import distill_config, train_run
 
-TINY = ["model.name=small_cnn", "model.width=16", "optim.optimizer=sgd", "optim.lr=0.05", "optim.momentum=0.9",
-        "optim.weight_decay=5e-4", "optim.schedule=cosine", "train.augment=true", "train.hflip=false",
-        "data.n_max=200", "optim.epochs=3", "optim.batch_size=32", "train.seed=0"]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from regimes import TINY  # noqa: E402  (the regime's own recipe: the test follows it)
 
 
 def test_tiny_data_defaults_follow_f_l_and_never_collapse(tmp_path):

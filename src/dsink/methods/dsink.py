@@ -46,7 +46,8 @@ PRESETS: dict[str, dict[str, object]] = {
     "dsink": {},  # dsink's default: the dataclass defaults below
     "paper": {"cost": "noise+target", "eps": 2.0, "class_totals": "soft", "distill": "plain", "base_loss": "ce",
               "alpha": 1.0, "aux_checkpoint": "last", "target_probs": "eval", "target_ema": 0.0, "refresh_every": 1,
-              "init": "scratch", "init_lr_scale": 1.0, "init_checkpoint": "last", "blind_vote": 0.0, "calibrate": "none", "trust": "both"},
+              "init": "scratch", "init_lr_scale": 1.0, "init_checkpoint": "last", "blind_vote": 0.0, "calibrate": "none",
+              "trust": "both"},
 }
 
 
@@ -193,9 +194,9 @@ class DSink(_Distill):
                 names = {"noise": "f_N", "imbalance": "f_L"}
                 me, them = names[self.unfit], names["imbalance" if self.unfit == "noise" else "noise"]
                 lost = unpredicted_classes(self.p_noise if self.unfit == "noise" else self.p_imb)
-                log.warning("trust=%s: %s is blind to a class %s predicts, predicts none of %d of the %d classes and "
-                            "scores below it on the noisy validation split; D-SINK follows %s alone (totals, kernel)",
-                            p.trust, me, them, lost, ctx.num_classes, them)
+                log.warning("trust=%s: %s is blind to a class %s predicts (it predicts %d of the %d classes at all) "
+                            "and scores below it on the noisy validation split; D-SINK follows %s alone (totals, "
+                            "kernel)", p.trust, me, them, ctx.num_classes - lost, ctx.num_classes, them)
                 if self.unfit == "noise":
                     self.p_noise = self.p_imb
                 else:
