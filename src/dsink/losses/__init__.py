@@ -12,9 +12,9 @@ def soft_ce(logits: torch.Tensor, target: torch.Tensor, shift: torch.Tensor | No
 
     torch's ``cross_entropy`` with class-probability targets: the gradient of the plain expression
     ``-(target * log_softmax(z)).sum(1).mean()`` bit for bit and its loss to float32's last bit
-    (tests/methods/test_losses.py), and the cheapest of the forms measured on the CPU at 10 classes (about 20 us
-    per step under a custom one-node autograd function, which pays Python's dispatch twice per step;
-    docs/benchmarks.md)."""
+    (tests/methods/test_losses.py), and the cheapest of the forms measured on the CPU (about 25 us per step under a
+    custom one-node autograd function at 10 classes, which pays Python's dispatch twice per step;
+    benchmarks/dsink_cost_parts.py)."""
     z = logits.float()
     return F.cross_entropy(z if shift is None else z + shift, target.to(z.dtype))
 

@@ -282,7 +282,8 @@ class DSink(_Distill):
         with torch.no_grad():
             if pf is not None and self.p.cost.endswith("target"):
                 # f's log in its own (float32) precision, then widened: what float64 would add is below the float32
-                # input's own rounding, and torch's float64 log costs ~7x more on the CPU (1.0 against 0.15 ms here)
+                # input's own rounding, and torch's float64 log costs about twice as much on the CPU
+                # (benchmarks/dsink_cost_parts.py)
                 return torch.add(self.aux_log, pf.log().to(dtype), alpha=1.0 / self.eps)
             return self.aux_log.clone()
 
@@ -336,8 +337,8 @@ class DSink(_Distill):
         out = super().training_step(models, x, y, idx, epoch)
         if self.p.target_probs == "train":
             # the batch's rows and logits are kept as they are; on_epoch_end writes the epoch's into train_pass at once
-            # and turns them into probabilities with one softmax (per batch, the copy cost ~10 us and the softmax
-            # ~35 us on the CPU). Nothing reads train_pass between here and on_epoch_end.
+            # and turns them into probabilities with one softmax (half the per-step copies' and fills' cost, and no
+            # per-batch softmax; benchmarks/dsink_cost_parts.py). Nothing reads train_pass until on_epoch_end.
             self.pass_batches.append((idx, out["logits"].detach()))
         return out
 
