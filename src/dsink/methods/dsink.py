@@ -29,6 +29,7 @@ from .distill import DistillParams, _Distill
 
 log = logging.getLogger(__name__)
 TRUSTS = ("both", "validated", "collapse")
+TRUST_FILLS = ("raw", "prior")
 BLIND_RATIO = 0.1  # a model is blind to a class it predicts for fewer than this share of the samples the other
 #                    auxiliary predicts there with the noisy label's agreement (blind_vote's default, the health check)
 MIN_AGREEING = 5  # ... counted only where the other auxiliary agrees with at least this many noisy labels
@@ -86,6 +87,9 @@ class DSinkParams(DistillParams):
     #                          validation split is replaced by the other in the totals, the kernel and the guard |
     #                          collapse: the same, only when it also predicts none of a quarter of the classes (a
     #                          collapse onto the head, not one merged class; docs/research/regimes.md, candidate 10)
+    trust_fill: str = "raw"  # how the fit auxiliary fills the unfit one's place (trust acting): raw (its own
+    #                          probabilities) | prior (moved to the posterior the other estimates: f_L to the noisy
+    #                          labels' class shares in f_N's place, f_N to balanced in f_L's; candidate 12)
 
 
 def expand_preset(params: dict) -> dict:
@@ -175,6 +179,7 @@ class DSink(_Distill):
         check_choice(p.solver_dtype, ("float64", "float32"), "solver_dtype")
         check_choice(p.solver, SOLVERS, "solver")
         check_choice(p.trust, TRUSTS, "trust")
+        check_choice(p.trust_fill, TRUST_FILLS, "trust_fill")
         check_choice(p.init_checkpoint, ("last", "auxiliary"), "init_checkpoint")
         if not p.init_lr_scale > 0:
             raise InputError(f"method.params.init_lr_scale must be > 0, got {p.init_lr_scale}")
@@ -197,10 +202,7 @@ class DSink(_Distill):
                 log.warning("trust=%s: %s is blind to a class %s predicts (it predicts %d of the %d classes at all) "
                             "and scores below it on the noisy validation split; D-SINK follows %s alone (totals, "
                             "kernel)", p.trust, me, them, ctx.num_classes - lost, ctx.num_classes, them)
-                if self.unfit == "noise":
-                    self.p_noise = self.p_imb
-                else:
-                    self.p_imb = self.p_noise
+                self._fill_unfit()
         # calibrate=agreement is for a student trained from scratch (docs/research/regimes.md, candidate 8): not for
         # one that init=fit starts from f_L's weights
         if self.unfit == "noise" and p.init == "fit":
@@ -225,6 +227,25 @@ class DSink(_Distill):
         self.pass_batches: list[tuple[torch.Tensor, torch.Tensor]] = []  # this epoch's (rows, logits), by step
         self.blind_rows: torch.Tensor | None = None  # indices of the rows whose target is the naive average
         self.blind_target: torch.Tensor | None = None  # (blind_vote > 0) and that target
+
+    def _fill_unfit(self) -> None:
+        """The unfit auxiliary's place (``self.unfit``) taken by the fit one. ``trust_fill=raw``: its probabilities as
+        they are. ``prior``: moved to the posterior the replaced model estimates - f_N, trained on the noisy labels,
+        estimates the training posterior, which f_L's logit-adjusted loss fits as ``softmax(log f_L + log prior)``
+        with the noisy labels' class shares; f_L is balanced, so f_N in its place is ``softmax(log f_N - log
+        prior)``. Raw, f_L's balanced posterior in f_N's place makes the kernel's average half balanced and the
+        totals (its argmax counts) over-count the tail, and the adjusted distillation then moves Q's argmax to the
+        tail a second time (docs/research/regimes.md, candidate 12)."""
+        if self.unfit == "noise":
+            fit, sign = self.p_imb, 1.0
+        else:
+            fit, sign = self.p_noise, -1.0
+        if self.p.trust_fill == "prior":
+            fit = torch.softmax(fit.clamp_min(1e-30).log() + sign * self.log_prior, dim=1)
+        if self.unfit == "noise":
+            self.p_noise = fit
+        else:
+            self.p_imb = fit
 
     @classmethod
     def init_from(cls, params):
