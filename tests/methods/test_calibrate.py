@@ -213,3 +213,44 @@ def test_the_defaults_follow_f_l_from_its_weights_only_when_f_n_has_collapsed(lo
     net = d.build_models(lambda: torch.nn.Linear(3, 10))["net"]
     assert torch.equal(net.weight, saved["weight"]) == (follows is not None)
     assert d.started_from == ("imbalance" if follows else None) and d.lr_scale == (0.1 if follows else 1.0)
+
+
+def _collapsed_ctx(p_imb, p_noise, labels, counts, scores):
+    from dsink.methods import MethodContext
+
+    return MethodContext(num_classes=p_imb.shape[1], class_counts=counts, num_train=len(labels), epochs=1,
+                         device=torch.device("cpu"), noise_rate=0.3, labels=labels.numpy(),
+                         aux_probs={"imbalance": p_imb.numpy(), "noise": p_noise.numpy()}, aux_scores=scores)
+
+
+def test_trust_fill_prior_moves_the_fit_auxiliary_to_the_posterior_it_replaces():
+    """trust_fill=prior: f_L in f_N's place is softmax(log f_L + log prior) (the noisy labels' class shares: what
+    its logit-adjusted loss fits), so the totals are that posterior's argmax counts; raw keeps f_L's balanced
+    posterior, whose argmax over-counts the tail. f_N in f_L's place is divided by the prior."""
+    from dsink.errors import InputError
+    from dsink.methods.dsink import DSink, DSinkParams
+
+    counts = np.array([80, 40, 20, 10, 10, 10, 10, 10, 5, 5])
+    labels = torch.arange(10).repeat_interleave(torch.as_tensor(counts))
+    # f_L: the head's samples lean a little to class 9 in its balanced posterior (0.45 / 0.55); every other row clear
+    p_imb = torch.eye(10)[labels] * 0.9 + 0.01
+    p_imb[:40] = 0.0
+    p_imb[:40, 0], p_imb[:40, 9] = 0.45, 0.55
+    p_noise = torch.eye(10)[torch.where(labels >= 6, 0, labels)] * 0.9 + 0.01  # predicts none of 4 classes
+    scores = {"imbalance": 0.9, "noise": 0.5}
+    prior = torch.as_tensor(counts / counts.sum(), dtype=torch.float32)
+    raw = DSink(DSinkParams(trust_fill="raw"), _collapsed_ctx(p_imb, p_noise, labels, counts, scores))
+    moved = DSink(DSinkParams(trust_fill="prior"), _collapsed_ctx(p_imb, p_noise, labels, counts, scores))
+    assert raw.unfit == moved.unfit == "noise"
+    assert torch.equal(raw.p_noise, raw.p_imb)
+    want = torch.softmax(p_imb.log() + prior.log(), dim=1)
+    assert torch.allclose(moved.p_noise, want, atol=1e-6) and torch.equal(moved.p_imb, p_imb)
+    assert raw.totals[9] == 5 + 40 and raw.totals[0] == 40  # the balanced argmax gives class 9 the head's rows
+    assert moved.totals[9] == 5 and moved.totals[0] == 80  # moved to the prior, class 0 keeps them
+    # f_L unfit: f_N, a training posterior, divided by the prior in f_L's balanced place
+    back = DSink(DSinkParams(trust_fill="prior"), _collapsed_ctx(p_noise, p_imb, labels, counts,
+                                                                 {"imbalance": 0.5, "noise": 0.9}))
+    assert back.unfit == "imbalance"
+    assert torch.allclose(back.p_imb, torch.softmax(p_imb.log() - prior.log(), dim=1), atol=1e-6)
+    with pytest.raises(InputError, match="unknown trust_fill .shift.; valid trust_fills: prior, raw"):
+        DSink(DSinkParams(trust_fill="shift"), _collapsed_ctx(p_imb, p_noise, labels, counts, scores))
