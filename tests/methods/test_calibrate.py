@@ -254,3 +254,23 @@ def test_trust_fill_prior_moves_the_fit_auxiliary_to_the_posterior_it_replaces()
     assert torch.allclose(back.p_imb, torch.softmax(p_imb.log() - prior.log(), dim=1), atol=1e-6)
     with pytest.raises(InputError, match="unknown trust_fill .shift.; valid trust_fills: prior, raw"):
         DSink(DSinkParams(trust_fill="shift"), _collapsed_ctx(p_imb, p_noise, labels, counts, scores))
+
+
+def test_trust_margin_sets_how_far_below_a_collapsed_auxiliary_must_score():
+    """trust_margin: a collapsed f_N (none of 4 of 10 classes) scoring 0.03 below f_L is kept at the default 0.05
+    and replaced at 0; one scoring above f_L is kept at any margin; a negative margin is refused."""
+    from dsink.errors import InputError
+    from dsink.methods.dsink import TRUST_MARGIN, DSink, DSinkParams
+
+    labels = torch.arange(10).repeat_interleave(20)
+    counts = np.full(10, 20)
+    p_imb = torch.eye(10)[labels] * 0.9 + 0.01
+    p_noise = torch.eye(10)[torch.where(labels >= 6, 0, labels)] * 0.9 + 0.01
+    close = {"imbalance": 0.60, "noise": 0.57}
+    assert TRUST_MARGIN == 0.05 and DSinkParams().trust_margin == TRUST_MARGIN
+    assert DSink(DSinkParams(), _collapsed_ctx(p_imb, p_noise, labels, counts, close)).unfit is None
+    assert DSink(DSinkParams(trust_margin=0.0), _collapsed_ctx(p_imb, p_noise, labels, counts, close)).unfit == "noise"
+    above = {"imbalance": 0.57, "noise": 0.60}
+    assert DSink(DSinkParams(trust_margin=0.0), _collapsed_ctx(p_imb, p_noise, labels, counts, above)).unfit is None
+    with pytest.raises(InputError, match="trust_margin must be in \\[0, 1\\].*got -0.1"):
+        DSink(DSinkParams(trust_margin=-0.1), _collapsed_ctx(p_imb, p_noise, labels, counts, close))

@@ -87,6 +87,8 @@ class DSinkParams(DistillParams):
     #                          validation split is replaced by the other in the totals, the kernel and the guard |
     #                          collapse: the same, only when it also predicts none of a quarter of the classes (a
     #                          collapse onto the head, not one merged class; docs/research/regimes.md, candidate 10)
+    trust_margin: float = TRUST_MARGIN  # how far below the other auxiliary (class-balanced noisy-validation accuracy)
+    #                                   an unfit auxiliary must score for trust to act (candidate 14: 0 under collapse)
     trust_fill: str = "raw"  # how the fit auxiliary fills the unfit one's place (trust acting): raw (its own
     #                          probabilities) | prior (moved to the posterior the other estimates: f_L to the noisy
     #                          labels' class shares in f_N's place, f_N to balanced in f_L's; candidate 12)
@@ -128,17 +130,17 @@ def unpredicted_classes(probs: torch.Tensor) -> int:
 
 
 def unfit_auxiliary(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: torch.Tensor,
-                    scores: dict[str, float] | None, collapse: bool = False) -> str | None:
+                    scores: dict[str, float] | None, collapse: bool = False, margin: float = TRUST_MARGIN) -> str | None:
     """The role (``imbalance`` or ``noise``) of an auxiliary that is unfit for the data, or None: blind to a class
     the other auxiliary predicts in agreement with its noisy labels (:func:`blind_classes`, the health check's
-    rule) and below the other by TRUST_MARGIN in class-balanced noisy-validation
+    rule) and below the other by ``margin`` (TRUST_MARGIN by default) in class-balanced noisy-validation
     accuracy (``scores``; without them nothing is called unfit). With ``collapse`` (``trust=collapse``), it must
     also predict no training sample of at least COLLAPSE_SHARE of the classes (rounded up)."""
     if not scores or scores.get("imbalance") is None or scores.get("noise") is None:
         return None
     need = math.ceil(COLLAPSE_SHARE * p_imb.shape[1]) if collapse else 0
     for role, mine, other, them in (("noise", p_noise, p_imb, "imbalance"), ("imbalance", p_imb, p_noise, "noise")):
-        if (scores[role] < scores[them] - TRUST_MARGIN and unpredicted_classes(mine) >= need
+        if (scores[role] < scores[them] - margin and unpredicted_classes(mine) >= need
                 and blind_class_mask(mine, other, labels, BLIND_RATIO, MIN_AGREEING).any()):
             return role
     return None
@@ -185,6 +187,9 @@ class DSink(_Distill):
             raise InputError(f"method.params.init_lr_scale must be > 0, got {p.init_lr_scale}")
         if p.alpha < 0 or p.refresh_every < 1 or p.eps < 0:
             raise InputError("D-SINK needs alpha >= 0, refresh_every >= 1 and eps >= 0 (0: one per model in the cost)")
+        if not 0.0 <= p.trust_margin <= 1.0:
+            raise InputError(f"method.params.trust_margin must be in [0, 1] (a gap in class-balanced noisy-validation "
+                             f"accuracy), got {p.trust_margin}")
         if not 0.0 <= p.blind_vote <= 1.0:
             raise InputError(f"method.params.blind_vote must be in [0, 1] (0: off; the share of f_L's agreeing samples "
                              f"below which f_N's count makes a class blind), got {p.blind_vote}")
@@ -194,7 +199,7 @@ class DSink(_Distill):
         given = self.p_imb, self.p_noise  # class_totals=confident reads both even when trust replaces one
         if p.trust != "both" and ctx.labels is not None:
             self.unfit = unfit_auxiliary(self.p_imb, self.p_noise, torch.as_tensor(ctx.labels), ctx.aux_scores,
-                                         collapse=p.trust == "collapse")
+                                         collapse=p.trust == "collapse", margin=p.trust_margin)
             if self.unfit is not None:
                 names = {"noise": "f_N", "imbalance": "f_L"}
                 me, them = names[self.unfit], names["imbalance" if self.unfit == "noise" else "noise"]
