@@ -50,6 +50,7 @@ def test_blind_f_n_is_named_with_its_class_and_the_fix(blind_pair):
     assert blind["classes"] == [2] and blind["method"] == "f_N (gce)"
     assert "f_N (gce) hardly predicts class(es) c" in blind["message"]
     assert "pipeline.noise.name=elr" in blind["message"] and "pipeline.target.trust=collapse" in blind["message"]
+    assert "pipeline.target.trust_margin=0" in blind["message"]
     below = kinds[("noise", "below_ce")]  # 2 of 3 classes recalled: balanced accuracy 0.667 against CE's 1.0
     assert "0.667 vs 1.000" in below["message"]
     assert ("noise", "zero_recall") not in kinds  # the blind class is reported once, as blind

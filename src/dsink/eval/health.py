@@ -27,8 +27,9 @@ CE_MARGIN = 0.05  # an auxiliary "below CE" scores this much under CE's noisy-va
 #                   their selected checkpoints: the noisy split ranks close methods poorly (all six rows of the
 #                   offline default score 0.362-0.369 while their test top-1 spans 66-81 %), so only a clear gap counts
 FIXES = {"noise": "a stronger f_N (e.g. pipeline.noise.name=elr, or sce); where f_N has also collapsed (no prediction "
-                  "for a quarter of the classes) D-SINK's defaults already follow f_L from its weights "
-                  "(pipeline.target.trust=collapse, init=fit)",
+                  "for a quarter of the classes) and scores 0.05 below f_L on the noisy validation split, D-SINK's "
+                  "defaults already follow f_L from its weights (pipeline.target.trust=collapse, init=fit; "
+                  "pipeline.target.trust_margin=0 drops the score condition)",
          "imbalance": "another f_L (e.g. pipeline.imbalance.name=bs or ldam_drw)"}
 ROLE_NAMES = {"imbalance": "f_L", "noise": "f_N", "baseline": "CE"}
 
