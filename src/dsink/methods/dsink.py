@@ -88,10 +88,10 @@ class DSinkParams(DistillParams):
     #                          collapse: the same, only when it also predicts none of a quarter of the classes (a
     #                          collapse onto the head, not one merged class; docs/research/regimes.md, candidate 10)
     trust_margin: float = TRUST_MARGIN  # how far below the other auxiliary (class-balanced noisy-validation accuracy)
-    #                                   an unfit auxiliary must score for trust to act (candidate 14: 0 under collapse)
+    #                                   an unfit auxiliary must score for trust to act (0: any gap; candidate 14)
     trust_fill: str = "raw"  # how the fit auxiliary fills the unfit one's place (trust acting): raw (its own
     #                          probabilities) | prior (moved to the posterior the other estimates: f_L to the noisy
-    #                          labels' class shares in f_N's place, f_N to balanced in f_L's; candidate 12)
+    #                          labels' class shares in f_N's place, f_N to balanced in f_L's; candidates 12, 13)
 
 
 def expand_preset(params: dict) -> dict:
@@ -239,8 +239,9 @@ class DSink(_Distill):
         estimates the training posterior, which f_L's logit-adjusted loss fits as ``softmax(log f_L + log prior)``
         with the noisy labels' class shares; f_L is balanced, so f_N in its place is ``softmax(log f_N - log
         prior)``. Raw, f_L's balanced posterior in f_N's place makes the kernel's average half balanced and the
-        totals (its argmax counts) over-count the tail, and the adjusted distillation then moves Q's argmax to the
-        tail a second time (docs/research/regimes.md, candidate 12)."""
+        totals (its argmax counts) over-count the tail; moved by the full log prior, a flat f_L (very short training)
+        is sent to the head instead - why ``prior`` is an option, not the default (docs/research/regimes.md,
+        candidates 12 and 13)."""
         if self.unfit == "noise":
             fit, sign = self.p_imb, 1.0
         else:
