@@ -27,8 +27,8 @@ CE_MARGIN = 0.05  # an auxiliary "below CE" scores this much under CE's noisy-va
 #                   their selected checkpoints: the noisy split ranks close methods poorly (all six rows of the
 #                   offline default score 0.362-0.369 while their test top-1 spans 66-81 %), so only a clear gap counts
 FIXES = {"noise": "a stronger f_N (e.g. pipeline.noise.name=elr, or sce); where f_N has also collapsed (no prediction "
-                  "for a quarter of the classes) and scores 0.05 below f_L on the noisy validation split, D-SINK's "
-                  "defaults already follow f_L from its weights (pipeline.target.trust=collapse, init=fit; "
+                  f"for a quarter of the classes) and scores {TRUST_MARGIN:g} below f_L on the noisy validation split, "
+                  "D-SINK's defaults already follow f_L from its weights (pipeline.target.trust=collapse, init=fit; "
                   "pipeline.target.trust_margin=0 drops the score condition)",
          "imbalance": "another f_L (e.g. pipeline.imbalance.name=bs or ldam_drw)"}
 ROLE_NAMES = {"imbalance": "f_L", "noise": "f_N", "baseline": "CE"}
@@ -187,7 +187,7 @@ def deploy_row(rows: list[dict[str, Any]], health: dict[str, Any] | None) -> dic
     choice = by_role[fit[0]] if fit else by_role.get("baseline", by_role["target"])
     names = " and ".join(by_role.get(r, r) for r in flagged)
     # an unfit auxiliary: the distilled rows inherit it, or (D-SINK's trust=collapse) follow the other one alone from
-    # its weights, which ended 2-4 points below that auxiliary on three of four unseen convolutional settings
+    # its weights, which ended 0.6-4.1 points below that auxiliary on four of eight unseen convolutional settings
     # (docs/research/regimes.md): the fit auxiliary is the safer row to deploy either way
     why = ("the distilled target did not learn what its auxiliaries know" if flagged == ["target"] else
            "the distilled rows inherit it or follow the other auxiliary alone")

@@ -47,8 +47,8 @@ PRESETS: dict[str, dict[str, object]] = {
     "dsink": {},  # dsink's default: the dataclass defaults below
     "paper": {"cost": "noise+target", "eps": 2.0, "class_totals": "soft", "distill": "plain", "base_loss": "ce",
               "alpha": 1.0, "aux_checkpoint": "last", "target_probs": "eval", "target_ema": 0.0, "refresh_every": 1,
-              "init": "scratch", "init_lr_scale": 1.0, "init_checkpoint": "last", "blind_vote": 0.0, "calibrate": "none",
-              "trust": "both"},
+              "init": "scratch", "init_lr_scale": 1.0, "init_checkpoint": "last", "blind_vote": 0.0,
+              "calibrate": "none", "trust": "both"},
 }
 
 
@@ -129,8 +129,8 @@ def unpredicted_classes(probs: torch.Tensor) -> int:
     return int((torch.bincount(probs.argmax(1), minlength=probs.shape[1]) == 0).sum())
 
 
-def unfit_auxiliary(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: torch.Tensor,
-                    scores: dict[str, float] | None, collapse: bool = False, margin: float = TRUST_MARGIN) -> str | None:
+def unfit_auxiliary(p_imb: torch.Tensor, p_noise: torch.Tensor, labels: torch.Tensor, scores: dict[str, float] | None,
+                    collapse: bool = False, margin: float = TRUST_MARGIN) -> str | None:
     """The role (``imbalance`` or ``noise``) of an auxiliary that is unfit for the data, or None: blind to a class
     the other auxiliary predicts in agreement with its noisy labels (:func:`blind_classes`, the health check's
     rule) and below the other by ``margin`` (TRUST_MARGIN by default) in class-balanced noisy-validation
