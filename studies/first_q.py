@@ -28,6 +28,7 @@ import torch
 from dsink.methods.base import MethodContext
 from dsink.methods.dsink import DSink, DSinkParams
 from dsink.ot.surrogate import class_totals_from
+from dsink.runs import RunDir
 from dsink.train.inputs import validation_score
 
 
@@ -95,7 +96,7 @@ def main() -> None:
     print("| seed | f_L (last) plain / balanced | raw | prior | em | rarest two: true / raw / prior / em |")
     print("|---|---|---|---|---|---|")
     for seed, (run_l, run_n) in enumerate(zip(rows[fl], rows[fn])):
-        f_l, f_n = dict(np.load(run_l + "/predictions.npz")), dict(np.load(run_n + "/predictions.npz"))
+        f_l, f_n = RunDir(run_l).read_predictions(), RunDir(run_n).read_predictions()
         true = f_l["train_true"]
         cells, figures = [], {"f_L": accuracies(f_l["train_probs"], true)}
         shares = [np.bincount(true, minlength=f_l["train_probs"].shape[1])[-2:] / len(true)]
